@@ -1,0 +1,27 @@
+"""Logging for autotrace's own faults: each distinct fault is reported once.
+
+autotrace must never break the host program, so internal failures are caught
+and logged; logging them once keeps a fault that repeats on every call from
+flooding the program's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+logger = logging.getLogger("autotrace")
+
+_seen: set[str] = set()
+_lock = threading.Lock()
+
+
+def log_once(key: str, message: str, *args: object, exc_info: bool = True) -> None:
+    """Log ``message`` at WARNING the first time ``key`` is seen, DEBUG afterwards."""
+    with _lock:
+        first = key not in _seen
+        _seen.add(key)
+    if first:
+        logger.warning(message, *args, exc_info=exc_info)
+    else:
+        logger.debug(message, *args, exc_info=exc_info)

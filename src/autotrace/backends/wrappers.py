@@ -1,0 +1,254 @@
+"""wrapt proxies that open a span around each call, one kind per calling convention.
+
+The proxy forwards ``__code__``, so ``inspect.iscoroutinefunction`` and
+friends report the wrapped function's kind whatever the wrapper is; each
+wrapper therefore keeps the wrapped function's convention:
+
+* plain functions: the span covers the call;
+* coroutine functions: the call creates the coroutine at once (bad arguments
+  raise where they used to) and returns a coroutine whose span covers the
+  whole ``await``;
+* generator and async generator functions: the call creates the generator at
+  once and returns a driver generator that opens the span when the body first
+  runs, makes it current only while the body runs (never while the consumer
+  holds an item), and ends it when the body returns, raises or is closed.
+
+Per-function data (``FunctionInfo``) is built lazily on the first call, so
+importing a module with many functions stays cheap.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import CodeType
+from typing import Any, AsyncGenerator, Callable, Coroutine, Generator, Optional
+
+import wrapt
+
+from ..formatter import FunctionInfo
+from ..spans import Tracing
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple, dict], Any]
+
+
+class BoundTracedFunction(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+    """A traced method bound to an instance or class; pickles as ``getattr(owner, name)``."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        target = self._self_instance
+        if target is None:
+            target = self._self_owner
+        return getattr, (target, self.__name__)
+
+    def __reduce__(self) -> Any:
+        return self.__reduce_ex__(2)
+
+    def __copy__(self) -> BoundTracedFunction:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> BoundTracedFunction:
+        return self
+
+
+class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc]
+    """The proxy put in place of a traced function; pickles by reference like it."""
+
+    __bound_function_wrapper__ = BoundTracedFunction
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__qualname__
+
+    def __reduce__(self) -> Any:
+        return self.__qualname__
+
+    def __copy__(self) -> TracedFunction:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> TracedFunction:
+        return self
+
+
+def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInfo]) -> Wrapper:
+    """The wrapt wrapper for ``func``, chosen by its calling convention."""
+    cell: list[Optional[FunctionInfo]] = [None]
+
+    def info() -> FunctionInfo:
+        found = cell[0]
+        if found is None:
+            found = cell[0] = describe()
+        return found
+
+    if inspect.isasyncgenfunction(func):
+        return _async_generator_wrapper(tracing, info)
+    if inspect.iscoroutinefunction(func):
+        return _coroutine_wrapper(tracing, info)
+    if inspect.isgeneratorfunction(func):
+        return _generator_wrapper(tracing, info)
+    return _function_wrapper(tracing, info)
+
+
+def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+    def traced_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
+                    kwargs: dict) -> Any:
+        function_info = info()
+        opened = tracing.open(function_info, instance, args, kwargs)
+        if opened is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            tracing.close_failed(opened, function_info, exc, WRAPPER_CODES)
+            raise
+        tracing.close(opened, function_info, result)
+        return result
+
+    return traced_call
+
+
+def _coroutine_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+    def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
+                              kwargs: dict) -> Any:
+        coroutine = wrapped(*args, **kwargs)
+        driver = _drive_coroutine(coroutine, tracing, info(), instance, args, kwargs)
+        _copy_names(coroutine, driver)
+        return driver
+
+    return traced_coroutine_call
+
+
+async def _drive_coroutine(coroutine: Coroutine[Any, Any, Any], tracing: Tracing,
+                           info: FunctionInfo, instance: Any, args: tuple,
+                           kwargs: dict) -> Any:
+    opened = tracing.open(info, instance, args, kwargs)
+    if opened is None:
+        return await coroutine
+    try:
+        result = await coroutine
+    except BaseException as exc:
+        tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+        raise
+    tracing.close(opened, info, result)
+    return result
+
+
+def _generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+    def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
+                              kwargs: dict) -> Any:
+        generator = wrapped(*args, **kwargs)
+        if not inspect.isgenerator(generator):
+            return generator  # a decorator changed what the function returns
+        driver = _drive_generator(generator, tracing, info(), instance, args, kwargs)
+        _copy_names(generator, driver)
+        return driver
+
+    return traced_generator_call
+
+
+def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
+                     info: FunctionInfo, instance: Any, args: tuple,
+                     kwargs: dict) -> Generator[Any, Any, Any]:
+    opened = tracing.open(info, instance, args, kwargs)
+    if opened is None:
+        return (yield from generator)
+    value: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            item = generator.send(value) if error is None else generator.throw(error)
+        except StopIteration as stop:
+            tracing.close(opened, info, stop.value)
+            return stop.value
+        except BaseException as exc:
+            tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+            raise
+        finally:
+            error = None
+        opened = tracing.suspend(opened)
+        try:
+            value = yield item
+        except GeneratorExit as exit_:
+            opened = tracing.resume(opened)
+            try:
+                generator.close()
+            except BaseException as exc:
+                tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+                raise
+            tracing.close_failed(opened, info, exit_, WRAPPER_CODES)
+            raise
+        except BaseException as exc:
+            error, value = exc, None
+        opened = tracing.resume(opened)
+
+
+def _async_generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+    def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
+                                    kwargs: dict) -> Any:
+        generator = wrapped(*args, **kwargs)
+        if not inspect.isasyncgen(generator):
+            return generator
+        driver = _drive_async_generator(generator, tracing, info(), instance, args, kwargs)
+        _copy_names(generator, driver)
+        return driver
+
+    return traced_async_generator_call
+
+
+async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: Tracing,
+                                 info: FunctionInfo, instance: Any, args: tuple,
+                                 kwargs: dict) -> AsyncGenerator[Any, Any]:
+    opened = tracing.open(info, instance, args, kwargs)
+    value: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            if error is None:
+                item = await generator.asend(value)
+            else:
+                item = await generator.athrow(error)
+        except StopAsyncIteration:
+            if opened is not None:
+                tracing.close(opened, info, None)
+            return
+        except BaseException as exc:
+            if opened is not None:
+                tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+            raise
+        finally:
+            error = None
+        if opened is not None:
+            opened = tracing.suspend(opened)
+        try:
+            value = yield item
+        except GeneratorExit as exit_:
+            if opened is not None:
+                opened = tracing.resume(opened)
+            try:
+                await generator.aclose()
+            except BaseException as exc:
+                if opened is not None:
+                    tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+                raise
+            if opened is not None:
+                tracing.close_failed(opened, info, exit_, WRAPPER_CODES)
+            raise
+        except BaseException as exc:
+            error, value = exc, None
+        if opened is not None:
+            opened = tracing.resume(opened)
+
+
+def _copy_names(source: Any, target: Any) -> None:
+    try:
+        target.__name__ = source.__name__
+        target.__qualname__ = source.__qualname__
+    except (AttributeError, TypeError):
+        pass
+
+
+#: Frames of these functions in a traceback mean "an inner traced call was here".
+WRAPPER_CODES: frozenset[CodeType] = frozenset({
+    _function_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _drive_coroutine.__code__,
+    _drive_generator.__code__,
+    _drive_async_generator.__code__,
+})

@@ -1,0 +1,132 @@
+"""The wrapt backend: replace each traced function with a ``TracedFunction`` proxy.
+
+Modules are instrumented when the import hook reports them and, at
+``start()``, when already imported. Every replacement is recorded as a
+``Patch`` so that ``stop()`` can put the originals back; a proxy that escaped
+earlier (``from m import f``) keeps working as a pass-through once the
+installation is inactive.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from .._log import log_once
+from ..discovery import (
+    CACHED_PROPERTY,
+    CLASSMETHOD,
+    METHOD,
+    PROPERTY,
+    STATICMETHOD,
+    Target,
+    iter_targets,
+    modules_to_scan,
+)
+from ..formatter import FunctionInfo
+from ..importhook import ImportHook
+from ..selection import Selector
+from ..spans import Tracing
+from .wrappers import TracedFunction, make_wrapper
+
+
+@dataclass
+class Patch:
+    """``owner.name`` was ``original`` and is now ``replacement``."""
+
+    owner: Any
+    name: str
+    original: Any
+    replacement: Any
+
+    def in_place(self) -> bool:
+        try:
+            return vars(self.owner).get(self.name) is self.replacement
+        except TypeError:
+            return False
+
+    def undo(self) -> None:
+        if self.in_place():
+            setattr(self.owner, self.name, self.original)
+
+
+class WraptBackend:
+    name = "wrapt"
+
+    def __init__(self, selector: Selector, tracing: Tracing) -> None:
+        self._selector = selector
+        self._tracing = tracing
+        self._patches: dict[str, list[Patch]] = {}
+        self._lock = threading.RLock()
+        self._hook = ImportHook(selector, self.instrument)
+
+    def start(self) -> None:
+        for module in modules_to_scan(self._selector):
+            self._hook.imported(module)
+        self._hook.install()
+
+    def stop(self) -> None:
+        self._hook.uninstall()
+        with self._lock:
+            patches, self._patches = self._patches, {}
+        for module_patches in patches.values():
+            for patch in reversed(module_patches):
+                try:
+                    patch.undo()
+                except Exception:
+                    log_once("undo", "autotrace: could not restore %s", patch.name)
+
+    def instrument(self, module: ModuleType) -> None:
+        """Wrap everything ``module`` defines that the patterns select (idempotent)."""
+        made: list[Patch] = []
+        for target in iter_targets(module, self._selector):
+            if _already_traced(target):
+                continue
+            try:
+                made.extend(self._patch(target))
+            except Exception:
+                log_once(f"wrap:{target.module}.{target.qualname}",
+                         "autotrace: could not wrap %s.%s; it runs untraced",
+                         target.module, target.qualname)
+        with self._lock:
+            kept = [p for p in self._patches.get(module.__name__, []) if p.in_place()]
+            self._patches[module.__name__] = kept + made
+
+    def _traced(self, func: Any, target: Target, implicit_first: bool) -> TracedFunction:
+        formatter = self._tracing.formatter
+        qualname = getattr(func, "__qualname__", target.qualname)
+
+        def describe() -> FunctionInfo:
+            return formatter.describe_function(func, target.module, qualname, implicit_first)
+
+        # staticmethod/classmethod objects are wrapped whole; wrapt binds them.
+        wrapped = target.value if target.kind in (STATICMETHOD, CLASSMETHOD) else func
+        return TracedFunction(wrapped, make_wrapper(func, self._tracing, describe))
+
+    def _patch(self, target: Target) -> list[Patch]:
+        owner, name, value = target.owner, target.name, target.value
+        if target.kind == PROPERTY:
+            fget, fset, fdel = (
+                self._traced(f, target, False) if f in target.functions else f
+                for f in (value.fget, value.fset, value.fdel)
+            )
+            replacement = type(value)(fget, fset, fdel, value.__doc__)
+            setattr(owner, name, replacement)
+            return [Patch(owner, name, value, replacement)]
+        if target.kind == CACHED_PROPERTY:
+            func = target.functions[0]
+            wrapper = self._traced(func, target, False)
+            value.func = wrapper
+            return [Patch(value, "func", func, wrapper)]
+        implicit_first = target.kind in (METHOD, CLASSMETHOD)
+        wrapper = self._traced(target.functions[0], target, implicit_first)
+        setattr(owner, name, wrapper)
+        return [Patch(owner, name, value, wrapper)]
+
+
+def _already_traced(target: Target) -> bool:
+    return isinstance(target.value, TracedFunction) or any(
+        isinstance(f, TracedFunction) for f in target.functions)
+

@@ -1,0 +1,129 @@
+"""``install()`` and ``uninstall()``: wire config -> selection -> backend -> formatter.
+
+One installation is active at a time. Configuration errors are raised before
+anything changes; an unexpected failure while instrumenting is logged, undone
+and leaves the program untraced rather than broken.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Optional
+
+from opentelemetry.trace import TracerProvider
+
+from ._log import log_once, logger
+from .backends import Backend, create_backend
+from .config import Config, make_config, resolve_backend
+from .formatter import Formatter
+from .selection import Selector
+from .spans import Tracing
+
+
+class InstallError(RuntimeError):
+    """autotrace cannot be installed in this process as configured."""
+
+
+class Installation:
+    """An active (or finished) installation; ``uninstall()`` undoes it."""
+
+    def __init__(self, config: Config, backend: Backend, tracing: Tracing) -> None:
+        self.config = config
+        self.backend = backend.name
+        self._backend = backend
+        self._tracing = tracing
+
+    @property
+    def active(self) -> bool:
+        return self._tracing.active
+
+    def uninstall(self) -> None:
+        """Restore every original, remove the hooks; escaped wrappers pass through."""
+        global _active
+        with _lock:
+            if not self._tracing.active:
+                return
+            self._tracing.active = False
+            try:
+                self._backend.stop()
+            except Exception:
+                log_once("stop", "autotrace: error while uninstalling")
+            if _active is self:
+                _active = None
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "uninstalled"
+        return (f"<autotrace.Installation {state} backend={self.backend!r} "
+                f"patterns={list(self.config.patterns)!r}>")
+
+
+_lock = threading.RLock()
+_active: Optional[Installation] = None
+
+
+def install(
+    patterns: str | Sequence[str] | None = None,
+    *,
+    exclude: str | Sequence[str] | None = None,
+    backend: str | None = None,
+    capture_args: bool | None = None,
+    capture_return: bool | None = None,
+    repr_objects: bool | None = None,
+    max_value_length: int | None = None,
+    redact: str | Sequence[str] | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Installation:
+    """Trace every function whose ``module.qualname`` matches ``patterns``.
+
+    Call it before the traced modules are imported: references taken earlier
+    (``from m import f``) keep the untraced function under the wrapt backend.
+    Arguments left as ``None`` come from the ``OTEL_PYTHON_AUTOTRACE_*``
+    environment variables, else from the defaults (see README).
+    """
+    global _active
+    config = make_config(
+        patterns, exclude=exclude, backend=backend, capture_args=capture_args,
+        capture_return=capture_return, repr_objects=repr_objects,
+        max_value_length=max_value_length, redact=redact, tracer_provider=tracer_provider,
+    )
+    with _lock:
+        if _active is not None:
+            raise RuntimeError(
+                f"autotrace is already installed ({_active!r}); call autotrace.uninstall() "
+                "before installing again"
+            )
+        selector = Selector(config)
+        tracing = Tracing(config, Formatter(config))
+        chosen = create_backend(resolve_backend(config.backend), selector, tracing)
+        installation = Installation(config, chosen, tracing)
+        try:
+            chosen.start()
+        except InstallError:
+            tracing.active = False
+            chosen.stop()
+            raise
+        except Exception:
+            tracing.active = False
+            try:
+                chosen.stop()
+            finally:
+                log_once("start", "autotrace: installing the %s backend failed; the program "
+                         "runs untraced", chosen.name)
+            return installation
+        _active = installation
+        logger.debug("autotrace installed: %r", installation)
+        return installation
+
+
+def uninstall() -> bool:
+    """Undo the active installation; False if there was none."""
+    current = _active
+    if current is None:
+        return False
+    current.uninstall()
+    return True
+
+
+def active_installation() -> Optional[Installation]:
+    return _active

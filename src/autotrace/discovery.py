@@ -1,0 +1,169 @@
+"""Finding the functions a module defines: its own functions and its classes' methods.
+
+Both backends start here. The wrapt backend replaces each target with a
+wrapper; the monitoring backend only collects their code objects. Only what
+the module itself defines counts (``__module__`` and ``__qualname__`` must fit
+the place it was found), so re-exports such as ``from os.path import join``
+are never touched. Classes are walked through ``vars()``, never ``dir()``,
+so inherited members belong to the class that defines them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FunctionType, ModuleType
+from typing import Any
+
+from .formatter import code_of
+from .selection import Selector, is_opted_out
+
+#: Dunder methods that are traced; every other ``__x__`` is skipped because
+#: they are hot (``__getattr__``), re-entrant (``__repr__`` during rendering,
+#: ``__hash__``/``__eq__`` inside dicts) or called by the interpreter itself.
+TRACED_DUNDERS = frozenset({"__init__", "__call__"})
+
+FUNCTION = "function"
+METHOD = "method"
+CLASSMETHOD = "classmethod"
+STATICMETHOD = "staticmethod"
+PROPERTY = "property"
+CACHED_PROPERTY = "cached_property"
+
+
+@dataclass
+class Target:
+    """One traceable attribute: ``owner.__dict__[name]`` (a module or class)."""
+
+    owner: Any
+    name: str
+    value: Any
+    kind: str
+    module: str  # the name used for selection and code.function.name
+    qualname: str
+    functions: list[Any] = field(default_factory=list)  # the callables to trace
+
+
+def module_name(module: ModuleType) -> str:
+    """The name functions of ``module`` are selected and reported under.
+
+    ``__main__`` is reported under its real name: the module name for
+    ``python -m pkg.mod``, the script's file stem for ``python app.py``.
+    """
+    name = module.__name__
+    if name != "__main__":
+        return name
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and getattr(spec, "name", None) and spec.name != "__main__":
+        return str(spec.name)
+    path = getattr(module, "__file__", None)
+    if isinstance(path, str) and path:
+        return os.path.splitext(os.path.basename(path))[0]
+    return name
+
+
+def _is_generated(func: Any) -> bool:
+    """Functions made by ``exec`` (dataclass ``__init__``, namedtuple helpers)."""
+    code = code_of(func)
+    return code is None or code.co_filename.startswith("<")
+
+
+def _owned_function(obj: Any, real_module: str, qualname: str) -> bool:
+    """A callable defined by this module at this place (decorators allowed)."""
+    if not callable(obj) or isinstance(obj, type):
+        return False
+    try:
+        if getattr(obj, "__module__", None) != real_module:
+            return False
+        if getattr(obj, "__qualname__", None) != qualname:
+            return False
+        if is_opted_out(obj) or _is_generated(obj):
+            return False
+    except Exception:
+        return False
+    return isinstance(obj, FunctionType) or code_of(obj) is not None
+
+
+def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
+    """Every traced function and method ``module`` defines, under the patterns."""
+    real = module.__name__
+    name = module_name(module)
+    if not selector.may_contain(name):
+        return
+    try:
+        items = list(vars(module).items())
+    except Exception:
+        return
+    visited: set[int] = set()
+    for attr, value in items:
+        if attr.startswith("__") and attr.endswith("__"):
+            continue
+        if isinstance(value, type):
+            if (getattr(value, "__module__", None) == real
+                    and getattr(value, "__qualname__", None) == attr
+                    and not is_opted_out(value)):
+                yield from _class_targets(value, real, name, selector, visited)
+        elif _owned_function(value, real, attr) and selector.matches(name, attr):
+            yield Target(module, attr, value, FUNCTION, name, attr, [value])
+
+
+def _class_targets(cls: type, real: str, name: str, selector: Selector,
+                   visited: set[int]) -> Iterator[Target]:
+    if id(cls) in visited:
+        return
+    visited.add(id(cls))
+    prefix = cls.__qualname__
+    try:
+        items = list(vars(cls).items())
+    except Exception:
+        return
+    for attr, value in items:
+        if attr.startswith("__") and attr.endswith("__") and attr not in TRACED_DUNDERS:
+            continue
+        qualname = f"{prefix}.{attr}"
+        if isinstance(value, type):
+            if (getattr(value, "__module__", None) == real
+                    and getattr(value, "__qualname__", None) == qualname
+                    and not is_opted_out(value)):
+                yield from _class_targets(value, real, name, selector, visited)
+            continue
+        if not selector.matches(name, qualname):
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            func = value.__func__
+            if _owned_function(func, real, qualname) and not is_opted_out(value):
+                kind = STATICMETHOD if isinstance(value, staticmethod) else CLASSMETHOD
+                yield Target(cls, attr, value, kind, name, qualname, [func])
+        elif isinstance(value, property):
+            accessors = [f for f in (value.fget, value.fset, value.fdel)
+                         if f is not None and _owned_function(f, real, f.__qualname__)
+                         and f.__qualname__.startswith(prefix + ".")]
+            if accessors:
+                yield Target(cls, attr, value, PROPERTY, name, qualname, accessors)
+        elif isinstance(value, functools.cached_property):
+            func = value.func
+            if _owned_function(func, real, qualname):
+                yield Target(cls, attr, value, CACHED_PROPERTY, name, qualname, [func])
+        elif _owned_function(value, real, qualname):
+            yield Target(cls, attr, value, METHOD, name, qualname, [value])
+
+
+def modules_to_scan(selector: Selector) -> list[ModuleType]:
+    """Modules already imported whose names may hold traced functions.
+
+    Lazy modules (``importlib.util.LazyLoader``) are skipped without touching
+    them: any attribute access would run their body.
+    """
+    found = []
+    for mod_name, module in list(sys.modules.items()):
+        if not isinstance(module, ModuleType) or type(module).__name__ == "_LazyModule":
+            continue
+        if mod_name == "__main__":
+            if selector.may_contain(module_name(module)):
+                found.append(module)
+        elif selector.may_contain(mod_name):
+            found.append(module)
+    return found

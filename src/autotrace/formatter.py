@@ -1,0 +1,279 @@
+"""What a span says: its name and attributes, computed the same for every backend.
+
+Backends decide *when* a traced call starts and ends; they hand this module
+either the call's ``(instance, args, kwargs)`` (wrapt) or the callee frame's
+locals (sys.monitoring). Per-function work (names, attribute keys, which
+parameters are secret, the ``def`` line) happens once in ``FunctionInfo``, so
+the per-call work is rendering the values and nothing else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import re
+import traceback
+from collections.abc import Mapping
+from types import CodeType
+from typing import Any, Callable
+
+from opentelemetry.semconv.attributes.code_attributes import (
+    CODE_FILE_PATH,
+    CODE_FUNCTION_NAME,
+    CODE_LINE_NUMBER,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+)
+from opentelemetry.trace import Span, Status, StatusCode
+
+from .config import Config
+from .render import REDACTED, AttributeValue, Renderer, compile_redaction, qualified_type_name
+
+PARAMETER_KEY = "code.function.parameters.{}.value"
+RETURN_KEY = "code.function.return.value"
+
+_POSITIONAL = 0
+_KEYWORD_ONLY = 1
+_VAR_POSITIONAL = 2
+_VAR_KEYWORD = 3
+_MISSING = object()
+_IMPLICIT_NAMES = ("self", "cls")
+_MAX_STACKTRACE = 16384
+_CO_VARARGS = inspect.CO_VARARGS
+_CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
+
+
+class Param:
+    """One parameter: its name, attribute key, and whether its value is secret."""
+
+    __slots__ = ("name", "key", "secret", "kind", "default", "posonly")
+
+    def __init__(self, name: str, kind: int, default: Any, secret: bool,
+                 posonly: bool = False) -> None:
+        self.name = name
+        self.key = PARAMETER_KEY.format(name)
+        self.kind = kind
+        self.default = default
+        self.secret = secret
+        self.posonly = posonly
+
+
+class FunctionInfo:
+    """Everything about one traced function that does not change between calls."""
+
+    __slots__ = ("span_name", "static_attributes", "params", "implicit_first",
+                 "secret_return", "positional", "keyword_only", "var_positional",
+                 "var_keyword")
+
+    def __init__(self, span_name: str, static_attributes: dict[str, AttributeValue],
+                 params: list[Param], implicit_first: bool, secret_return: bool) -> None:
+        self.span_name = span_name
+        self.static_attributes = static_attributes
+        self.params = tuple(params)
+        self.implicit_first = implicit_first
+        self.secret_return = secret_return
+        self.positional = tuple(p for p in params if p.kind == _POSITIONAL)
+        self.keyword_only = tuple(p for p in params if p.kind == _KEYWORD_ONLY)
+        self.var_positional = next((p for p in params if p.kind == _VAR_POSITIONAL), None)
+        self.var_keyword = next((p for p in params if p.kind == _VAR_KEYWORD), None)
+
+
+def def_line(code: CodeType) -> int:
+    """The ``def`` line: ``co_firstlineno`` points at the first decorator."""
+    first = code.co_firstlineno
+    line = linecache.getline(code.co_filename, first)
+    if not line.lstrip().startswith("@"):
+        return first
+    pattern = re.compile(r"\s*(async\s+)?def\s+" + re.escape(code.co_name) + r"\b")
+    for lineno in range(first + 1, first + 50):
+        text = linecache.getline(code.co_filename, lineno)
+        if not text:
+            break
+        if pattern.match(text):
+            return lineno
+    return first
+
+
+def code_of(func: Any) -> CodeType | None:
+    """The code object behind a function, following ``__wrapped__`` and ``__func__``."""
+    seen = 0
+    while func is not None and seen < 32:
+        code = getattr(func, "__code__", None)
+        if isinstance(code, CodeType):
+            return code
+        func = getattr(func, "__wrapped__", None) or getattr(func, "__func__", None)
+        seen += 1
+    return None
+
+
+class Formatter:
+    """Builds span names and attributes under one ``Config``."""
+
+    def __init__(self, config: Config) -> None:
+        self.capture_args = config.capture_args
+        self.capture_return = config.capture_return
+        self.max_length = config.max_value_length
+        self.renderer = Renderer(config.max_value_length, config.repr_objects,
+                                 compile_redaction(config.redact))
+
+    # -- per function -----------------------------------------------------------------
+
+    def _static(self, module: str, qualname: str, code: CodeType | None) -> dict[str, Any]:
+        attrs: dict[str, AttributeValue] = {CODE_FUNCTION_NAME: f"{module}.{qualname}"}
+        if code is not None:
+            attrs[CODE_FILE_PATH] = code.co_filename
+            attrs[CODE_LINE_NUMBER] = def_line(code)
+        return attrs
+
+    def _param(self, name: str, kind: int, default: Any = _MISSING,
+               posonly: bool = False) -> Param:
+        return Param(name, kind, default, self.renderer.is_secret(name), posonly)
+
+    def describe_function(self, func: Callable[..., Any], module: str, qualname: str,
+                          implicit_first: bool) -> FunctionInfo:
+        """Describe a callable found by a wrapper; ``implicit_first``: bound self/cls."""
+        params: list[Param] = []
+        try:
+            signature = inspect.signature(func, follow_wrapped=True)
+        except (TypeError, ValueError):
+            signature = None
+        if signature is not None:
+            kinds = {
+                inspect.Parameter.POSITIONAL_ONLY: _POSITIONAL,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD: _POSITIONAL,
+                inspect.Parameter.KEYWORD_ONLY: _KEYWORD_ONLY,
+                inspect.Parameter.VAR_POSITIONAL: _VAR_POSITIONAL,
+                inspect.Parameter.VAR_KEYWORD: _VAR_KEYWORD,
+            }
+            for p in signature.parameters.values():
+                default = _MISSING if p.default is inspect.Parameter.empty else p.default
+                params.append(self._param(p.name, kinds[p.kind], default,
+                                          p.kind is inspect.Parameter.POSITIONAL_ONLY))
+        return FunctionInfo(
+            span_name=qualname,
+            static_attributes=self._static(module, qualname, code_of(func)),
+            params=params,
+            implicit_first=implicit_first,
+            secret_return=self.renderer.is_secret(qualname.rsplit(".", 1)[-1]),
+        )
+
+    def describe_code(self, code: CodeType, module: str, qualname: str) -> FunctionInfo:
+        """Describe a code object seen by a backend that reads arguments from frames."""
+        names = code.co_varnames
+        n_pos = code.co_argcount
+        n_kw = code.co_kwonlyargcount
+        n_posonly = code.co_posonlyargcount
+        params = [self._param(n, _POSITIONAL, posonly=i < n_posonly)
+                  for i, n in enumerate(names[:n_pos])]
+        params += [self._param(n, _KEYWORD_ONLY) for n in names[n_pos:n_pos + n_kw]]
+        index = n_pos + n_kw
+        if code.co_flags & _CO_VARARGS:
+            params.append(self._param(names[index], _VAR_POSITIONAL))
+            index += 1
+        if code.co_flags & _CO_VARKEYWORDS:
+            params.append(self._param(names[index], _VAR_KEYWORD))
+        return FunctionInfo(
+            span_name=qualname,
+            static_attributes=self._static(module, qualname, code),
+            params=params,
+            implicit_first=False,
+            secret_return=self.renderer.is_secret(code.co_name),
+        )
+
+    # -- per call -----------------------------------------------------------------------
+
+    def _value(self, param: Param, value: Any) -> AttributeValue:
+        if param.secret:
+            return REDACTED
+        if param.kind == _VAR_KEYWORD and type(value) is dict:
+            return self.renderer.text(value)  # keys are redacted inside
+        return self.renderer.attribute(value)
+
+    def call_arguments(self, info: FunctionInfo, instance: Any, args: tuple[Any, ...],
+                       kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
+        """Bind a call's arguments to parameter names, defaults applied."""
+        out: dict[str, AttributeValue] = {}
+        positional = info.positional
+        start = 0
+        if info.implicit_first and positional:
+            first = positional[0]
+            if first.name not in _IMPLICIT_NAMES:
+                out[first.key] = self._value(first, instance)
+            start = 1
+        n_args = len(args)
+        slots = len(positional) - start
+        for i in range(slots):
+            param = positional[start + i]
+            if i < n_args:
+                value = args[i]
+            else:
+                value = param.default if param.posonly else kwargs.get(param.name, param.default)
+                if value is _MISSING:
+                    continue
+            if i == 0 and start == 0 and param.name in _IMPLICIT_NAMES:
+                continue
+            out[param.key] = self._value(param, value)
+        if info.var_positional is not None:
+            out[info.var_positional.key] = self._value(info.var_positional, args[slots:])
+        for param in info.keyword_only:
+            value = kwargs.get(param.name, param.default)
+            if value is not _MISSING:
+                out[param.key] = self._value(param, value)
+        if info.var_keyword is not None:
+            named = {p.name for p in positional[start + min(n_args, slots):] if not p.posonly}
+            named.update(p.name for p in info.keyword_only)
+            extra = {k: v for k, v in kwargs.items() if k not in named}
+            out[info.var_keyword.key] = self._value(info.var_keyword, extra)
+        return out
+
+    def frame_arguments(self, info: FunctionInfo,
+                        f_locals: Mapping[str, Any]) -> dict[str, AttributeValue]:
+        """Read bound parameters from a frame that has just started."""
+        out: dict[str, AttributeValue] = {}
+        for index, param in enumerate(info.params):
+            if index == 0 and param.name in _IMPLICIT_NAMES and param.kind == _POSITIONAL:
+                continue
+            try:
+                value = f_locals[param.name]
+            except KeyError:
+                continue
+            out[param.key] = self._value(param, value)
+        return out
+
+    def return_value(self, info: FunctionInfo, value: Any) -> AttributeValue:
+        return REDACTED if info.secret_return else self.renderer.attribute(value)
+
+    def record_failure(self, span: Span, exc: BaseException, with_event: bool) -> None:
+        """Mark ``span`` failed by ``exc``; ``with_event`` on the innermost span only.
+
+        Like OpenTelemetry's ``use_span``, only ``Exception`` subclasses are errors:
+        GeneratorExit, KeyboardInterrupt, SystemExit and CancelledError are not.
+        """
+        if not isinstance(exc, Exception):
+            return
+        exc_type = type(exc)
+        try:
+            message = str(exc)
+        except Exception:
+            message = "<unprintable message>"
+        if len(message) > self.max_length:
+            message = message[: self.max_length - 1] + "…"
+        span.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {message}"))
+        type_name = qualified_type_name(exc_type)
+        span.set_attribute(ERROR_TYPE, type_name)
+        if with_event:
+            try:
+                stack = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
+            except Exception:
+                stack = ""
+            if len(stack) > _MAX_STACKTRACE:
+                stack = "…" + stack[-_MAX_STACKTRACE:]
+            span.add_event("exception", {
+                EXCEPTION_TYPE: type_name,
+                EXCEPTION_MESSAGE: message,
+                EXCEPTION_STACKTRACE: stack,
+            })

@@ -1,0 +1,125 @@
+"""A ``sys.meta_path`` finder that reports each matching module right after it executes.
+
+The finder asks the other finders for the real spec (skipping itself, passing
+``path`` and ``target`` through) and replaces only ``spec.loader`` with a
+proxy; the real loader is never patched, since loaders are shared between
+modules. The proxy forwards everything (``get_code``, ``get_source``,
+``get_resource_reader``, ...), puts the real loader back on the module before
+its body runs (so ``importlib.resources`` and ``inspect.getsource`` see the
+real one), and calls the hook after the body has run. Imports hold the
+per-module import lock across ``exec_module``, so threads importing the same
+module at once see it executed and hooked exactly once.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any, Callable, Optional, Sequence
+
+from ._log import log_once
+from .selection import Selector
+
+ModuleHook = Callable[[ModuleType], None]
+
+
+class _Guard(threading.local):
+    finding = False
+
+
+class LoaderProxy:
+    """Stands in for a module's real loader to run the hook after ``exec_module``."""
+
+    def __init__(self, loader: Any, finder: ImportHook) -> None:
+        self._autotrace_loader = loader
+        self._autotrace_finder = finder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._autotrace_loader, name)
+
+    def create_module(self, spec: ModuleSpec) -> Optional[ModuleType]:
+        create = getattr(self._autotrace_loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: ModuleType) -> None:
+        loader = self._autotrace_loader
+        try:
+            module.__loader__ = loader
+            if module.__spec__ is not None and module.__spec__.loader is self:
+                module.__spec__.loader = loader
+        except Exception:
+            pass
+        loader.exec_module(module)
+        # A module may replace itself in sys.modules while it runs.
+        self._autotrace_finder.imported(sys.modules.get(module.__name__, module))
+
+    def __repr__(self) -> str:
+        return f"<autotrace LoaderProxy for {self._autotrace_loader!r}>"
+
+
+class ImportHook:
+    """The meta-path finder; install() puts it first, uninstall() removes it."""
+
+    def __init__(self, selector: Selector, hook: ModuleHook) -> None:
+        self._selector = selector
+        self._hook = hook
+        self._guard = _Guard()
+
+    def install(self) -> None:
+        if self not in sys.meta_path:
+            sys.meta_path.insert(0, self)
+
+    def uninstall(self) -> None:
+        while self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None,
+                  target: Optional[ModuleType] = None) -> Optional[ModuleSpec]:
+        if not self._selector.may_contain(fullname):
+            return None
+        guard = self._guard
+        if guard.finding:
+            return None
+        guard.finding = True
+        try:
+            spec = self._real_spec(fullname, path, target)
+        except Exception:
+            log_once("find_spec", "autotrace: could not look up module %s; it is not traced",
+                     fullname)
+            return None
+        finally:
+            guard.finding = False
+        if spec is None:
+            return None
+        loader = spec.loader
+        if loader is None or isinstance(loader, LoaderProxy) or not hasattr(loader,
+                                                                            "exec_module"):
+            return spec  # namespace packages and legacy loaders: nothing to hook
+        spec.loader = LoaderProxy(loader, self)
+        return spec
+
+    def _real_spec(self, fullname: str, path: Optional[Sequence[str]],
+                   target: Optional[ModuleType]) -> Optional[ModuleSpec]:
+        for finder in list(sys.meta_path):
+            if finder is self:
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            try:
+                spec = find(fullname, path, target)
+            except TypeError:
+                spec = find(fullname, path)
+            if spec is not None:
+                return spec  # type: ignore[no-any-return]
+        return None
+
+    def imported(self, module: ModuleType) -> None:
+        try:
+            self._hook(module)
+        except Exception:
+            log_once(f"hook:{getattr(module, '__name__', '?')}",
+                     "autotrace: could not instrument module %s; it runs untraced",
+                     getattr(module, "__name__", "?"))

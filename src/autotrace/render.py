@@ -1,0 +1,240 @@
+"""Turn arbitrary Python values into bounded, safe OpenTelemetry attribute values.
+
+Why not ``repr`` or ``reprlib``: both run the object's own ``__repr__``, which
+may be slow, huge, raise, recurse or have side effects (a lazy ORM query).
+By default only values whose rendering runs no user code are rendered:
+builtins, containers, dataclasses, named tuples, enums and a few stdlib value
+types; any other object shows as ``<module.Class object>``. Rendering walks
+containers through the builtin types' own C methods, so an overridden
+``__iter__``/``__getitem__`` is never called either. Output is built piece by
+piece against a character budget, so a 10 MB list costs as much as a short one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import fractions
+import pathlib
+import re
+import uuid
+from collections.abc import Sequence
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
+from typing import Any, Union
+
+AttributeValue = Union[str, bool, int, float]
+
+REDACTED = "[REDACTED]"
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_MAX_DEPTH = 4
+_ELLIPSIS = "…"
+
+# Exact types whose repr is the stdlib's own and has no side effects.
+_SAFE_REPR_TYPES: frozenset[type] = frozenset({
+    type(None), complex, range, slice, type(Ellipsis), type(NotImplemented),
+    datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
+    decimal.Decimal, fractions.Fraction, uuid.UUID,
+    pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath,
+})
+
+
+def qualified_type_name(cls: type) -> str:
+    """``module.Qualname`` of a class; bare for builtins (``ValueError``)."""
+    module = getattr(cls, "__module__", None)
+    name = getattr(cls, "__qualname__", None) or getattr(cls, "__name__", "?")
+    if not isinstance(module, str) or module == "builtins":
+        return str(name)
+    return f"{module}.{name}"
+
+
+def compile_redaction(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+class Renderer:
+    """Renders values under one configuration (length limit, repr policy, redaction)."""
+
+    def __init__(self, max_length: int, repr_objects: bool,
+                 redact: re.Pattern[str] | None) -> None:
+        self.max_length = max_length
+        self.repr_objects = repr_objects
+        self._redact = redact
+        self._key_cache: dict[str, bool] = {}
+
+    def is_secret(self, name: str) -> bool:
+        """Whether a parameter name or dict key looks like it holds a secret."""
+        if self._redact is None:
+            return False
+        hit = self._key_cache.get(name)
+        if hit is None:
+            hit = self._redact.search(name) is not None
+            if len(self._key_cache) < 4096:
+                self._key_cache[name] = hit
+        return hit
+
+    def attribute(self, value: Any) -> AttributeValue:
+        """An attribute value: native bool/int64/float/str, else a bounded string."""
+        t = type(value)
+        if t is str:
+            if len(value) <= self.max_length:
+                return value
+            return value[: self.max_length - 1] + _ELLIPSIS
+        if t is bool or t is float:
+            return value
+        if t is int and _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        return self.text(value)
+
+    def text(self, value: Any) -> str:
+        """A bounded string rendering; never raises."""
+        limit = self.max_length
+        try:
+            out = self._render(value, 0, limit, set())
+        except Exception as exc:  # defensive: a hostile object beat the guards
+            out = f"<{_type_name(value)} object (unrenderable: {type(exc).__name__})>"
+        if len(out) > limit:
+            out = out[: limit - 1] + _ELLIPSIS
+        return out
+
+    def _render(self, obj: Any, depth: int, room: int, seen: set[int]) -> str:
+        t = type(obj)
+        if t is str:
+            return repr(obj[: room + 1])
+        if t is bool or t is int:
+            if obj.bit_length() > 256:
+                return f"<int of {obj.bit_length()} bits>"
+            return repr(obj)
+        if t is float or t in _SAFE_REPR_TYPES:
+            return repr(obj)
+        if issubclass(t, enum.Enum):
+            return f"{t.__name__}.{obj._name_}"
+        if t is bytes or t is bytearray:
+            return repr(obj[: room + 1])
+        if issubclass(t, (list, tuple, set, frozenset, dict)):
+            if depth >= _MAX_DEPTH:
+                return f"<{t.__name__} of {len(obj)}>"
+            if id(obj) in seen:
+                return "<...>"
+            seen.add(id(obj))
+            try:
+                return self._container(obj, t, depth, room, seen)
+            finally:
+                seen.discard(id(obj))
+        if issubclass(t, str):
+            return str.__repr__(obj[: room + 1])
+        if issubclass(t, int):
+            return int.__repr__(obj)
+        if issubclass(t, float):
+            return float.__repr__(obj)
+        if isinstance(obj, type):
+            return f"<class '{qualified_type_name(obj)}'>"
+        if t is FunctionType or t is BuiltinFunctionType:
+            return f"<function {qualified_type_name(obj)}>"
+        if t is MethodType:
+            return f"<bound method {qualified_type_name(obj.__func__)}>"
+        if t is ModuleType:
+            return f"<module '{obj.__name__}'>"
+        fields = getattr(t, "__dataclass_fields__", None)
+        if isinstance(fields, dict) and depth < _MAX_DEPTH and id(obj) not in seen:
+            seen.add(id(obj))
+            try:
+                return self._dataclass(obj, t, depth, room, seen)
+            finally:
+                seen.discard(id(obj))
+        if self.repr_objects:
+            try:
+                text = repr(obj)
+            except Exception as exc:
+                return f"<{_type_name(obj)} object (repr failed: {type(exc).__name__})>"
+            if not isinstance(text, str):
+                return f"<{_type_name(obj)} object>"
+            return text[: room + 1]
+        return f"<{_type_name(obj)} object>"
+
+    def _container(self, obj: Any, t: type, depth: int, room: int, seen: set[int]) -> str:
+        parts: list[str] = []
+        used = 2
+        if issubclass(t, dict):
+            opener, closer = "{", "}"
+            for key, val in dict.items(obj):
+                if used >= room:
+                    parts.append("...")
+                    break
+                k = self._render(key, depth + 1, room - used, seen)
+                if isinstance(key, str) and self.is_secret(key):
+                    v = repr(REDACTED)
+                else:
+                    v = self._render(val, depth + 1, room - used - len(k), seen)
+                parts.append(f"{k}: {v}")
+                used += len(parts[-1]) + 2
+            body = opener + ", ".join(parts) + closer
+            return body if t is dict else f"{t.__name__}({body})"
+        field_names = getattr(t, "_fields", None) if issubclass(t, tuple) else None
+        if isinstance(field_names, tuple):
+            for name, val in zip(field_names, tuple.__iter__(obj)):
+                if used >= room:
+                    parts.append("...")
+                    break
+                if isinstance(name, str) and self.is_secret(name):
+                    v = repr(REDACTED)
+                else:
+                    v = self._render(val, depth + 1, room - used, seen)
+                parts.append(f"{name}={v}")
+                used += len(parts[-1]) + 2
+            return f"{t.__name__}(" + ", ".join(parts) + ")"
+        if issubclass(t, list):
+            base: type = list
+            opener, closer = "[", "]"
+        elif issubclass(t, tuple):
+            base, opener, closer = tuple, "(", ")"
+        elif issubclass(t, set):
+            base, opener, closer = set, "{", "}"
+        else:
+            base, opener, closer = frozenset, "frozenset({", "})"
+        count = 0
+        for item in base.__iter__(obj):
+            if used >= room:
+                parts.append("...")
+                break
+            parts.append(self._render(item, depth + 1, room - used, seen))
+            used += len(parts[-1]) + 2
+            count += 1
+        if base is tuple and count == 1 and len(parts) == 1:
+            body = opener + parts[0] + ",)"
+        elif base is set and not parts:
+            body = "set()"
+        else:
+            body = opener + ", ".join(parts) + closer
+        return body if t is base else f"{t.__name__}({body})"
+
+    def _dataclass(self, obj: Any, t: type, depth: int, room: int, seen: set[int]) -> str:
+        parts: list[str] = []
+        used = len(t.__name__) + 2
+        for field in dataclasses.fields(t):
+            if not field.repr:
+                continue
+            name = field.name
+            if used >= room:
+                parts.append("...")
+                break
+            if self.is_secret(name):
+                v = repr(REDACTED)
+            else:
+                try:
+                    val = object.__getattribute__(obj, name)
+                except Exception:
+                    v = "?"
+                else:
+                    v = self._render(val, depth + 1, room - used, seen)
+            parts.append(f"{name}={v}")
+            used += len(parts[-1]) + 2
+        return f"{t.__name__}(" + ", ".join(parts) + ")"
+
+
+def _type_name(obj: Any) -> str:
+    return qualified_type_name(type(obj))

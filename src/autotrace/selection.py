@@ -1,0 +1,177 @@
+"""Which names are traced: patterns, excludes, and modules that are off limits.
+
+A name is ``module.qualname`` (``myapp.db.Repo.save``). A pattern is an
+``fnmatch`` glob, case-sensitive, whose ``*`` also crosses dots, and it selects
+a name when it matches the name or any dotted prefix of it: ``myapp`` selects
+``myapp.x`` and ``myapp.sub.Cls.m`` but never ``myapplication.x``. Exclude
+patterns use the same rule and win.
+
+Some modules are never traced whatever the patterns say (autotrace and what it
+runs on: OpenTelemetry, wrapt, the import machinery). The standard library and
+the exporters' own dependencies are traced only when a pattern names their
+top-level package literally (``logging``, not ``*``), because tracing them by
+accident floods the trace and can recurse through the exporter.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import weakref
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from .config import Config
+
+#: Never traced: autotrace itself and the machinery a span passes through.
+NEVER_TRACED = frozenset({
+    "autotrace", "opentelemetry", "wrapt", "importlib", "_frozen_importlib",
+    "_frozen_importlib_external", "zipimport", "_imp", "importlib_metadata",
+    "importlib_resources", "zipp", "threading", "_thread", "contextvars", "weakref",
+    "_weakrefset", "reprlib", "encodings", "codecs", "abc", "_abc", "sitecustomize",
+    "usercustomize", "site",
+})
+
+#: Traced only when a pattern names them literally (see module docstring).
+_EXPLICIT_ONLY = frozenset(getattr(sys, "stdlib_module_names", ())) | frozenset({
+    "urllib3", "requests", "grpc", "google", "charset_normalizer", "idna", "certifi",
+    "typing_extensions", "deprecated", "pkg_resources", "setuptools", "_distutils_hack",
+    "pip", "_pytest", "pytest", "pluggy",
+})
+
+_WILDCARDS = frozenset("*?[")
+
+NO_TRACE_ATTR = "__autotrace_no_trace__"
+_opted_out_codes: weakref.WeakSet[Any] = weakref.WeakSet()
+
+T = TypeVar("T")
+
+
+def no_trace(obj: T) -> T:
+    """Opt a function, method or class out of tracing; returns it unchanged.
+
+    Works above or below ``@staticmethod``/``@classmethod``/``@property``.
+    """
+    targets: list[Any] = [obj]
+    if isinstance(obj, (staticmethod, classmethod)):
+        targets.append(obj.__func__)
+    elif isinstance(obj, property):
+        targets.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+    for target in targets:
+        try:
+            setattr(target, NO_TRACE_ATTR, True)
+        except (AttributeError, TypeError):
+            pass
+        code = getattr(target, "__code__", None)
+        if code is not None:
+            _opted_out_codes.add(code)
+    return obj
+
+
+def is_opted_out(obj: Any) -> bool:
+    """True when ``no_trace`` was applied to ``obj`` (classes: to this very class)."""
+    if isinstance(obj, type):
+        return bool(vars(obj).get(NO_TRACE_ATTR, False))
+    try:
+        return bool(getattr(obj, NO_TRACE_ATTR, False))
+    except Exception:  # hostile __getattr__ on some callable object
+        return False
+
+
+def is_opted_out_code(code: Any) -> bool:
+    return code in _opted_out_codes
+
+
+def _glob_to_regex(pattern: str) -> str:
+    """Translate one glob (``*`` crosses dots) plus the dotted-prefix rule."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[":
+            end = pattern.find("]", i + 1 if i < n and pattern[i] == "!" else i)
+            if end < 0:
+                out.append(re.escape(ch))
+                continue
+            body = pattern[i:end]
+            i = end + 1
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out) + r"(?:\..*)?"
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    parts = [_glob_to_regex(p) for p in patterns]
+    if not parts:
+        return None
+    return re.compile("(?:" + "|".join(parts) + ")", re.DOTALL)
+
+
+def _literal_prefix(pattern: str) -> tuple[str, bool]:
+    """The part before the first wildcard, and whether the pattern has none."""
+    for i, ch in enumerate(pattern):
+        if ch in _WILDCARDS:
+            return pattern[:i], False
+    return pattern, True
+
+
+class Selector:
+    """Answers "is this name traced?" and "may this module hold traced names?"."""
+
+    def __init__(self, config: Config) -> None:
+        self._include = _compile(config.patterns)
+        self._exclude = _compile(config.exclude)
+        self._prefixes = [_literal_prefix(p) for p in config.patterns]
+        # Top-level packages that some pattern names literally (opt-in for stdlib).
+        self._named_tops = frozenset(
+            p.split(".", 1)[0] for p in config.patterns
+            if not (_WILDCARDS & set(p.split(".", 1)[0]))
+        )
+        self._module_cache: dict[str, bool] = {}
+
+    def module_allowed(self, module: str) -> bool:
+        """Whether rules other than the patterns permit tracing in ``module``."""
+        top = module.split(".", 1)[0]
+        if top in NEVER_TRACED:
+            return False
+        if top in _EXPLICIT_ONLY and top not in self._named_tops:
+            return False
+        return True
+
+    def may_contain(self, module: str) -> bool:
+        """Whether ``module`` can define a traced name (cheap, cached)."""
+        cached = self._module_cache.get(module)
+        if cached is None:
+            cached = self._module_cache[module] = self._may_contain(module)
+        return cached
+
+    def _may_contain(self, module: str) -> bool:
+        if not self.module_allowed(module):
+            return False
+        if self._exclude is not None and self._exclude.fullmatch(module):
+            return False
+        for prefix, literal in self._prefixes:
+            if literal:
+                if (module == prefix or module.startswith(prefix + ".")
+                        or prefix.startswith(module + ".")):
+                    return True
+            elif module.startswith(prefix) or prefix.startswith(module + "."):
+                return True
+        return False
+
+    def matches(self, module: str, qualname: str) -> bool:
+        """Whether the function ``module.qualname`` is traced."""
+        if not self.may_contain(module):
+            return False
+        name = f"{module}.{qualname}"
+        if self._include is None or not self._include.fullmatch(name):
+            return False
+        return self._exclude is None or not self._exclude.fullmatch(name)
