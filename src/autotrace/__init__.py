@@ -7,7 +7,7 @@
 
 from ._version import __version__
 from .config import DEFAULT_REDACT, Config
-from .core import InstallError, Installation, active_installation, install, uninstall
+from .core import Installation, InstallError, active_installation, install, uninstall
 from .selection import no_trace
 
 __all__ = [

@@ -36,7 +36,7 @@ DEFAULT_REDACT: tuple[str, ...] = (
     "secret",
     "token",
     "api[-_]?key",
-    "auth(?!or)",
+    "auth(?!ors?\\b)",
     "credential",
     "private[-_]?key",
     "cookie",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Optional
 
 from opentelemetry.trace import TracerProvider
 
@@ -59,7 +58,7 @@ class Installation:
 
 
 _lock = threading.RLock()
-_active: Optional[Installation] = None
+_active: Installation | None = None
 
 
 def install(
@@ -125,5 +124,5 @@ def uninstall() -> bool:
     return True
 
 
-def active_installation() -> Optional[Installation]:
+def active_installation() -> Installation | None:
     return _active

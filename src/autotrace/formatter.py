@@ -50,7 +50,7 @@ _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
 class Param:
     """One parameter: its name, attribute key, and whether its value is secret."""
 
-    __slots__ = ("name", "key", "secret", "kind", "default", "posonly")
+    __slots__ = ("default", "key", "kind", "name", "posonly", "secret")
 
     def __init__(self, name: str, kind: int, default: Any, secret: bool,
                  posonly: bool = False) -> None:
@@ -65,9 +65,17 @@ class Param:
 class FunctionInfo:
     """Everything about one traced function that does not change between calls."""
 
-    __slots__ = ("span_name", "static_attributes", "params", "implicit_first",
-                 "secret_return", "positional", "keyword_only", "var_positional",
-                 "var_keyword")
+    __slots__ = (
+        "implicit_first",
+        "keyword_only",
+        "params",
+        "positional",
+        "secret_return",
+        "span_name",
+        "static_attributes",
+        "var_keyword",
+        "var_positional",
+    )
 
     def __init__(self, span_name: str, static_attributes: dict[str, AttributeValue],
                  params: list[Param], implicit_first: bool, secret_return: bool) -> None:

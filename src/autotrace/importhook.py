@@ -17,7 +17,7 @@ import sys
 import threading
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 from ._log import log_once
 from .selection import Selector
@@ -39,7 +39,7 @@ class LoaderProxy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._autotrace_loader, name)
 
-    def create_module(self, spec: ModuleSpec) -> Optional[ModuleType]:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         create = getattr(self._autotrace_loader, "create_module", None)
         return create(spec) if create is not None else None
 
@@ -47,7 +47,7 @@ class LoaderProxy:
         loader = self._autotrace_loader
         try:
             module.__loader__ = loader
-            if module.__spec__ is not None and module.__spec__.loader is self:
+            if module.__spec__ is not None and module.__spec__.loader is self:  # type: ignore[comparison-overlap]
                 module.__spec__.loader = loader
         except Exception:
             pass
@@ -75,8 +75,8 @@ class ImportHook:
         while self in sys.meta_path:
             sys.meta_path.remove(self)
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None,
-                  target: Optional[ModuleType] = None) -> Optional[ModuleSpec]:
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if not self._selector.may_contain(fullname):
             return None
         guard = self._guard
@@ -97,11 +97,11 @@ class ImportHook:
         if loader is None or isinstance(loader, LoaderProxy) or not hasattr(loader,
                                                                             "exec_module"):
             return spec  # namespace packages and legacy loaders: nothing to hook
-        spec.loader = LoaderProxy(loader, self)
+        spec.loader = LoaderProxy(loader, self)  # type: ignore[assignment]
         return spec
 
-    def _real_spec(self, fullname: str, path: Optional[Sequence[str]],
-                   target: Optional[ModuleType]) -> Optional[ModuleSpec]:
+    def _real_spec(self, fullname: str, path: Sequence[str] | None,
+                   target: ModuleType | None) -> ModuleSpec | None:
         for finder in list(sys.meta_path):
             if finder is self:
                 continue

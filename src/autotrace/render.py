@@ -81,13 +81,16 @@ class Renderer:
         """An attribute value: native bool/int64/float/str, else a bounded string."""
         t = type(value)
         if t is str:
-            if len(value) <= self.max_length:
-                return value
-            return value[: self.max_length - 1] + _ELLIPSIS
+            text: str = value
+            if len(text) <= self.max_length:
+                return text
+            return text[: self.max_length - 1] + _ELLIPSIS
         if t is bool or t is float:
-            return value
+            native: bool | float = value
+            return native
         if t is int and _INT64_MIN <= value <= _INT64_MAX:
-            return value
+            number: int = value
+            return number
         return self.text(value)
 
     def text(self, value: Any) -> str:
@@ -176,7 +179,7 @@ class Renderer:
             return body if t is dict else f"{t.__name__}({body})"
         field_names = getattr(t, "_fields", None) if issubclass(t, tuple) else None
         if isinstance(field_names, tuple):
-            for name, val in zip(field_names, tuple.__iter__(obj)):
+            for name, val in zip(field_names, tuple.__iter__(obj), strict=False):
                 if used >= room:
                     parts.append("...")
                     break
@@ -197,7 +200,7 @@ class Renderer:
         else:
             base, opener, closer = frozenset, "frozenset({", "})"
         count = 0
-        for item in base.__iter__(obj):
+        for item in base.__iter__(obj):  # type: ignore[attr-defined]
             if used >= room:
                 parts.append("...")
                 break

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -29,7 +29,7 @@ from opentelemetry.trace import NoOpTracer, ProxyTracerProvider, Span, SpanKind,
 from ._log import log_once
 from ._version import __version__
 from .config import Config
-from .formatter import RETURN_KEY, FunctionInfo, Formatter
+from .formatter import RETURN_KEY, Formatter, FunctionInfo
 
 TRACER_NAME = "autotrace"
 
@@ -96,10 +96,10 @@ class Tracing:
         self.active = True
         self._provider = config.tracer_provider
         self._checked_provider: object = None
-        self.tracer: Optional[Tracer] = None
+        self.tracer: Tracer | None = None
         self.resolve()
 
-    def resolve(self) -> Optional[Tracer]:
+    def resolve(self) -> Tracer | None:
         """Find the tracer; ``None`` while no SDK provider exists (calls then pass through).
 
         The global provider may be set after ``install()``; until then this is
@@ -116,8 +116,8 @@ class Tracing:
         return tracer
 
     def open(self, info: FunctionInfo, instance: Any, args: Tuple[Any, ...],
-             kwargs: Mapping[str, Any], f_locals: Optional[Mapping[str, Any]] = None
-             ) -> Optional[Opened]:
+             kwargs: Mapping[str, Any], f_locals: Mapping[str, Any] | None = None
+             ) -> Opened | None:
         """Start a span for a call and make it current; ``None``: run untraced.
 
         Arguments come from the call (``instance, args, kwargs``) or, when

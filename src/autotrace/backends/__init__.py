@@ -31,10 +31,11 @@ def create_backend(name: str, selector: Selector, tracing: Tracing) -> Backend:
         return WraptBackend(selector, tracing)
     if name == "monitoring":
         if sys.version_info < (3, 12):
+            running = ".".join(str(part) for part in sys.version_info[:3])
             raise RuntimeError(
                 "backend='monitoring' needs Python 3.12 or newer (sys.monitoring, PEP 669); "
-                f"this is Python {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}. "
-                "Use backend='wrapt', or backend='auto' to pick the best one available"
+                f"this is Python {running}. Use backend='wrapt', or backend='auto' to pick "
+                "the best one available"
             )
         from .monitoring_backend import MonitoringBackend
 

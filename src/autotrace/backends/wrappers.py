@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import inspect
 from types import CodeType
-from typing import Any, AsyncGenerator, Callable, Coroutine, Generator, Optional
+from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
 
 from ..formatter import FunctionInfo
 from ..spans import Tracing
 
-Wrapper = Callable[[Callable[..., Any], Any, tuple, dict], Any]
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+Wrapper = Callable[[Callable[..., Any], Any, Args, Kwargs], Any]
 
 
-class BoundTracedFunction(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+class BoundTracedFunction(wrapt.BoundFunctionWrapper):  # type: ignore[misc, type-arg]
     """A traced method bound to an instance or class; pickles as ``getattr(owner, name)``."""
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -50,7 +52,7 @@ class BoundTracedFunction(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
         return self
 
 
-class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc]
+class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
     """The proxy put in place of a traced function; pickles by reference like it."""
 
     __bound_function_wrapper__ = BoundTracedFunction
@@ -70,7 +72,7 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc]
 
 def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInfo]) -> Wrapper:
     """The wrapt wrapper for ``func``, chosen by its calling convention."""
-    cell: list[Optional[FunctionInfo]] = [None]
+    cell: list[FunctionInfo | None] = [None]
 
     def info() -> FunctionInfo:
         found = cell[0]
@@ -88,8 +90,8 @@ def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInf
 
 
 def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
-                    kwargs: dict) -> Any:
+    def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
+                    kwargs: Kwargs) -> Any:
         function_info = info()
         opened = tracing.open(function_info, instance, args, kwargs)
         if opened is None:
@@ -105,20 +107,38 @@ def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wra
     return traced_call
 
 
+class _Owned:
+    """Holds the real coroutine for its driver; closes it if the driver never ran.
+
+    Without this, a driver that is closed or dropped before it starts would
+    leave the real coroutine to warn "was never awaited" a second time.
+    """
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+
+    def __del__(self) -> None:
+        self.coroutine.close()
+
+
 def _coroutine_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
-                              kwargs: dict) -> Any:
+    def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: Args,
+                              kwargs: Kwargs) -> Any:
         coroutine = wrapped(*args, **kwargs)
-        driver = _drive_coroutine(coroutine, tracing, info(), instance, args, kwargs)
+        if not inspect.iscoroutine(coroutine):
+            return coroutine  # a decorator changed what the function returns
+        driver = _drive_coroutine(_Owned(coroutine), tracing, info(), instance, args, kwargs)
         _copy_names(coroutine, driver)
         return driver
 
     return traced_coroutine_call
 
 
-async def _drive_coroutine(coroutine: Coroutine[Any, Any, Any], tracing: Tracing,
-                           info: FunctionInfo, instance: Any, args: tuple,
-                           kwargs: dict) -> Any:
+async def _drive_coroutine(owned: _Owned, tracing: Tracing, info: FunctionInfo,
+                           instance: Any, args: Args, kwargs: Kwargs) -> Any:
+    coroutine = owned.coroutine
     opened = tracing.open(info, instance, args, kwargs)
     if opened is None:
         return await coroutine
@@ -132,8 +152,8 @@ async def _drive_coroutine(coroutine: Coroutine[Any, Any, Any], tracing: Tracing
 
 
 def _generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
-                              kwargs: dict) -> Any:
+    def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
+                              kwargs: Kwargs) -> Any:
         generator = wrapped(*args, **kwargs)
         if not inspect.isgenerator(generator):
             return generator  # a decorator changed what the function returns
@@ -145,13 +165,13 @@ def _generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wr
 
 
 def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
-                     info: FunctionInfo, instance: Any, args: tuple,
-                     kwargs: dict) -> Generator[Any, Any, Any]:
+                     info: FunctionInfo, instance: Any, args: Args,
+                     kwargs: Kwargs) -> Generator[Any, Any, Any]:
     opened = tracing.open(info, instance, args, kwargs)
     if opened is None:
         return (yield from generator)
     value: Any = None
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     while True:
         try:
             item = generator.send(value) if error is None else generator.throw(error)
@@ -181,8 +201,8 @@ def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
 
 
 def _async_generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: tuple,
-                                    kwargs: dict) -> Any:
+    def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
+                                    kwargs: Kwargs) -> Any:
         generator = wrapped(*args, **kwargs)
         if not inspect.isasyncgen(generator):
             return generator
@@ -194,11 +214,11 @@ def _async_generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo])
 
 
 async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: Tracing,
-                                 info: FunctionInfo, instance: Any, args: tuple,
-                                 kwargs: dict) -> AsyncGenerator[Any, Any]:
+                                 info: FunctionInfo, instance: Any, args: Args,
+                                 kwargs: Kwargs) -> AsyncGenerator[Any, Any]:
     opened = tracing.open(info, instance, args, kwargs)
     value: Any = None
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     while True:
         try:
             if error is None:
