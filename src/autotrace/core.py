@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from types import CodeType
 
 from opentelemetry.trace import TracerProvider
 
@@ -126,3 +127,14 @@ def uninstall() -> bool:
 
 def active_installation() -> Installation | None:
     return _active
+
+
+def compile_main(source: str | bytes, filename: str, module: str = "__main__") -> CodeType:
+    """Compile a script about to run as ``module`` so the active backend traces it.
+
+    Without an active installation this is plain ``compile``.
+    """
+    current = _active
+    if current is not None and current.active:
+        return current._backend.compile_main(source, filename, module)
+    return compile(source, filename, "exec", dont_inherit=True)

@@ -16,13 +16,15 @@ from __future__ import annotations
 import sys
 import threading
 from importlib.machinery import ModuleSpec
-from types import ModuleType
-from typing import Any, Callable, Sequence
+from types import CodeType, ModuleType
+from typing import Any, Callable, Sequence, Union
 
 from ._log import log_once
 from .selection import Selector
 
 ModuleHook = Callable[[ModuleType], None]
+#: ``(source, filename, module name) -> code`` for modules run by runpy (``-m``).
+CompileHook = Callable[[Union[str, bytes], str, str], CodeType]
 
 
 class _Guard(threading.local):
@@ -55,6 +57,14 @@ class LoaderProxy:
         # A module may replace itself in sys.modules while it runs.
         self._autotrace_finder.imported(sys.modules.get(module.__name__, module))
 
+    def get_code(self, fullname: str) -> CodeType | None:
+        """runpy (``python -m``) runs this code in ``__main__`` without ``exec_module``."""
+        loader = self._autotrace_loader
+        compiled = self._autotrace_finder.compile_run_module(loader, fullname)
+        if compiled is not None:
+            return compiled
+        return loader.get_code(fullname)  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         return f"<autotrace LoaderProxy for {self._autotrace_loader!r}>"
 
@@ -62,9 +72,11 @@ class LoaderProxy:
 class ImportHook:
     """The meta-path finder; install() puts it first, uninstall() removes it."""
 
-    def __init__(self, selector: Selector, hook: ModuleHook) -> None:
+    def __init__(self, selector: Selector, hook: ModuleHook,
+                 compile_code: CompileHook | None = None) -> None:
         self._selector = selector
         self._hook = hook
+        self._compile = compile_code
         self._guard = _Guard()
 
     def install(self) -> None:
@@ -115,6 +127,26 @@ class ImportHook:
             if spec is not None:
                 return spec  # type: ignore[no-any-return]
         return None
+
+    def compile_run_module(self, loader: Any, fullname: str) -> CodeType | None:
+        """Compile ``fullname`` from source through the backend; None to fall back."""
+        if self._compile is None:
+            return None
+        try:
+            source = loader.get_source(fullname)
+            filename = loader.get_filename(fullname)
+        except Exception:
+            return None
+        if source is None:
+            return None
+        try:
+            return self._compile(source, filename, fullname)
+        except SyntaxError:
+            return None  # let the real loader report it the usual way
+        except Exception:
+            log_once(f"compile:{fullname}", "autotrace: could not prepare %s to run traced; "
+                     "it runs untraced", fullname)
+            return None
 
     def imported(self, module: ModuleType) -> None:
         try:

@@ -1,15 +1,19 @@
 """Backends decide *when* a traced call starts and ends; nothing else.
 
 Each backend is built from a ``Selector`` (which names) and a ``Tracing``
-(how spans open and close), and has two methods: ``start`` (instrument the
-modules already imported and those imported later) and ``stop`` (undo all of
-it). Attributes are never built here: that is the formatter's job.
+(how spans open and close), and has three methods: ``start`` (instrument the
+modules already imported and those imported later), ``stop`` (undo all of
+it), and ``compile_main`` (compile the source of a module that is run rather
+than imported, ``python app.py`` or ``python -m pkg.mod``, so that the
+functions it defines are traced although no import hook sees it run).
+Attributes are never built here: that is the formatter's job.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+from types import CodeType
+from typing import Protocol, Union
 
 from ..selection import Selector
 from ..spans import Tracing
@@ -21,6 +25,10 @@ class Backend(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def compile_main(self, source: Union[str, bytes], filename: str, module: str) -> CodeType:
+        """Compile a run (not imported) module so its functions are traced when it runs."""
+        ...
 
 
 def create_backend(name: str, selector: Selector, tracing: Tracing) -> Backend:

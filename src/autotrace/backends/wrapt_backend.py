@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 from .._log import log_once
@@ -60,7 +60,7 @@ class WraptBackend:
         self._tracing = tracing
         self._patches: dict[str, list[Patch]] = {}
         self._lock = threading.RLock()
-        self._hook = ImportHook(selector, self.instrument)
+        self._hook = ImportHook(selector, self.instrument, self.compile_main)
 
     def start(self) -> None:
         for module in modules_to_scan(self._selector):
@@ -77,6 +77,10 @@ class WraptBackend:
                     patch.undo()
                 except Exception:
                     log_once("undo", "autotrace: could not restore %s", patch.name)
+
+    def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
+        """Compile a run module; TODO(issue 4): wrap its functions as they are defined."""
+        return compile(source, filename, "exec", dont_inherit=True)
 
     def instrument(self, module: ModuleType) -> None:
         """Wrap everything ``module`` defines that the patterns select (idempotent)."""
