@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+import pytest
+
 import autotrace
 
 from .conftest import Traced
@@ -35,8 +37,11 @@ def test_uninstall_restores_originals_and_removes_the_hook(traced: Traced) -> No
     original_f = mod.f
     meta_path = list(sys.meta_path)
     inst = traced.install()
-    assert mod.f is not original_f
+    # wrapt replaces the function; sys.monitoring leaves the very same object in place
+    assert (mod.f is original_f) is (traced.backend == "monitoring")
     escaped = mod.f
+    assert escaped(1) == 2 and traced.names() == ["f"]
+    traced.clear()
     inst.uninstall()
     assert not inst.active and autotrace.active_installation() is None
     assert mod.f is original_f
@@ -58,3 +63,17 @@ def test_install_uninstall_install(traced: Traced) -> None:
     assert traced.names() == ["f", "f", "C.m", "C.s", "C.c"]
     assert autotrace.uninstall() is True
     assert autotrace.uninstall() is False
+
+
+def test_monitoring_uninstall_frees_the_tool_and_stops_callbacks(traced: Traced) -> None:
+    if traced.backend != "monitoring":
+        pytest.skip("sys.monitoring only")
+    mod = traced.load("u", SOURCE)
+    mod.f(1)
+    tools = {i: sys.monitoring.get_tool(i) for i in range(6)}
+    assert "autotrace" in tools.values()
+    autotrace.uninstall()
+    assert "autotrace" not in {sys.monitoring.get_tool(i) for i in range(6)}
+    traced.clear()
+    mod.f(1), mod.C().m()
+    assert traced.names() == []

@@ -53,7 +53,9 @@ def no_trace(obj: T) -> T:
     Works above or below ``@staticmethod``/``@classmethod``/``@property``.
     """
     targets: list[Any] = [obj]
-    if isinstance(obj, (staticmethod, classmethod)):
+    if isinstance(obj, type):
+        targets.extend(_class_functions(obj, set()))
+    elif isinstance(obj, (staticmethod, classmethod)):
         targets.append(obj.__func__)
     elif isinstance(obj, property):
         targets.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
@@ -66,6 +68,24 @@ def no_trace(obj: T) -> T:
         if code is not None:
             _opted_out_codes.add(code)
     return obj
+
+
+def _class_functions(cls: type, seen: set[int]) -> list[Any]:
+    """Functions a class body defines (nested classes included), for code-level opt-out."""
+    if id(cls) in seen:
+        return []
+    seen.add(id(cls))
+    found: list[Any] = []
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            found.extend(f for f in (value.fget, value.fset, value.fdel) if f is not None)
+        elif isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
+            found.extend(_class_functions(value, seen))
+        elif hasattr(value, "__code__"):
+            found.append(value)
+    return found
 
 
 def is_opted_out(obj: Any) -> bool:

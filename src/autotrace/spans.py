@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any, Tuple
 
 from opentelemetry import context as context_api
@@ -115,13 +116,12 @@ class Tracing:
         self.tracer = tracer
         return tracer
 
-    def open(self, info: FunctionInfo, instance: Any, args: Tuple[Any, ...],
-             kwargs: Mapping[str, Any], f_locals: Mapping[str, Any] | None = None
-             ) -> Opened | None:
+    def open(self, info: FunctionInfo, instance: Any, args: tuple[Any, ...],
+             kwargs: Mapping[str, Any], frame: FrameType | None = None) -> Opened | None:
         """Start a span for a call and make it current; ``None``: run untraced.
 
         Arguments come from the call (``instance, args, kwargs``) or, when
-        ``f_locals`` is given, from the callee's frame.
+        ``frame`` is given, from the callee's frame, which has just started.
         """
         if not self.active:
             return None
@@ -141,10 +141,10 @@ class Tracing:
             span = tracer.start_span(info.span_name, ctx, _INTERNAL, info.static_attributes)
             if self.capture_args and span.is_recording():
                 try:
-                    if f_locals is None:
+                    if frame is None:
                         attrs = self.formatter.call_arguments(info, instance, args, kwargs)
                     else:
-                        attrs = self.formatter.frame_arguments(info, f_locals)
+                        attrs = self.formatter.frame_arguments(info, frame.f_locals)
                     span.set_attributes(attrs)
                 except Exception:
                     log_once("arguments", "autotrace: could not record the arguments of %s",
@@ -191,6 +191,24 @@ class Tracing:
             if span.is_recording():
                 self.formatter.record_failure(
                     span, exc, not escaped_from_traced_child(exc, traced_codes))
+            span.end()
+        except Exception:
+            log_once("close", "autotrace: could not end the span of %s", info.span_name)
+        finally:
+            local.busy = busy
+
+    def close_abandoned(self, opened: Opened, info: FunctionInfo) -> None:
+        """A suspended generator vanished without an event: end its span, not an error.
+
+        Its context was already detached when it suspended.
+        """
+        span, _, generation, _ = opened
+        if generation != _fork_generation:
+            return
+        local = _local
+        busy = local.busy
+        local.busy = True
+        try:
             span.end()
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", info.span_name)

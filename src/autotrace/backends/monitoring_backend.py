@@ -1,0 +1,356 @@
+"""The sys.monitoring backend (PEP 669, Python 3.12+): spans from interpreter events.
+
+Nothing is wrapped. Code objects of matching functions get *local* events
+(PY_START, PY_RETURN and, for generators and coroutines, PY_YIELD and
+PY_RESUME), so code that does not match runs at full speed. The events that
+cannot be local before 3.15 (PY_UNWIND, PY_THROW) are global and filtered by
+an identity lookup of the code object. Because selection is by code object,
+this backend also reaches what wrappers cannot: closures and nested
+functions, functions of the ``__main__`` script, and references taken before
+``install()``.
+
+Open calls live in one process-wide table keyed by frame identity (frames
+cannot be weak-referenced; a thread-local table would lose a generator resumed
+on another thread). A generator or coroutine detaches its span's context at
+PY_YIELD and re-attaches it at PY_RESUME/PY_THROW, so the span is current only
+while its body runs. CPython 3.13.0 sends no event when a suspended generator
+without exception handlers is closed or collected (gh-140373); a sentinel kept
+in the frame's ``f_trace`` ends such spans when the frame is released.
+
+Callbacks never let an exception reach user code and never return DISABLE
+from a global event.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from types import CodeType, FrameType, ModuleType
+from typing import Any
+
+from .._log import log_once
+from ..discovery import iter_targets, module_name, modules_to_scan
+from ..formatter import FunctionInfo, code_of
+from ..importhook import ImportHook
+from ..selection import Selector, is_opted_out_code
+from ..spans import Opened, Tracing
+
+if sys.version_info >= (3, 12):
+    _monitoring = sys.monitoring
+    _events = _monitoring.events
+    _PY_START = _events.PY_START
+    _PY_RETURN = _events.PY_RETURN
+    _PY_YIELD = _events.PY_YIELD
+    _PY_RESUME = _events.PY_RESUME
+    _PY_THROW = _events.PY_THROW
+    _PY_UNWIND = _events.PY_UNWIND
+
+#: Tried in order: 3 and 4 are used by no tool by convention; 5 (optimizers),
+#: 1 (coverage), 2 (profilers) and 0 (debuggers) only if nothing else is free.
+TOOL_IDS = (3, 4, 5, 1, 2, 0)
+TOOL_NAME = "autotrace"
+
+_CO_SUSPENDS = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
+_CO_OPTIMIZED = 0x1
+_SKIPPED_NAMES = frozenset({"<module>", "<lambda>", "<genexpr>", "<listcomp>", "<dictcomp>",
+                            "<setcomp>"})
+_NEEDS_SENTINEL = sys.version_info >= (3, 13)  # gh-140373
+_get_frame = sys._getframe
+_NO_KWARGS: dict[str, Any] = {}
+
+
+class _Traced:
+    """A traced code object and its lazily built description."""
+
+    __slots__ = ("code", "info", "module", "suspends")
+
+    def __init__(self, code: CodeType, module: str) -> None:
+        self.code = code
+        self.module = module
+        self.info: FunctionInfo | None = None
+        self.suspends = bool(code.co_flags & _CO_SUSPENDS)
+
+
+class _Call:
+    """One running (or suspended) traced frame."""
+
+    __slots__ = ("opened", "traced")
+
+    def __init__(self, opened: Opened, traced: _Traced) -> None:
+        self.opened = opened
+        self.traced = traced
+
+
+class _TracedCodes:
+    """Membership by identity: equal code objects from different modules are distinct."""
+
+    def __init__(self, table: dict[int, _Traced]) -> None:
+        self._table = table
+
+    def __contains__(self, code: object) -> bool:
+        entry = self._table.get(id(code))
+        return entry is not None and entry.code is code
+
+
+class _FrameSentinel:
+    """Lives in a suspending frame's ``f_trace``; ends its span when the frame goes."""
+
+    __slots__ = ("backend", "key")
+
+    def __init__(self, backend: MonitoringBackend, key: int) -> None:
+        self.backend = backend
+        self.key = key
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        return None  # only ever called if a legacy tracer starts later
+
+    def __del__(self) -> None:
+        self.backend._frame_released(self.key)
+
+
+class MonitoringBackend:
+    name = "monitoring"
+
+    def __init__(self, selector: Selector, tracing: Tracing) -> None:
+        self._selector = selector
+        self._tracing = tracing
+        self._traced: dict[int, _Traced] = {}
+        self._traced_codes = _TracedCodes(self._traced)
+        self._calls: dict[int, _Call] = {}
+        self._lock = threading.RLock()
+        self._tool: int | None = None
+        self._hook = ImportHook(selector, self.instrument, self.compile_main)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        from ..core import InstallError
+
+        tool = self._claim_tool_id()
+        if tool is None:
+            taken = {i: _monitoring.get_tool(i) for i in range(6)}
+            raise InstallError(
+                "backend='monitoring' needs a free sys.monitoring tool id, but all are taken "
+                f"({taken}); use backend='wrapt' or stop one of those tools"
+            )
+        self._tool = tool
+        register = _monitoring.register_callback
+        register(tool, _PY_START, self._on_start)
+        register(tool, _PY_RETURN, self._on_return)
+        register(tool, _PY_YIELD, self._on_yield)
+        register(tool, _PY_RESUME, self._on_resume)
+        register(tool, _PY_THROW, self._on_throw)
+        register(tool, _PY_UNWIND, self._on_unwind)
+        _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
+        for module in modules_to_scan(self._selector):
+            self._hook.imported(module)
+        self._instrument_running_modules()
+        self._hook.install()
+
+    def stop(self) -> None:
+        self._hook.uninstall()
+        tool = self._tool
+        if tool is None:
+            return
+        self._tool = None
+        with self._lock:
+            traced = list(self._traced.values())
+            self._traced.clear()
+        for entry in traced:
+            try:
+                _monitoring.set_local_events(tool, entry.code, 0)
+            except Exception:
+                pass
+        _monitoring.set_events(tool, 0)
+        for event in (_PY_START, _PY_RETURN, _PY_YIELD, _PY_RESUME, _PY_THROW, _PY_UNWIND):
+            _monitoring.register_callback(tool, event, None)
+        _monitoring.free_tool_id(tool)
+        # Spans still open (calls in flight, suspended generators) are ended now;
+        # their contexts cannot be detached from here and are left to unwind.
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            try:
+                call.opened[0].end()
+            except Exception:
+                pass
+
+    def _claim_tool_id(self) -> int | None:
+        for tool in TOOL_IDS:
+            if _monitoring.get_tool(tool) is None:
+                try:
+                    _monitoring.use_tool_id(tool, TOOL_NAME)
+                except ValueError:
+                    continue  # taken by a racing thread
+                return tool
+        return None
+
+    # -- selecting code objects --------------------------------------------------------
+
+    def instrument(self, module: ModuleType) -> None:
+        """Register the code of every function ``module`` defines that the patterns select."""
+        name = module_name(module)
+        for target in iter_targets(module, self._selector):
+            for func in target.functions:
+                code = _original_code(func)
+                if code is not None:
+                    self._register_tree(code, name, selected=True)
+
+    def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
+        """Compile a run module and register every matching function it can define."""
+        code = compile(source, filename, "exec", dont_inherit=True)
+        name = module
+        if module == "__main__":
+            name = os.path.splitext(os.path.basename(filename))[0]
+        self._register_tree(code, name, selected=False)
+        return code
+
+    def _instrument_running_modules(self) -> None:
+        """Modules still executing their body (``install()`` called from a script or
+        a package ``__init__``): register the functions they have yet to define."""
+        frame: FrameType | None = _get_frame(1)
+        while frame is not None:
+            if frame.f_code.co_name == "<module>":
+                real = frame.f_globals.get("__name__")
+                module = sys.modules.get(real) if isinstance(real, str) else None
+                if module is not None:
+                    self._register_tree(frame.f_code, module_name(module), selected=False)
+            frame = frame.f_back
+
+    def _register_tree(self, code: CodeType, module: str, selected: bool) -> None:
+        """Register ``code`` (if ``selected`` or matching) and matching nested code."""
+        for nested in _walk(code):
+            if nested.co_name in _SKIPPED_NAMES or not nested.co_flags & _CO_OPTIMIZED:
+                continue
+            if is_opted_out_code(nested):
+                continue
+            if (nested is code and selected) or self._selector.matches(module,
+                                                                       nested.co_qualname):
+                self._register(nested, module)
+
+    def _register(self, code: CodeType, module: str) -> None:
+        tool = self._tool
+        if tool is None:
+            return
+        with self._lock:
+            existing = self._traced.get(id(code))
+            if existing is not None and existing.code is code:
+                return
+            entry = _Traced(code, module)
+            self._traced[id(code)] = entry
+        events = _PY_START | _PY_RETURN
+        if entry.suspends:
+            events |= _PY_YIELD | _PY_RESUME
+        try:
+            _monitoring.set_local_events(tool, code, events)
+        except Exception:
+            log_once(f"events:{module}.{code.co_qualname}",
+                     "autotrace: cannot monitor %s.%s; it runs untraced", module,
+                     code.co_qualname)
+
+    # -- event callbacks (hot path) -----------------------------------------------------
+
+    def _on_start(self, code: CodeType, offset: int) -> Any:
+        try:
+            entry = self._traced.get(id(code))
+            if entry is None or entry.code is not code:
+                return None
+            frame = _get_frame(1)
+            if frame.f_code is not code:
+                return None  # a shim frame (events fired through the C API)
+            info = entry.info
+            if info is None:
+                info = entry.info = self._tracing.formatter.describe_code(
+                    code, entry.module, code.co_qualname)
+            opened = self._tracing.open(info, None, (), _NO_KWARGS, frame)
+            if opened is None:
+                return None
+            key = id(frame)
+            self._calls[key] = _Call(opened, entry)
+            if entry.suspends and _NEEDS_SENTINEL and frame.f_trace is None \
+                    and sys.gettrace() is None:
+                frame.f_trace = _FrameSentinel(self, key)
+        except Exception:
+            log_once("monitoring:start", "autotrace: error at a traced call's start")
+        return None
+
+    def _on_return(self, code: CodeType, offset: int, retval: Any) -> Any:
+        try:
+            call = self._calls.pop(id(_get_frame(1)), None)
+            if call is not None and call.traced.code is code:
+                self._tracing.close(call.opened, call.traced.info, retval)  # type: ignore[arg-type]
+        except Exception:
+            log_once("monitoring:return", "autotrace: error at a traced call's return")
+        return None
+
+    def _on_yield(self, code: CodeType, offset: int, value: Any) -> Any:
+        try:
+            call = self._calls.get(id(_get_frame(1)))
+            if call is not None and call.traced.code is code:
+                call.opened = self._tracing.suspend(call.opened)
+        except Exception:
+            log_once("monitoring:yield", "autotrace: error at a traced generator's yield")
+        return None
+
+    def _on_resume(self, code: CodeType, offset: int) -> Any:
+        try:
+            call = self._calls.get(id(_get_frame(1)))
+            if call is not None and call.traced.code is code:
+                call.opened = self._tracing.resume(call.opened)
+        except Exception:
+            log_once("monitoring:resume", "autotrace: error at a traced generator's resume")
+        return None
+
+    def _on_throw(self, code: CodeType, offset: int, exc: BaseException) -> None:
+        # Global event: filter by code identity first; never return DISABLE.
+        entry = self._traced.get(id(code))
+        if entry is None or entry.code is not code:
+            return
+        self._on_resume(code, offset)
+
+    def _on_unwind(self, code: CodeType, offset: int, exc: BaseException) -> None:
+        # Global event: filter by code identity first; never return DISABLE.
+        entry = self._traced.get(id(code))
+        if entry is None or entry.code is not code:
+            return
+        try:
+            call = self._calls.pop(id(_get_frame(1)), None)
+            if call is not None and call.traced is entry:
+                self._tracing.close_failed(call.opened, entry.info,  # type: ignore[arg-type]
+                                           exc, self._traced_codes)
+        except Exception:
+            log_once("monitoring:unwind", "autotrace: error at a traced call's exception")
+
+    def _frame_released(self, key: int) -> None:
+        """A suspending frame is gone; end its span if no event did (3.13.0)."""
+        try:
+            call = self._calls.pop(key, None)
+            if call is not None:
+                self._tracing.close_abandoned(call.opened, call.traced.info)  # type: ignore[arg-type]
+        except Exception:
+            log_once("monitoring:release", "autotrace: error ending an abandoned span")
+
+
+def _original_code(func: Any) -> CodeType | None:
+    """The code a call really runs: decorators' wrappers are skipped (``__wrapped__``)."""
+    unwrapped = func
+    for _ in range(32):
+        inner = getattr(unwrapped, "__wrapped__", None)
+        if inner is None:
+            break
+        unwrapped = inner
+    return code_of(unwrapped)
+
+
+def _walk(code: CodeType) -> Iterator[CodeType]:
+    """``code`` and every code object nested in its constants, depth first."""
+    stack = [code]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(c for c in current.co_consts if isinstance(c, CodeType))
