@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import autotrace
+
 from .conftest import Modules, Traced
 
 CLASSES = '''
@@ -220,3 +222,20 @@ atexit.register(lambda: print("spans", sorted(s.name for s in exporter.get_finis
     assert "result 42" in out.stdout
     assert "'double'" in out.stdout
     assert out.stderr == ""
+
+
+def test_circular_imports_between_traced_modules(traced: Traced) -> None:
+    pkg = traced.modules.package("circ", {
+        "__init__.py": "",
+        "a.py": "def f(x):\n    return x + 1\n\nfrom . import b\n",
+        "b.py": "from .a import f  # runs while a is half-initialised\n\n"
+                "def g(x):\n    return f(x) * 2\n",
+    })
+    traced.install([pkg])
+    importlib.import_module(pkg + ".a")  # a starts, imports b, b takes a's raw f
+    b = sys.modules[pkg + ".b"]
+    assert b.g(1) == 4
+    assert sorted(traced.names()) == ["f", "g"]  # f is traced through b's alias too
+    autotrace.uninstall()
+    assert b.f is sys.modules[pkg + ".a"].f  # both restored to the raw function
+    assert not hasattr(b.f, "__wrapped__")

@@ -9,6 +9,7 @@ installation is inactive.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 from types import CodeType, ModuleType
@@ -97,6 +98,32 @@ class WraptBackend:
         with self._lock:
             kept = [p for p in self._patches.get(module.__name__, []) if p.in_place()]
             self._patches[module.__name__] = kept + made
+        self._repair_aliases(module, made)
+
+    def _repair_aliases(self, module: ModuleType, made: list[Patch]) -> None:
+        """Circular imports: ``from a import f`` run while ``a`` was half-initialised
+        left other traced modules holding ``a``'s raw function; point them at the
+        wrapper too (and record it, so uninstall puts the raw function back)."""
+        wrapped = {id(p.original): p for p in made if p.owner is module}
+        if not wrapped:
+            return
+        with self._lock:
+            others = [(name, patches) for name, patches in self._patches.items()
+                      if name != module.__name__]
+        for name, patches in others:
+            other = sys.modules.get(name)
+            if other is None:
+                continue
+            for attr, value in list(vars(other).items()):
+                patch = wrapped.get(id(value))
+                if patch is None or value is not patch.original:
+                    continue
+                try:
+                    setattr(other, attr, patch.replacement)
+                except Exception:
+                    continue
+                with self._lock:
+                    patches.append(Patch(other, attr, value, patch.replacement))
 
     def _traced(self, func: Any, target: Target, implicit_first: bool) -> TracedFunction:
         formatter = self._tracing.formatter
