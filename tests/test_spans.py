@@ -95,6 +95,14 @@ def test_arguments_bound_with_defaults_and_no_self_or_cls(traced: Traced) -> Non
         "{'ok': True, 'item': 'x'}"
 
 
+def test_method_called_unbound_through_the_class_dict(traced: Traced) -> None:
+    mod = traced.load("mod", SOURCE)
+    raw = vars(mod.Repo)["save"]
+    assert raw(mod.Repo(), "x", 7) == {"ok": True, "item": "x"}
+    assert traced.args("Repo.save") == {"item": "x", "retries": 7, "rest": "()",
+                                        "flag": False, "extra": "{}"}
+
+
 def test_empty_varargs_are_recorded_under_their_names(traced: Traced) -> None:
     mod = traced.load("mod", SOURCE)
     mod.values()

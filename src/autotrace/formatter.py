@@ -207,7 +207,9 @@ class Formatter:
         out: dict[str, AttributeValue] = {}
         positional = info.positional
         start = 0
-        if info.implicit_first and positional:
+        # A method called through its class dict (``C.__dict__["m"](obj)``) arrives
+        # unbound: ``instance`` is None and ``self`` is in ``args``.
+        if info.implicit_first and positional and instance is not None:
             first = positional[0]
             if first.name not in _IMPLICIT_NAMES:
                 out[first.key] = self._value(first, instance)
