@@ -239,3 +239,19 @@ def test_circular_imports_between_traced_modules(traced: Traced) -> None:
     autotrace.uninstall()
     assert b.f is sys.modules[pkg + ".a"].f  # both restored to the raw function
     assert not hasattr(b.f, "__wrapped__")
+
+
+def test_module_that_replaces_itself_in_sys_modules(traced: Traced, caplog) -> None:
+    name = traced.modules.module("replaced", """
+import sys
+class _Facade:
+    answer = 42
+    def f(self):
+        return 1
+sys.modules[__name__] = _Facade()
+""")
+    traced.install()
+    with caplog.at_level("WARNING", logger="autotrace"):
+        facade = importlib.import_module(name)
+    assert facade.answer == 42 and facade.f() == 1
+    assert not [r for r in caplog.records if r.name == "autotrace"]
