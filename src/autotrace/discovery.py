@@ -89,8 +89,6 @@ def _owned_function(obj: Any, real_module: str, qualname: str) -> bool:
 
 def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
     """Every traced function and method ``module`` defines, under the patterns."""
-    if not isinstance(module, ModuleType):
-        return  # a module that replaced itself in sys.modules with another object
     real = module.__name__
     name = module_name(module)
     if not selector.may_contain(name):

@@ -149,6 +149,8 @@ class ImportHook:
             return None
 
     def imported(self, module: ModuleType) -> None:
+        if not isinstance(module, ModuleType):
+            return  # it replaced itself in sys.modules with another object
         try:
             self._hook(module)
         except Exception:
