@@ -221,6 +221,7 @@ atexit.register(lambda: print("spans", sorted(s.name for s in exporter.get_finis
     assert out.returncode == 0, out.stderr
     assert "result 42" in out.stdout
     assert "'double'" in out.stdout
+    assert "'run'" in out.stdout  # defined in the module run as __main__
     assert out.stderr == ""
 
 

@@ -33,6 +33,9 @@ class Installation:
         self.backend = backend.name
         self._backend = backend
         self._tracing = tracing
+        #: Made by the ``autotrace`` command's bootstrap: an explicit ``install()``
+        #: in the program replaces it instead of failing.
+        self.replaceable = False
 
     @property
     def active(self) -> bool:
@@ -88,6 +91,9 @@ def install(
         max_value_length=max_value_length, redact=redact, tracer_provider=tracer_provider,
     )
     with _lock:
+        if _active is not None and _active.replaceable:
+            logger.debug("autotrace: the program's install() replaces %r", _active)
+            _active.uninstall()
         if _active is not None:
             raise RuntimeError(
                 f"autotrace is already installed ({_active!r}); call autotrace.uninstall() "

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import CodeType, ModuleType
-from typing import Any
+from typing import Any, cast
 
 from .._log import log_once
 from ..discovery import (
@@ -30,6 +31,7 @@ from ..formatter import FunctionInfo
 from ..importhook import ImportHook
 from ..selection import Selector
 from ..spans import Tracing
+from . import wrapt_main
 from .wrappers import TracedFunction, make_wrapper
 
 
@@ -80,13 +82,39 @@ class WraptBackend:
                     log_once("undo", "autotrace: could not restore %s", patch.name)
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
-        """Compile a run module; TODO(issue 4): wrap its functions as they are defined."""
-        return compile(source, filename, "exec", dont_inherit=True)
+        """Compile a run module so each top-level definition is wrapped as it is made."""
+        return wrapt_main.compile_main(self, source, filename, module)
+
+    def may_trace(self, module: str) -> bool:
+        return self._tracing.active and self._selector.may_contain(module)
+
+    def instrument_name(self, namespace: dict[str, Any], name: str) -> None:
+        """Wrap what a run module just bound to ``name`` (see ``wrapt_main``).
+
+        Discovery looks at a view holding only ``name``; functions found there
+        are patched into the real globals, so uninstall restores them there.
+        """
+        if not self._tracing.active or name not in namespace:
+            return
+        view = _Namespace({key: namespace[key] for key in ("__name__", "__spec__", "__file__")
+                           if key in namespace})
+        setattr(view, name, namespace[name])
+        owner = _Namespace(namespace)
+        targets = list(iter_targets(cast(ModuleType, view), self._selector))
+        for target in targets:
+            if target.owner is view:
+                target.owner = owner
+        self._apply(str(namespace.get("__name__")), targets)
 
     def instrument(self, module: ModuleType) -> None:
         """Wrap everything ``module`` defines that the patterns select (idempotent)."""
+        made = self._apply(module.__name__, iter_targets(module, self._selector))
+        self._repair_aliases(module, made)
+
+    def _apply(self, key: str, targets: Iterable[Target]) -> list[Patch]:
+        """Wrap ``targets`` and record the patches under ``key``; the new patches."""
         made: list[Patch] = []
-        for target in iter_targets(module, self._selector):
+        for target in targets:
             if _already_traced(target):
                 continue
             try:
@@ -96,22 +124,23 @@ class WraptBackend:
                          "autotrace: could not wrap %s.%s; it runs untraced",
                          target.module, target.qualname)
         with self._lock:
-            kept = [p for p in self._patches.get(module.__name__, []) if p.in_place()]
-            self._patches[module.__name__] = kept + made
-        self._repair_aliases(module, made)
+            kept = [p for p in self._patches.get(key, []) if p.in_place()]
+            self._patches[key] = kept + made
+        return made
 
     def _repair_aliases(self, module: ModuleType, made: list[Patch]) -> None:
         """Circular imports: ``from a import f`` run while ``a`` was half-initialised
         left other traced modules holding ``a``'s raw function; point them at the
-        wrapper too (and record it, so uninstall puts the raw function back)."""
+        wrapper too (and record it, so uninstall puts the raw function back).
+        Aliases in ``a`` itself (``padnone = pad_none``) get the same wrapper, so
+        ``a.padnone is a.pad_none`` stays true."""
         wrapped = {id(p.original): p for p in made if p.owner is module}
         if not wrapped:
             return
         with self._lock:
-            others = [(name, patches) for name, patches in self._patches.items()
-                      if name != module.__name__]
+            others = list(self._patches.items())
         for name, patches in others:
-            other = sys.modules.get(name)
+            other = module if name == module.__name__ else sys.modules.get(name)
             if other is None:
                 continue
             for attr, value in list(vars(other).items()):
@@ -143,7 +172,7 @@ class WraptBackend:
                 self._traced(f, target, False) if f in target.functions else f
                 for f in (value.fget, value.fset, value.fdel)
             )
-            replacement = type(value)(fget, fset, fdel, value.__doc__)
+            replacement = _rebuilt_property(value, fget, fset, fdel)
             setattr(owner, name, replacement)
             return [Patch(owner, name, value, replacement)]
         if target.kind == CACHED_PROPERTY:
@@ -155,6 +184,28 @@ class WraptBackend:
         wrapper = self._traced(target.functions[0], target, implicit_first)
         setattr(owner, name, wrapper)
         return [Patch(owner, name, value, wrapper)]
+
+
+class _Namespace:
+    """An object whose attributes are a run module's globals dict."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.__dict__ = namespace
+
+
+def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> property:
+    """``prop`` with other accessors. A subclass (toolz's ``InstanceProperty``) keeps
+    its own state (``__dict__``), and its ``__init__``, user code that may want other
+    arguments, is not run again."""
+    cls = type(prop)
+    if cls is property:
+        return property(fget, fset, fdel, prop.__doc__)
+    new: property = cls.__new__(cls)
+    property.__init__(new, fget, fset, fdel, prop.__doc__)
+    state = getattr(prop, "__dict__", None)
+    if state:
+        new.__dict__.update(state)
+    return new
 
 
 def _already_traced(target: Target) -> bool:

@@ -1,0 +1,39 @@
+"""Start-up in each process the ``autotrace`` command runs (called from its ``sitecustomize``).
+
+Everything comes from the environment the command set: the
+``OTEL_PYTHON_AUTOTRACE_*`` settings, and the standard OpenTelemetry variables
+for where spans go. A bad value prints one line and leaves the process
+untraced; the program itself always runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ._log import log_once
+from .config import ENV_PATTERNS
+
+#: Put first on PYTHONPATH by the command; holds only ``sitecustomize.py``.
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+
+
+def boot() -> None:
+    """Install autotrace from the environment, with the command's default output."""
+    environ = os.environ
+    if not environ.get(ENV_PATTERNS, "").strip():
+        return
+    try:
+        from .console import open_stderr_copy
+        from .core import install
+        from .mainscript import hook_main_script
+        from .provider import default_provider
+
+        # Before the provider: its exit handler must run after the provider's.
+        hook_main_script()
+        stream = open_stderr_copy()
+        install(tracer_provider=default_provider(environ, stream)).replaceable = True
+    except (ValueError, TypeError, RuntimeError) as exc:
+        sys.stderr.write(f"autotrace: {exc}; this process runs untraced\n")
+    except Exception:
+        log_once("boot", "autotrace: could not start; this process runs untraced")

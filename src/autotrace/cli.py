@@ -1,0 +1,158 @@
+"""``autotrace [options] COMMAND [ARGS...]``: run a command with tracing in every Python process.
+
+The options become environment variables; the bootstrap directory (a
+``sitecustomize`` that starts autotrace, then the one it hides) goes first on
+``PYTHONPATH``; then the command replaces this process (``exec``), so its
+exit status, signals, stdin and stdout are its own. Every Python process it
+starts, children included, loads the bootstrap. Bad options and values stop
+here with status 2, before the program starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+from ._version import __version__
+from .bootstrap import BOOTSTRAP_DIR
+from .config import (
+    BACKENDS,
+    ENV_BACKEND,
+    ENV_CAPTURE_ARGS,
+    ENV_CAPTURE_RETURN,
+    ENV_EXCLUDE,
+    ENV_PATTERNS,
+    make_config,
+)
+from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
+
+EXIT_USAGE = 2
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+_EPILOG = f"""\
+Each option sets an environment variable, which may be set instead:
+  -p/--patterns      {ENV_PATTERNS}
+  --exclude          {ENV_EXCLUDE}
+  --backend          {ENV_BACKEND}
+  --[no-]capture-args    {ENV_CAPTURE_ARGS}
+  --[no-]capture-return  {ENV_CAPTURE_RETURN}
+  --exporter         {ENV_EXPORTER} (unset: a call tree per trace on stderr)
+The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
+OTEL_SDK_DISABLED variables apply; a program that configures OpenTelemetry
+itself gets autotrace's spans in its own provider.
+
+examples:
+  autotrace -p myapp python app.py
+  autotrace -p myapp --exporter otlp python -m myapp.server
+  autotrace -p myapp.db,myapp.api --exclude myapp.api.health flask --app myapp run
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotrace", usage="autotrace [options] COMMAND [ARGS...]",
+        description="Run COMMAND with OpenTelemetry spans for the functions selected by "
+                    "--patterns, in every Python process it starts.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)
+    parser.add_argument("-p", "--patterns", metavar="PATTERNS",
+                        help="comma-separated name patterns to trace, e.g. myapp,other.mod")
+    parser.add_argument("--exclude", metavar="PATTERNS",
+                        help="comma-separated name patterns never traced")
+    parser.add_argument("--backend", choices=BACKENDS, help="default: wrapt")
+    parser.add_argument("--capture-args", action=argparse.BooleanOptionalAction, default=None,
+                        help="record arguments (default: yes)")
+    parser.add_argument("--capture-return", action=argparse.BooleanOptionalAction,
+                        default=None, help="record return values (default: yes)")
+    parser.add_argument("--exporter", choices=KNOWN_EXPORTERS,
+                        help="where spans go (default: a call tree on stderr)")
+    parser.add_argument("--version", action="version", version=f"autotrace {__version__}")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
+                        help="the command to run, e.g. python app.py")
+    return parser
+
+
+def prepare(argv: Sequence[str], environ: Mapping[str, str]
+            ) -> tuple[list[str], dict[str, str]]:
+    """Parse ``argv`` into the command and its environment; exits 2 on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        parser.error("a COMMAND to run is required, e.g. autotrace -p myapp python app.py")
+
+    env = dict(environ)
+    for option, value, var in (("-p/--patterns", args.patterns, ENV_PATTERNS),
+                               ("--exclude", args.exclude, ENV_EXCLUDE)):
+        if value is None:
+            continue
+        items = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            if var == ENV_PATTERNS:
+                make_config(patterns=items, environ={})
+            else:
+                make_config(patterns=["x"], exclude=items, environ={})
+        except (ValueError, TypeError) as exc:
+            parser.error(f"argument {option}: {exc}")
+        env[var] = ",".join(items)
+    if args.backend is not None:
+        env[ENV_BACKEND] = args.backend
+    for value, var in ((args.capture_args, ENV_CAPTURE_ARGS),
+                       (args.capture_return, ENV_CAPTURE_RETURN)):
+        if value is not None:
+            env[var] = "true" if value else "false"
+    if args.exporter is not None:
+        env[ENV_EXPORTER] = args.exporter
+
+    if not env.get(ENV_PATTERNS, "").strip():
+        parser.error(f"no patterns: pass -p/--patterns PATTERN[,PATTERN...] or set "
+                     f"{ENV_PATTERNS}")
+    try:
+        make_config(environ=env)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
+    if problem:
+        parser.error(problem)
+
+    path = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
+            if entry and os.path.abspath(entry) != BOOTSTRAP_DIR]
+    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *path])
+    return command, env
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    command, env = prepare(sys.argv[1:] if argv is None else argv, os.environ)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if os.name == "nt":  # no real exec on Windows: wait and pass the status on
+        try:
+            sys.exit(subprocess.call(command, env=env))
+        except FileNotFoundError:
+            _fail(EXIT_NOT_FOUND, f"{command[0]}: command not found")
+    hint = ""
+    if command[0].endswith(".py"):
+        hint = f" (to run a script: autotrace [options] python {' '.join(command)})"
+    try:
+        os.execvpe(command[0], command, env)
+    except FileNotFoundError:
+        _fail(EXIT_NOT_FOUND, f"{command[0]}: command not found{hint}")
+    except PermissionError:
+        _fail(EXIT_NOT_EXECUTABLE, f"{command[0]}: permission denied{hint}")
+    except OSError as exc:
+        _fail(EXIT_NOT_EXECUTABLE, f"{command[0]}: {exc.strerror or exc}")
+
+
+def _fail(status: int, message: str) -> None:
+    sys.stderr.write(f"autotrace: {message}\n")
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

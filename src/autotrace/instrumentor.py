@@ -1,0 +1,66 @@
+"""autotrace as an OpenTelemetry instrumentor (``opentelemetry-instrument``).
+
+Registered as the ``opentelemetry_instrumentor`` entry point ``autotrace``, so
+``opentelemetry-instrument python app.py`` with
+``OTEL_PYTHON_AUTOTRACE_PATTERNS=app`` (or ``--autotrace_patterns=app``)
+traces the app's functions, and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=autotrace``
+turns it off. Needs ``otel-autotrace[instrument]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined, unused-ignore]
+    BaseInstrumentor,
+)
+
+from ._log import logger
+from .config import ENV_PATTERNS
+from .core import Installation, active_installation, install
+from .mainscript import hook_main_script
+
+#: ``instrument()`` keyword arguments passed on to ``autotrace.install()``.
+INSTALL_OPTIONS = ("patterns", "exclude", "backend", "capture_args", "capture_return",
+                   "repr_objects", "max_value_length", "redact")
+
+
+class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """``instrument(tracer_provider=..., **install_options)`` / ``uninstrument()``.
+
+    Settings not given come from ``OTEL_PYTHON_AUTOTRACE_*``. Without any
+    patterns it does nothing (said at debug level): being installed must not
+    start tracing anything by itself. A bad setting is logged as an error
+    rather than raised, so the other instrumentations still load.
+    """
+
+    _installation: Installation | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        options = {key: kwargs[key] for key in INSTALL_OPTIONS if kwargs.get(key) is not None}
+        if "patterns" not in options and not os.environ.get(ENV_PATTERNS, "").strip():
+            logger.debug("autotrace instrumentor: no patterns (%s is unset); nothing is traced",
+                         ENV_PATTERNS)
+            return
+        current = active_installation()
+        if current is not None:
+            logger.debug("autotrace instrumentor: autotrace is already installed (%r); "
+                         "leaving it as it is", current)
+            return
+        try:
+            self._installation = install(tracer_provider=kwargs.get("tracer_provider"),
+                                         **options)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            logger.error("autotrace instrumentor: %s; nothing is traced", exc)
+            return
+        hook_main_script()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        installation, self._installation = self._installation, None
+        if installation is not None:
+            installation.uninstall()

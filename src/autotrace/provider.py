@@ -1,0 +1,98 @@
+"""The tracer provider the ``autotrace`` command gives autotrace: the program's own, else ours.
+
+The bootstrap runs before the program, so it cannot know whether the program
+will configure OpenTelemetry. Setting a global SDK provider there would make
+the program's own ``set_tracer_provider`` fail ("Overriding of current
+TracerProvider is not allowed"). Instead autotrace gets a provider of its own
+that is never made global: each span starts in the program's global provider
+once one is set, and in an SDK provider built from the standard environment
+(``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_TRACES_EXPORTER``, ...)
+until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.trace import NoOpTracer, ProxyTracer, Span, Tracer, TracerProvider
+
+from .exporters import exporter_names, span_processors
+
+_TRUE = ("true", "1", "yes", "on")
+
+
+def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvider | None:
+    """autotrace's provider for this process, or None when nothing is to be recorded."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return None
+    names = exporter_names(environ)
+    if names and all(name == "none" for name in names):
+        return None
+    sdk = SdkTracerProvider()
+    for processor in span_processors(environ, stream):
+        sdk.add_span_processor(processor)
+    return FallbackTracerProvider(sdk)
+
+
+class FallbackTracerProvider(TracerProvider):
+    """Hands out tracers that use the global provider once the program has set one."""
+
+    def __init__(self, default: SdkTracerProvider) -> None:
+        self.default = default
+
+    def get_tracer(self, instrumenting_module_name: str,
+                   instrumenting_library_version: str | None = None,
+                   schema_url: str | None = None,
+                   attributes: Any = None) -> Tracer:
+        args = (instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+        return FallbackTracer(self.default.get_tracer(*args), ProxyTracer(*args))
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.default.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.default.shutdown()
+
+
+class FallbackTracer(Tracer):
+    """``default`` until the API's proxy resolves to the program's provider, then that."""
+
+    def __init__(self, default: Tracer, probe: ProxyTracer) -> None:
+        self._default = default
+        self._probe = probe
+        self._real: Tracer | None = None
+
+    def current(self) -> Tracer:
+        real = self._real
+        if real is not None:
+            return real
+        found = getattr(self._probe, "_tracer", None)
+        if found is None:  # an API without the proxy internals: ask the slow way
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, trace.ProxyTracerProvider):
+                return self._default
+            found = self._probe
+        if isinstance(found, NoOpTracer):
+            return self._default
+        self._real = found
+        return found
+
+    def start_span(self, name: str, context: Any = None, kind: Any = trace.SpanKind.INTERNAL,
+                   attributes: Any = None, links: Sequence[Any] | None = None,
+                   start_time: int | None = None, record_exception: bool = True,
+                   set_status_on_exception: bool = True) -> Span:
+        return self.current().start_span(name, context, kind, attributes, links, start_time,
+                                         record_exception, set_status_on_exception)
+
+    def start_as_current_span(self, name: str, context: Any = None,
+                              kind: Any = trace.SpanKind.INTERNAL, attributes: Any = None,
+                              links: Sequence[Any] | None = None, start_time: int | None = None,
+                              record_exception: bool = True,
+                              set_status_on_exception: bool = True,
+                              end_on_exit: bool = True) -> Any:
+        return self.current().start_as_current_span(
+            name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception, end_on_exit)

@@ -1,0 +1,114 @@
+"""``--exporter otlp`` with the real OTLP/HTTP exporter: to a receiver, and to no receiver."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .clihelp import AUTOTRACE, clean_env, run, write
+from .otlp_receiver import otlp_receiver
+
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+
+APP = '''
+import sys
+
+def helper(x):
+    if x == 3:
+        raise ValueError("three is bad")
+    return x * 2
+
+def main(n):
+    total = 0
+    for i in range(n):
+        try:
+            total += helper(i)
+        except ValueError:
+            pass
+    return total
+
+print("result", main(int(sys.argv[1])))
+'''
+
+INTERNAL, ERROR = 1, 2  # protobuf enum values: SPAN_KIND_INTERNAL, STATUS_CODE_ERROR
+
+
+def test_spans_reach_an_otlp_receiver_with_names_attributes_and_parents(
+        tmp_path: Path, backend: str) -> None:
+    write(tmp_path, "app.py", APP)
+    with otlp_receiver() as receiver:
+        env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                        OTEL_SERVICE_NAME="shop-service")
+        out = run([*AUTOTRACE, "-p", "app", "--backend", backend, "--exporter", "otlp",
+                   sys.executable, "app.py", "5"], tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "result 14\n"
+        assert out.stderr == ""
+        receiver.wait_for({"main", "helper"})
+    assert set(receiver.paths) == {"/v1/traces"}
+    assert sorted(receiver.names()) == ["helper"] * 5 + ["main"]
+    main = receiver.span("main")
+    helpers = [s for s in receiver.spans if s.name == "helper"]
+    assert main.parent_id == ""
+    assert {s.parent_id for s in helpers} == {main.span_id}
+    assert {s.trace_id for s in helpers} == {main.trace_id}
+    assert main.kind == INTERNAL
+    assert main.scope == "autotrace"
+    assert main.resource["service.name"] == "shop-service"
+    assert main.attributes["code.function.name"] == "app.main"
+    assert main.attributes["code.function.parameters.n.value"] == 5
+    assert main.attributes["code.function.return.value"] == 14
+    assert main.attributes["code.line.number"] == 9
+    assert main.attributes["code.file.path"] == str(tmp_path / "app.py")
+    failed = [s for s in helpers if s.status_code == ERROR]
+    assert len(failed) == 1
+    assert failed[0].attributes["code.function.parameters.x.value"] == 3
+    assert failed[0].status_message == "ValueError: three is bad"
+    assert failed[0].attributes["error.type"] == "ValueError"
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A local port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("where", ["refused", "black_hole"])
+def test_an_unreachable_collector_costs_one_warning_and_at_most_the_timeout(
+        tmp_path: Path, where: str, request: pytest.FixtureRequest) -> None:
+    port = request.getfixturevalue("refused_port" if where == "refused" else "black_hole")
+    write(tmp_path, "app.py", APP)
+    timeout = 2
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+                    OTEL_EXPORTER_OTLP_TIMEOUT=str(timeout))
+    started = time.monotonic()
+    native = run([sys.executable, "app.py", "5000"], tmp_path, env=env)
+    native_time = time.monotonic() - started
+    started = time.monotonic()
+    out = run([*AUTOTRACE, "-p", "app", "--exporter", "otlp", sys.executable, "app.py", "5000"],
+              tmp_path, env=env)
+    traced_time = time.monotonic() - started
+    assert out.returncode == native.returncode == 0
+    assert out.stdout == native.stdout == "result 24994994\n"
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"autotrace: could not export spans to http://127.0.0.1:{port}")
+    # Bounded by the export timeout; the slack is for a slow machine, the point
+    # is that ten batches of retries (or the SDK's 30 s) are not waited for.
+    assert traced_time - native_time < timeout + 12
