@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 import autotrace
 from autotrace.config import make_config
 
 
-def _nothing_installed(meta_path_before: list[Any]) -> None:
+def _tools() -> list[Any]:
+    monitoring = getattr(sys, "monitoring", None)
+    return [] if monitoring is None else [monitoring.get_tool(i) for i in range(6)]
+
+
+def _nothing_installed(meta_path_before: list[Any], tools_before: list[Any] | None = None
+                       ) -> None:
     assert autotrace.active_installation() is None
     assert sys.meta_path == meta_path_before
+    assert _tools() == (tools_before if tools_before is not None else _tools())
+    assert "autotrace" not in _tools(), "a sys.monitoring tool id stayed claimed"
 
 
 @pytest.mark.parametrize(
@@ -132,3 +142,134 @@ def test_auto_backend_picks_the_best_available(provider: Any) -> None:
     inst = autotrace.install(["nothing_here_z"], backend="auto", tracer_provider=provider)
     expected = "monitoring" if sys.version_info >= (3, 12) else "wrapt"
     assert inst.backend == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        pytest.param({"patterns": None}, ValueError, "OTEL_PYTHON_AUTOTRACE_PATTERNS",
+                     id="patterns-None-and-no-environment"),
+        pytest.param({"patterns": ["ok", None]}, TypeError, "None", id="patterns-None-entry"),
+        pytest.param({"patterns": {"myapp"}}, TypeError, "{'myapp'}", id="patterns-set"),
+        pytest.param({"patterns": {"myapp": 1}}, TypeError, "{'myapp': 1}",
+                     id="patterns-dict"),
+        pytest.param({"patterns": [["myapp"]]}, TypeError, "['myapp']",
+                     id="patterns-nested-list"),
+        pytest.param({"patterns": ("ok", 3.5)}, TypeError, "3.5", id="patterns-tuple-float"),
+        pytest.param({"patterns": bytearray(b"x")}, TypeError, "bytearray",
+                     id="patterns-bytearray"),
+        pytest.param({"patterns": ["x\x00y"]}, ValueError, "'x\\x00y'", id="patterns-nul"),
+        pytest.param({"patterns": [".myapp"]}, ValueError, "empty dotted part",
+                     id="patterns-leading-dot"),
+        pytest.param({"patterns": ["a..b"]}, ValueError, "empty dotted part",
+                     id="patterns-double-dot"),
+        pytest.param({"patterns": ["my\tapp"]}, ValueError, "whitespace",
+                     id="patterns-tab"),
+        pytest.param({"patterns": ["x"], "exclude": ""}, ValueError, "empty string",
+                     id="exclude-empty-string"),
+        pytest.param({"patterns": ["x"], "exclude": 7}, TypeError, "exclude=7",
+                     id="exclude-int"),
+        pytest.param({"patterns": ["x"], "exclude": ["a b"]}, ValueError, "'a b'",
+                     id="exclude-whitespace"),
+        pytest.param({"patterns": ["x"], "backend": ""}, ValueError, "backend=''",
+                     id="backend-empty"),
+        pytest.param({"patterns": ["x"], "backend": "WRAPT"}, ValueError, "'WRAPT'",
+                     id="backend-uppercase"),
+        pytest.param({"patterns": ["x"], "backend": ["wrapt"]}, ValueError, "['wrapt']",
+                     id="backend-list"),
+        pytest.param({"patterns": ["x"], "capture_return": 1}, TypeError, "capture_return=1",
+                     id="capture-return-int"),
+        pytest.param({"patterns": ["x"], "repr_objects": "no"}, TypeError, "repr_objects='no'",
+                     id="repr-objects-string"),
+        pytest.param({"patterns": ["x"], "max_value_length": 10.5}, TypeError,
+                     "max_value_length=10.5", id="length-float"),
+        pytest.param({"patterns": ["x"], "max_value_length": True}, TypeError,
+                     "max_value_length=True", id="length-bool"),
+        pytest.param({"patterns": ["x"], "max_value_length": -1}, ValueError,
+                     "max_value_length=-1", id="length-negative"),
+        pytest.param({"patterns": ["x"], "redact": 5}, TypeError, "redact=5", id="redact-int"),
+        pytest.param({"patterns": ["x"], "redact": b"pw"}, TypeError, "redact=b'pw'",
+                     id="redact-bytes"),
+        pytest.param({"patterns": ["x"], "redact": ["ok", 1]}, TypeError, "1",
+                     id="redact-int-entry"),
+        pytest.param({"patterns": ["x"], "redact": "[a-"}, ValueError, "'[a-'",
+                     id="redact-bad-regex-string"),
+        pytest.param({"patterns": ["x"], "tracer_provider": TracerProvider}, TypeError,
+                     "is a class", id="provider-class-not-instance"),
+        pytest.param({"patterns": ["x"], "tracer_provider": "global"}, TypeError,
+                     "tracer_provider='global'", id="provider-string"),
+    ],
+)
+def test_more_bad_arguments_fail_fast_and_install_nothing(
+        kwargs: dict[str, Any], error: type[Exception], fragment: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in os.environ if v.startswith("OTEL_PYTHON_AUTOTRACE_")]:
+        monkeypatch.delenv(var)
+    before, tools = list(sys.meta_path), _tools()
+    with pytest.raises(error) as info:
+        autotrace.install(**kwargs)
+    assert fragment in str(info.value), str(info.value)
+    _nothing_installed(before, tools)
+
+
+_ENV_GARBAGE = [
+    ("OTEL_PYTHON_AUTOTRACE_PATTERNS", ",,,", "OTEL_PYTHON_AUTOTRACE_PATTERNS is empty"),
+    ("OTEL_PYTHON_AUTOTRACE_PATTERNS", "a..b", "'a..b'"),
+    ("OTEL_PYTHON_AUTOTRACE_PATTERNS", "my/app", "'my/app'"),
+    ("OTEL_PYTHON_AUTOTRACE_PATTERNS", "x;y", "OTEL_PYTHON_AUTOTRACE_PATTERNS"),
+    ("OTEL_PYTHON_AUTOTRACE_EXCLUDE", "a..b", "OTEL_PYTHON_AUTOTRACE_EXCLUDE"),
+    ("OTEL_PYTHON_AUTOTRACE_EXCLUDE", "ok,bad name", "'bad name'"),
+    ("OTEL_PYTHON_AUTOTRACE_BACKEND", "wrapt2", "OTEL_PYTHON_AUTOTRACE_BACKEND='wrapt2'"),
+    ("OTEL_PYTHON_AUTOTRACE_BACKEND", "auto,wrapt", "'auto,wrapt'"),
+    ("OTEL_PYTHON_AUTOTRACE_CAPTURE_ARGS", "tru", "OTEL_PYTHON_AUTOTRACE_CAPTURE_ARGS='tru'"),
+    ("OTEL_PYTHON_AUTOTRACE_CAPTURE_RETURN", "maybe", "OTEL_PYTHON_AUTOTRACE_CAPTURE_RETURN"),
+    ("OTEL_PYTHON_AUTOTRACE_REPR_OBJECTS", "sometimes", "OTEL_PYTHON_AUTOTRACE_REPR_OBJECTS"),
+    ("OTEL_PYTHON_AUTOTRACE_REPR_OBJECTS", "2", "OTEL_PYTHON_AUTOTRACE_REPR_OBJECTS='2'"),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH", "-5", "OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH=-5"),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH", "1e3", "'1e3'"),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH", "0x100", "'0x100'"),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH", "8", "OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH=8"),
+    ("OTEL_PYTHON_AUTOTRACE_REDACT", "(", "OTEL_PYTHON_AUTOTRACE_REDACT entry '('"),
+    ("OTEL_PYTHON_AUTOTRACE_REDACT", "ok,[z-a]", "'[z-a]'"),
+]
+
+
+@pytest.mark.parametrize(("var", "value", "fragment"), [
+    pytest.param(var, value, fragment, id=f"{var.removeprefix('OTEL_PYTHON_AUTOTRACE_')}={value!r}")
+    for var, value, fragment in _ENV_GARBAGE
+])
+def test_garbage_in_each_environment_variable_fails_fast(
+        var: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for other in [v for v in os.environ if v.startswith("OTEL_PYTHON_AUTOTRACE_")]:
+        monkeypatch.delenv(other)
+    if var != "OTEL_PYTHON_AUTOTRACE_PATTERNS":
+        monkeypatch.setenv("OTEL_PYTHON_AUTOTRACE_PATTERNS", "myapp")
+    monkeypatch.setenv(var, value)
+    before, tools = list(sys.meta_path), _tools()
+    with pytest.raises((ValueError, TypeError)) as info:
+        autotrace.install()
+    assert fragment in str(info.value), str(info.value)
+    _nothing_installed(before, tools)
+
+
+def test_every_environment_variable_has_a_garbage_case() -> None:
+    from autotrace import config
+
+    names = {getattr(config, n) for n in dir(config) if n.startswith("ENV_")}
+    assert names == {var for var, _, _ in _ENV_GARBAGE}
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="monitoring exists on 3.12+")
+def test_monitoring_from_the_environment_before_312_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_AUTOTRACE_PATTERNS", "myapp")
+    monkeypatch.setenv("OTEL_PYTHON_AUTOTRACE_BACKEND", "monitoring")
+    before = list(sys.meta_path)
+    with pytest.raises(RuntimeError, match=r"3\.12"):
+        autotrace.install()
+    _nothing_installed(before)
+
+
+def test_non_ascii_module_names_are_valid_patterns(provider: Any) -> None:
+    inst = autotrace.install(["café", "données.*"], tracer_provider=provider)
+    assert inst.config.patterns == ("café", "données.*")

@@ -23,6 +23,10 @@ autotrace.install(["late_mod"], backend={backend!r})
 import late_mod
 
 assert late_mod.add(1, 2) == 3  # no provider yet: passes through
+if {backend!r} == "monitoring":  # dormant: not a single event is set yet
+    tool = [i for i in range(6) if sys.monitoring.get_tool(i) == "autotrace"][0]
+    assert sys.monitoring.get_events(tool) == 0
+    assert sys.monitoring.get_local_events(tool, late_mod.add.__code__) == 0
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(exporter))

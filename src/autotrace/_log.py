@@ -21,7 +21,13 @@ def log_once(key: str, message: str, *args: object, exc_info: bool = True) -> No
     with _lock:
         first = key not in _seen
         _seen.add(key)
-    if first:
-        logger.warning(message, *args, exc_info=exc_info)
-    else:
-        logger.debug(message, *args, exc_info=exc_info)
+    try:
+        if first:
+            logger.warning(message, *args, exc_info=exc_info)
+        else:
+            logger.debug(message, *args, exc_info=exc_info)
+    except Exception:
+        # Logging must not become the fault: a handler formatting a traceback that
+        # holds a hostile user exception can raise, and that would replace the
+        # exception the user's code is raising.
+        pass

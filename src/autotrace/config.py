@@ -49,7 +49,7 @@ _MIN_VALUE_LENGTH = 16
 
 # A pattern is a dotted name made of identifier characters, glob wildcards
 # (* ? [...]) and the ``<locals>``/``<lambda>`` markers CPython puts in qualnames.
-_PATTERN_CHARS = re.compile(r"[A-Za-z0-9_.*?\[\]!<>\-]+")
+_PATTERN_CHARS = re.compile(r"[\w.*?\[\]!<>\-]+")  # \w: identifiers may be non-ASCII
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -130,10 +130,16 @@ def make_config(
     length = _int_setting(max_value_length, env, ENV_MAX_VALUE_LENGTH, "max_value_length",
                           DEFAULT_MAX_VALUE_LENGTH)
     if length < _MIN_VALUE_LENGTH:
+        source = "max_value_length" if max_value_length is not None else ENV_MAX_VALUE_LENGTH
         raise ValueError(
-            f"max_value_length={length} is too small; use an integer >= {_MIN_VALUE_LENGTH}"
+            f"{source}={length} is too small; use an integer >= {_MIN_VALUE_LENGTH}"
         )
 
+    if isinstance(tracer_provider, type):
+        raise TypeError(
+            f"tracer_provider={tracer_provider!r} is a class; pass an instance, e.g. "
+            "tracer_provider=TracerProvider(), or None for the global one"
+        )
     if tracer_provider is not None and not hasattr(tracer_provider, "get_tracer"):
         raise TypeError(
             f"tracer_provider={tracer_provider!r} is not a TracerProvider; pass an "

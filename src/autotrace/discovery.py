@@ -87,6 +87,22 @@ def _owned_function(obj: Any, real_module: str, qualname: str) -> bool:
     return isinstance(obj, FunctionType) or code_of(obj) is not None
 
 
+_TYPE_MODULE = type.__dict__["__module__"]
+_TYPE_QUALNAME = type.__dict__["__qualname__"]
+
+
+def _class_defined_here(cls: type, real_module: str, qualname: str) -> bool:
+    """A class this module defines at this place, not opted out. A hostile metaclass
+    (a ``__module__`` property that raises) makes it "no" rather than failing the
+    whole module."""
+    try:  # type's own slots: a metaclass property named __module__ is user code
+        return (_TYPE_MODULE.__get__(cls) == real_module
+                and _TYPE_QUALNAME.__get__(cls) == qualname
+                and not is_opted_out(cls))
+    except Exception:
+        return False
+
+
 def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
     """Every traced function and method ``module`` defines, under the patterns."""
     real = module.__name__
@@ -102,9 +118,7 @@ def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
         if attr.startswith("__") and attr.endswith("__"):
             continue
         if isinstance(value, type):
-            if (getattr(value, "__module__", None) == real
-                    and getattr(value, "__qualname__", None) == attr
-                    and not is_opted_out(value)):
+            if _class_defined_here(value, real, attr):
                 yield from _class_targets(value, real, name, selector, visited)
         elif _owned_function(value, real, attr) and selector.matches(name, attr):
             yield Target(module, attr, value, FUNCTION, name, attr, [value])
@@ -125,9 +139,7 @@ def _class_targets(cls: type, real: str, name: str, selector: Selector,
             continue
         qualname = f"{prefix}.{attr}"
         if isinstance(value, type):
-            if (getattr(value, "__module__", None) == real
-                    and getattr(value, "__qualname__", None) == qualname
-                    and not is_opted_out(value)):
+            if _class_defined_here(value, real, qualname):
                 yield from _class_targets(value, real, name, selector, visited)
             continue
         if not selector.matches(name, qualname):

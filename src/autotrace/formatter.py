@@ -45,6 +45,7 @@ _IMPLICIT_NAMES = ("self", "cls")
 _MAX_STACKTRACE = 16384
 _CO_VARARGS = inspect.CO_VARARGS
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
+_TYPE_NAME = type.__dict__["__name__"]
 
 
 class Param:
@@ -272,7 +273,8 @@ class Formatter:
             message = "<unprintable message>"
         if len(message) > self.max_length:
             message = message[: self.max_length - 1] + "…"
-        span.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {message}"))
+        short_name = _TYPE_NAME.__get__(exc_type)  # not exc_type.__name__: metaclasses
+        span.set_status(Status(StatusCode.ERROR, f"{short_name}: {message}"))
         type_name = qualified_type_name(exc_type)
         span.set_attribute(ERROR_TYPE, type_name)
         if with_event:

@@ -53,9 +53,11 @@ class LoaderProxy:
                 module.__spec__.loader = loader
         except Exception:
             pass
+        finder = self._autotrace_finder
+        finder.started(module.__name__)
         loader.exec_module(module)
         # A module may replace itself in sys.modules while it runs.
-        self._autotrace_finder.imported(sys.modules.get(module.__name__, module))
+        finder.imported(sys.modules.get(module.__name__, module))
 
     def get_code(self, fullname: str) -> CodeType | None:
         """runpy (``python -m``) runs this code in ``__main__`` without ``exec_module``."""
@@ -78,6 +80,10 @@ class ImportHook:
         self._hook = hook
         self._compile = compile_code
         self._guard = _Guard()
+        # Order in which hooked modules finished, and where each one started in it:
+        # what finished in between was imported while that module was running.
+        self._finished: list[str] = []
+        self._started_at: dict[str, int] = {}
 
     def install(self) -> None:
         if self not in sys.meta_path:
@@ -148,9 +154,21 @@ class ImportHook:
                      "it runs untraced", fullname)
             return None
 
+    def started(self, name: str) -> None:
+        self._started_at[name] = len(self._finished)
+
+    def finished_while_running(self, name: str) -> list[str]:
+        """Hooked modules whose import finished while ``name`` was executing
+        (the only ones that can hold its half-initialised attributes)."""
+        start = self._started_at.get(name)
+        if start is None:
+            return []
+        return [other for other in self._finished[start:] if other != name]
+
     def imported(self, module: ModuleType) -> None:
         if not isinstance(module, ModuleType):
             return  # it replaced itself in sys.modules with another object
+        self._finished.append(module.__name__)
         try:
             self._hook(module)
         except Exception:

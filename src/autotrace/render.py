@@ -41,12 +41,24 @@ _SAFE_REPR_TYPES: frozenset[type] = frozenset({
 })
 
 
+_TYPE_MODULE = type.__dict__["__module__"]
+_TYPE_QUALNAME = type.__dict__["__qualname__"]
+
+
 def qualified_type_name(cls: type) -> str:
-    """``module.Qualname`` of a class; bare for builtins (``ValueError``)."""
-    module = getattr(cls, "__module__", None)
-    name = getattr(cls, "__qualname__", None) or getattr(cls, "__name__", "?")
+    """``module.Qualname`` of a class; bare for builtins (``ValueError``). Never raises.
+
+    Read through ``type``'s own descriptors: a metaclass may define ``__module__``
+    or ``__qualname__`` properties, and those are user code (they may raise)."""
+    try:
+        module = _TYPE_MODULE.__get__(cls)
+        name = _TYPE_QUALNAME.__get__(cls)
+    except Exception:  # not a class at all
+        return "?"
+    if not isinstance(name, str):
+        name = "?"
     if not isinstance(module, str) or module == "builtins":
-        return str(name)
+        return name
     return f"{module}.{name}"
 
 
@@ -99,7 +111,7 @@ class Renderer:
         try:
             out = self._render(value, 0, limit, set())
         except Exception as exc:  # defensive: a hostile object beat the guards
-            out = f"<{_type_name(value)} object (unrenderable: {type(exc).__name__})>"
+            out = f"<{_type_name(value)} object (unrenderable: {_type_name(exc)})>"
         if len(out) > limit:
             out = out[: limit - 1] + _ELLIPSIS
         return out
@@ -120,7 +132,7 @@ class Renderer:
             return repr(obj[: room + 1])
         if issubclass(t, (list, tuple, set, frozenset, dict)):
             if depth >= _MAX_DEPTH:
-                return f"<{t.__name__} of {len(obj)}>"
+                return f"<{t.__name__} of {_builtin_len(obj)}>"
             if id(obj) in seen:
                 return "<...>"
             seen.add(id(obj))
@@ -128,13 +140,13 @@ class Renderer:
                 return self._container(obj, t, depth, room, seen)
             finally:
                 seen.discard(id(obj))
-        if issubclass(t, str):
-            return str.__repr__(obj[: room + 1])
+        if issubclass(t, str):  # the builtin slice: a subclass's __getitem__ is user code
+            return str.__repr__(str.__getitem__(obj, slice(None, room + 1)))
         if issubclass(t, int):
             return int.__repr__(obj)
         if issubclass(t, float):
             return float.__repr__(obj)
-        if isinstance(obj, type):
+        if issubclass(t, type):  # not isinstance: it would ask obj.__class__ (user code)
             return f"<class '{qualified_type_name(obj)}'>"
         if t is FunctionType or t is BuiltinFunctionType:
             return f"<function {qualified_type_name(obj)}>"
@@ -169,7 +181,8 @@ class Renderer:
                     parts.append("...")
                     break
                 k = self._render(key, depth + 1, room - used, seen)
-                if isinstance(key, str) and self.is_secret(key):
+                # b"password" too; issubclass, not isinstance: no key.__class__ lookup
+                if self.is_secret(key if issubclass(type(key), str) else k):
                     v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used - len(k), seen)
@@ -237,6 +250,15 @@ class Renderer:
             parts.append(f"{name}={v}")
             used += len(parts[-1]) + 2
         return f"{t.__name__}(" + ", ".join(parts) + ")"
+
+
+def _builtin_len(obj: Any) -> int:
+    """``len`` through the builtin base type: a subclass's ``__len__`` is user code."""
+    for base in (dict, list, tuple, set, frozenset):
+        if issubclass(type(obj), base):
+            size: int = base.__len__(obj)  # type: ignore[attr-defined]
+            return size
+    return 0
 
 
 def _type_name(obj: Any) -> str:

@@ -143,6 +143,18 @@ def _literal_prefix(pattern: str) -> tuple[str, bool]:
     return pattern, True
 
 
+def _reaches(prefixes: list[tuple[str, bool]], module: str) -> bool:
+    """Whether a pattern with one of these literal prefixes can match in ``module``."""
+    for prefix, literal in prefixes:
+        if literal:
+            if (module == prefix or module.startswith(prefix + ".")
+                    or prefix.startswith(module + ".")):
+                return True
+        elif module.startswith(prefix) or prefix.startswith(module + "."):
+            return True
+    return False
+
+
 class Selector:
     """Answers "is this name traced?" and "may this module hold traced names?"."""
 
@@ -156,6 +168,8 @@ class Selector:
             if not (_WILDCARDS & set(p.split(".", 1)[0]))
         )
         self._module_cache: dict[str, bool] = {}
+        self._exclude_prefixes = [_literal_prefix(p) for p in config.exclude]
+        self._whole_cache: dict[str, bool] = {}
 
     def module_allowed(self, module: str) -> bool:
         """Whether rules other than the patterns permit tracing in ``module``."""
@@ -178,19 +192,24 @@ class Selector:
             return False
         if self._exclude is not None and self._exclude.fullmatch(module):
             return False
-        for prefix, literal in self._prefixes:
-            if literal:
-                if (module == prefix or module.startswith(prefix + ".")
-                        or prefix.startswith(module + ".")):
-                    return True
-            elif module.startswith(prefix) or prefix.startswith(module + "."):
-                return True
-        return False
+        return _reaches(self._prefixes, module)
+
+    def _whole(self, module: str) -> bool:
+        """Every name in ``module`` is traced: a pattern selects the module itself and
+        no exclude pattern can reach inside it. Saves a regex match per name."""
+        whole = self._whole_cache.get(module)
+        if whole is None:
+            whole = self._whole_cache[module] = (
+                self._include is not None and self._include.fullmatch(module) is not None
+                and not _reaches(self._exclude_prefixes, module))
+        return whole
 
     def matches(self, module: str, qualname: str) -> bool:
         """Whether the function ``module.qualname`` is traced."""
         if not self.may_contain(module):
             return False
+        if self._whole(module):
+            return True
         name = f"{module}.{qualname}"
         if self._include is None or not self._include.fullmatch(name):
             return False

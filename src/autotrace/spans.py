@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, Tuple
 
@@ -27,10 +27,12 @@ from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import NoOpTracer, ProxyTracerProvider, Span, SpanKind, Tracer
 
+from . import globalprovider
 from ._log import log_once
 from ._version import __version__
 from .config import Config
 from .formatter import RETURN_KEY, Formatter, FunctionInfo
+from .ids import use_private_ids
 
 TRACER_NAME = "autotrace"
 
@@ -43,6 +45,7 @@ _get_current = context_api.get_current
 _attach = context_api.attach
 _detach = context_api.detach
 _set_span_in_context = trace.set_span_in_context
+_CO_OPTIMIZED = 0x1
 
 
 class _Local(threading.local):
@@ -97,24 +100,50 @@ class Tracing:
         self.active = True
         self._provider = config.tracer_provider
         self._checked_provider: object = None
+        #: Nothing to record (no provider yet, or a no-op one): calls pass through.
+        self.dormant = False
+        self._on_ready: list[Callable[[], None]] = []
         self.tracer: Tracer | None = None
         self.resolve()
 
     def resolve(self) -> Tracer | None:
-        """Find the tracer; ``None`` while no SDK provider exists (calls then pass through).
+        """Find the tracer; ``None`` while there is nothing to record.
 
-        The global provider may be set after ``install()``; until then this is
-        re-checked per call, which is one function call and an identity test.
+        With no global provider yet, the installation goes *dormant*: traced
+        calls pass straight through until ``set_tracer_provider`` runs (see
+        ``globalprovider``). A no-op provider makes it dormant for good.
         """
         provider = self._provider or trace.get_tracer_provider()
-        if provider is self._checked_provider or isinstance(provider, ProxyTracerProvider):
+        if isinstance(provider, ProxyTracerProvider):
+            if globalprovider.watch(self):
+                self.dormant = True
+            return None
+        if provider is self._checked_provider:
             return None
         self._checked_provider = provider
-        tracer = provider.get_tracer(TRACER_NAME, __version__)
+        try:
+            tracer = provider.get_tracer(TRACER_NAME, __version__)
+        except Exception:  # the provider's fault: run untraced rather than fail the call
+            log_once("get_tracer", "autotrace: %r could not make a tracer; calls run untraced",
+                     provider)
+            return None
+        use_private_ids(tracer)  # spans must not advance the program's `random`
         if isinstance(tracer, NoOpTracer):
+            self.dormant = True
             return None
         self.tracer = tracer
         return tracer
+
+    def global_provider_set(self) -> None:
+        """The program set the global provider: wake up (see ``resolve``)."""
+        self.dormant = False
+        if self.active and self.resolve() is not None:
+            for callback in self._on_ready:
+                callback()
+
+    def on_ready(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when a dormant installation gets a tracer."""
+        self._on_ready.append(callback)
 
     def open(self, info: FunctionInfo, instance: Any, args: tuple[Any, ...],
              kwargs: Mapping[str, Any], frame: FrameType | None = None) -> Opened | None:
@@ -130,6 +159,8 @@ class Tracing:
             return None
         tracer = self.tracer
         if tracer is None:
+            if self.dormant:
+                return None
             tracer = self.resolve()
             if tracer is None:
                 return None
@@ -144,7 +175,12 @@ class Tracing:
                     if frame is None:
                         attrs = self.formatter.call_arguments(info, instance, args, kwargs)
                     else:
-                        attrs = self.formatter.frame_arguments(info, frame.f_locals)
+                        f_locals = frame.f_locals
+                        attrs = self.formatter.frame_arguments(info, f_locals)
+                        if type(f_locals) is dict and frame.f_code.co_flags & _CO_OPTIMIZED:
+                            # 3.12: a snapshot the frame keeps until it dies; it would
+                            # pin arguments the body deletes. The body never sees it.
+                            f_locals.clear()
                     span.set_attributes(attrs)
                 except Exception:
                     log_once("arguments", "autotrace: could not record the arguments of %s",
@@ -169,9 +205,11 @@ class Tracing:
         busy = local.busy
         local.busy = True
         try:
-            if self.capture_return and span.is_recording():
-                span.set_attribute(RETURN_KEY, self.formatter.return_value(info, result))
-            span.end()
+            try:
+                if self.capture_return and span.is_recording():
+                    span.set_attribute(RETURN_KEY, self.formatter.return_value(info, result))
+            finally:
+                span.end()  # whatever recording did: a span that started must end
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", info.span_name)
         finally:
@@ -188,10 +226,12 @@ class Tracing:
         busy = local.busy
         local.busy = True
         try:
-            if span.is_recording():
-                self.formatter.record_failure(
-                    span, exc, not escaped_from_traced_child(exc, traced_codes))
-            span.end()
+            try:
+                if span.is_recording():
+                    self.formatter.record_failure(
+                        span, exc, not escaped_from_traced_child(exc, traced_codes))
+            finally:
+                span.end()  # whatever recording did: a span that started must end
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", info.span_name)
         finally:

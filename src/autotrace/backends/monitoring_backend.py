@@ -31,7 +31,7 @@ from types import CodeType, FrameType, ModuleType
 from typing import Any
 
 from .._log import log_once
-from ..discovery import iter_targets, module_name, modules_to_scan
+from ..discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
 from ..formatter import FunctionInfo, code_of
 from ..importhook import ImportHook
 from ..selection import Selector, is_opted_out_code
@@ -143,7 +143,9 @@ class MonitoringBackend:
         register(tool, _PY_RESUME, self._on_resume)
         register(tool, _PY_THROW, self._on_throw)
         register(tool, _PY_UNWIND, self._on_unwind)
-        _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
+        if not self._tracing.dormant:
+            _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
+        self._tracing.on_ready(self._wake)
         for module in modules_to_scan(self._selector):
             self._hook.imported(module)
         self._instrument_running_modules()
@@ -223,6 +225,8 @@ class MonitoringBackend:
         for nested in _walk(code):
             if nested.co_name in _SKIPPED_NAMES or not nested.co_flags & _CO_OPTIMIZED:
                 continue
+            if _untraced_dunder(nested.co_name) and not (nested is code and selected):
+                continue  # as discovery: no __repr__/__eq__/__hash__... (local classes too)
             if is_opted_out_code(nested):
                 continue
             if (nested is code and selected) or self._selector.matches(module,
@@ -239,15 +243,30 @@ class MonitoringBackend:
                 return
             entry = _Traced(code, module)
             self._traced[id(code)] = entry
+        if not self._tracing.dormant:
+            self._watch(tool, entry)
+
+    def _watch(self, tool: int, entry: _Traced) -> None:
         events = _PY_START | _PY_RETURN
         if entry.suspends:
             events |= _PY_YIELD | _PY_RESUME
         try:
-            _monitoring.set_local_events(tool, code, events)
+            _monitoring.set_local_events(tool, entry.code, events)
         except Exception:
-            log_once(f"events:{module}.{code.co_qualname}",
-                     "autotrace: cannot monitor %s.%s; it runs untraced", module,
-                     code.co_qualname)
+            log_once(f"events:{entry.module}.{entry.code.co_qualname}",
+                     "autotrace: cannot monitor %s.%s; it runs untraced", entry.module,
+                     entry.code.co_qualname)
+
+    def _wake(self) -> None:
+        """A provider appeared: turn on the events a dormant installation held back."""
+        tool = self._tool
+        if tool is None:
+            return
+        _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
+        with self._lock:
+            entries = list(self._traced.values())
+        for entry in entries:
+            self._watch(tool, entry)
 
     # -- event callbacks (hot path) -----------------------------------------------------
 
@@ -307,7 +326,12 @@ class MonitoringBackend:
         entry = self._traced.get(id(code))
         if entry is None or entry.code is not code:
             return
-        self._on_resume(code, offset)
+        try:  # as _on_resume, inline: _get_frame(1) must be the generator's frame
+            call = self._calls.get(id(_get_frame(1)))
+            if call is not None and call.traced is entry:
+                call.opened = self._tracing.resume(call.opened)
+        except Exception:
+            log_once("monitoring:throw", "autotrace: error at a traced generator's throw")
 
     def _on_unwind(self, code: CodeType, offset: int, exc: BaseException) -> None:
         # Global event: filter by code identity first; never return DISABLE.
@@ -330,6 +354,11 @@ class MonitoringBackend:
                 self._tracing.close_abandoned(call.opened, call.traced.info)  # type: ignore[arg-type]
         except Exception:
             log_once("monitoring:release", "autotrace: error ending an abandoned span")
+
+
+def _untraced_dunder(name: str) -> bool:
+    return (len(name) > 4 and name.startswith("__") and name.endswith("__")
+            and name not in TRACED_DUNDERS)
 
 
 def _original_code(func: Any) -> CodeType | None:

@@ -20,7 +20,8 @@ importing a module with many functions stays cheap.
 from __future__ import annotations
 
 import inspect
-from types import CodeType
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
+from types import CodeType, FunctionType
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
@@ -80,18 +81,46 @@ def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInf
             found = cell[0] = describe()
         return found
 
-    if inspect.isasyncgenfunction(func):
+    kind = _calling_convention(func)
+    if kind is _ASYNC_GENERATOR:
         return _async_generator_wrapper(tracing, info)
-    if inspect.iscoroutinefunction(func):
+    if kind is _COROUTINE:
         return _coroutine_wrapper(tracing, info)
-    if inspect.isgeneratorfunction(func):
+    if kind is _GENERATOR:
         return _generator_wrapper(tracing, info)
     return _function_wrapper(tracing, info)
+
+
+_FUNCTION, _GENERATOR, _COROUTINE, _ASYNC_GENERATOR = "function", "generator", "coroutine", \
+    "async generator"
+
+
+def _calling_convention(func: Any) -> str:
+    """Read from the code flags of a plain function (three ``inspect`` calls cost
+    more than the rest of wrapping it); ``inspect`` for anything else."""
+    if type(func) is FunctionType and not hasattr(func, "_is_coroutine_marker"):
+        flags = func.__code__.co_flags
+        if flags & CO_ASYNC_GENERATOR:
+            return _ASYNC_GENERATOR
+        if flags & CO_COROUTINE:
+            return _COROUTINE
+        if flags & CO_GENERATOR:
+            return _GENERATOR
+        return _FUNCTION
+    if inspect.isasyncgenfunction(func):
+        return _ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(func):
+        return _COROUTINE
+    if inspect.isgeneratorfunction(func):
+        return _GENERATOR
+    return _FUNCTION
 
 
 def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                     kwargs: Kwargs) -> Any:
+        if tracing.dormant:  # no provider yet: not even the lazy description
+            return wrapped(*args, **kwargs)
         function_info = info()
         opened = tracing.open(function_info, instance, args, kwargs)
         if opened is None:
@@ -140,6 +169,7 @@ async def _drive_coroutine(owned: _Owned, tracing: Tracing, info: FunctionInfo,
                            instance: Any, args: Args, kwargs: Kwargs) -> Any:
     coroutine = owned.coroutine
     opened = tracing.open(info, instance, args, kwargs)
+    del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     if opened is None:
         return await coroutine
     try:
@@ -168,13 +198,17 @@ def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
                      info: FunctionInfo, instance: Any, args: Args,
                      kwargs: Kwargs) -> Generator[Any, Any, Any]:
     opened = tracing.open(info, instance, args, kwargs)
+    del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     if opened is None:
         return (yield from generator)
     value: Any = None
     error: BaseException | None = None
+    # The item in flight passes through ``box`` so that no local of this driver
+    # keeps it (or the value sent in) alive while the generator is suspended.
+    box: list[Any] = []
     while True:
         try:
-            item = generator.send(value) if error is None else generator.throw(error)
+            box.append(generator.send(value) if error is None else generator.throw(error))
         except StopIteration as stop:
             tracing.close(opened, info, stop.value)
             return stop.value
@@ -182,10 +216,10 @@ def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
             tracing.close_failed(opened, info, exc, WRAPPER_CODES)
             raise
         finally:
-            error = None
+            error = value = None
         opened = tracing.suspend(opened)
         try:
-            value = yield item
+            value = yield box.pop()
         except GeneratorExit as exit_:
             opened = tracing.resume(opened)
             try:
@@ -217,14 +251,16 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: T
                                  info: FunctionInfo, instance: Any, args: Args,
                                  kwargs: Kwargs) -> AsyncGenerator[Any, Any]:
     opened = tracing.open(info, instance, args, kwargs)
+    del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     value: Any = None
     error: BaseException | None = None
+    box: list[Any] = []  # the item in flight; see _drive_generator
     while True:
         try:
             if error is None:
-                item = await generator.asend(value)
+                box.append(await generator.asend(value))
             else:
-                item = await generator.athrow(error)
+                box.append(await generator.athrow(error))
         except StopAsyncIteration:
             if opened is not None:
                 tracing.close(opened, info, None)
@@ -234,11 +270,11 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: T
                 tracing.close_failed(opened, info, exc, WRAPPER_CODES)
             raise
         finally:
-            error = None
+            error = value = None
         if opened is not None:
             opened = tracing.suspend(opened)
         try:
-            value = yield item
+            value = yield box.pop()
         except GeneratorExit as exit_:
             if opened is not None:
                 opened = tracing.resume(opened)

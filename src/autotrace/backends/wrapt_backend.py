@@ -137,8 +137,9 @@ class WraptBackend:
         wrapped = {id(p.original): p for p in made if p.owner is module}
         if not wrapped:
             return
+        names = [module.__name__, *self._hook.finished_while_running(module.__name__)]
         with self._lock:
-            others = list(self._patches.items())
+            others = [(name, self._patches.setdefault(name, [])) for name in names]
         for name, patches in others:
             other = module if name == module.__name__ else sys.modules.get(name)
             if other is None:
