@@ -836,3 +836,83 @@ def test_secrets_never_reach_the_exporter(modules: Any, backend: str,
     assert not leaked, f"secrets in the exported spans: {leaked}"
     assert "[REDACTED]" in exported
     provider.shutdown()
+
+
+# -- generators finalised by the garbage collector during an export -------------------------
+
+GC_MODULE = '''
+def numbers(n):
+    for i in range(n):
+        yield i
+
+def guarded(n):
+    try:
+        for i in range(n):
+            yield i
+    finally:
+        pass
+
+def work(i):
+    return i
+'''
+
+GC_SCRIPT = '''
+import gc, json, sys, threading
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+import autotrace
+
+backend, module = sys.argv[1:3]
+lock = threading.Lock()  # an exporter guarding its state, as real ones do
+collect_inside = False
+names = []
+
+class LockingExporter(SpanExporter):
+    def export(self, spans):
+        with lock:
+            if collect_inside:
+                gc.collect()  # what any allocation in here may trigger
+            names.extend(s.name for s in spans)
+        return SpanExportResult.SUCCESS
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(LockingExporter()))
+autotrace.install([module], backend=backend, tracer_provider=provider)
+mod = __import__(module)
+tracer = provider.get_tracer("manual")
+
+def abandon(count):
+    for i in range(count):
+        gen = (mod.numbers if i % 2 else mod.guarded)(5)
+        next(gen)
+        cycle = [gen]
+        cycle.append(cycle)  # only the cyclic collector frees it
+
+gc.disable()
+abandon(20)
+collect_inside = True
+mod.work(1)  # the export of this span finalises the generators, lock held
+collect_inside = False
+abandon(20)
+collect_inside = True
+with tracer.start_as_current_span("manual"):  # a span that is not autotrace's
+    pass
+collect_inside = False
+mod.work(2)
+gc.enable()
+print(json.dumps(sorted(names)))
+'''
+
+
+def test_generators_finalised_during_an_export_do_not_deadlock(traced: Traced) -> None:
+    """Found by more-itertools under the monitoring backend: the garbage collector ran
+    inside an export (the exporter holding its lock) and finalised abandoned traced
+    generators, whose spans then ended and exported right there: a deadlock."""
+    name = traced.modules.module("gcmod", GC_MODULE)
+    try:
+        proc = _run_script(GC_SCRIPT, [traced.backend, name], traced.modules.root)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a span ended inside the exporter that was exporting")
+    assert proc.returncode == 0, proc.stderr
+    names = Counter(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert names == {"work": 2, "manual": 1, "numbers": 20, "guarded": 20}, names

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
+from time import time_ns
 from types import FrameType
 from typing import Any, Tuple
 
@@ -47,6 +49,12 @@ _detach = context_api.detach
 _set_span_in_context = trace.set_span_in_context
 _CO_OPTIMIZED = 0x1
 
+#: Spans whose end was requested where ending them could re-enter an exporter: the
+#: garbage collector finalising an abandoned traced generator while this thread is in
+#: autotrace's own work or an export (an exporter holding a lock would deadlock). They
+#: end, with the time they were due, as soon as a span closes outside such work.
+_deferred: deque[tuple[Span, int]] = deque()
+
 
 class _Local(threading.local):
     busy = False
@@ -70,6 +78,37 @@ if hasattr(os, "register_at_fork"):
 
 def is_busy() -> bool:
     return _local.busy
+
+
+def _exporting() -> bool:
+    """Whether this thread is inside an SDK processor's export (of any span)."""
+    return bool(_get_current().get(_SUPPRESS_INSTRUMENTATION_KEY))
+
+
+def _end(span: Span, defer: bool) -> None:
+    if defer:
+        _deferred.append((span, time_ns()))
+    else:
+        span.end()
+
+
+def _drain_deferred() -> None:
+    """End the deferred spans; called outside autotrace's work, it marks itself busy
+    so that finalisers running meanwhile defer again (and are drained here too)."""
+    local = _local
+    local.busy = True
+    try:
+        while True:
+            try:
+                span, end_time = _deferred.popleft()
+            except IndexError:
+                return
+            try:
+                span.end(end_time)
+            except Exception:
+                log_once("close", "autotrace: could not end a deferred span")
+    finally:
+        local.busy = False
 
 
 def escaped_from_traced_child(exc: BaseException, traced_codes: Any) -> bool:
@@ -209,11 +248,13 @@ class Tracing:
                 if self.capture_return and span.is_recording():
                     span.set_attribute(RETURN_KEY, self.formatter.return_value(info, result))
             finally:
-                span.end()  # whatever recording did: a span that started must end
+                _end(span, busy)  # whatever recording did: a span that started must end
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", info.span_name)
         finally:
             local.busy = busy
+        if _deferred and not busy and not _exporting():
+            _drain_deferred()
 
     def close_failed(self, opened: Opened, info: FunctionInfo, exc: BaseException,
                      traced_codes: Any) -> None:
@@ -231,11 +272,14 @@ class Tracing:
                     self.formatter.record_failure(
                         span, exc, not escaped_from_traced_child(exc, traced_codes))
             finally:
-                span.end()  # whatever recording did: a span that started must end
+                # GeneratorExit: maybe a generator finalised by the GC, anywhere
+                _end(span, busy or (type(exc) is GeneratorExit and _exporting()))
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", info.span_name)
         finally:
             local.busy = busy
+        if _deferred and not busy and not _exporting():
+            _drain_deferred()
 
     def close_abandoned(self, opened: Opened, info: FunctionInfo) -> None:
         """A suspended generator vanished without an event: end its span, not an error.
@@ -249,7 +293,7 @@ class Tracing:
         busy = local.busy
         local.busy = True
         try:
-            span.end()
+            _end(span, busy or _exporting())  # called from a finaliser: anywhere
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", info.span_name)
         finally:

@@ -14,8 +14,9 @@ cannot be weak-referenced; a thread-local table would lose a generator resumed
 on another thread). A generator or coroutine detaches its span's context at
 PY_YIELD and re-attaches it at PY_RESUME/PY_THROW, so the span is current only
 while its body runs. CPython 3.13.0 sends no event when a suspended generator
-without exception handlers is closed or collected (gh-140373); a sentinel kept
-in the frame's ``f_trace`` ends such spans when the frame is released.
+without exception handlers is closed or collected (gh-140373), and no version
+sends events while a callback runs (a generator collected during an export); a
+sentinel kept in the frame's ``f_trace`` ends such spans when the frame is released.
 
 Callbacks never let an exception reach user code and never return DISABLE
 from a global event.
@@ -56,7 +57,10 @@ _CO_SUSPENDS = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GEN
 _CO_OPTIMIZED = 0x1
 _SKIPPED_NAMES = frozenset({"<module>", "<lambda>", "<genexpr>", "<listcomp>", "<dictcomp>",
                             "<setcomp>"})
-_NEEDS_SENTINEL = sys.version_info >= (3, 13)  # gh-140373
+# 3.13.0 sends no event when a handler-less generator is closed (gh-140373), and no
+# version sends events while a callback runs: a generator the garbage collector
+# finalises inside autotrace's own work (an export) would keep its span open forever.
+_NEEDS_SENTINEL = True
 _get_frame = sys._getframe
 _NO_KWARGS: dict[str, Any] = {}
 
