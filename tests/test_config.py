@@ -253,9 +253,9 @@ def test_garbage_in_each_environment_variable_fails_fast(
 
 
 def test_every_environment_variable_has_a_garbage_case() -> None:
-    from autotrace import config
+    from autotrace.config import OPTIONS
 
-    names = {getattr(config, n) for n in dir(config) if n.startswith("ENV_")}
+    names = {option.env for option in OPTIONS if option.env_var}
     assert names == {var for var, _, _ in _ENV_GARBAGE}
 
 

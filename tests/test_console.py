@@ -7,7 +7,7 @@ import re
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from autotrace.console import CallTreeProcessor, Limits
+from autotrace.zerocode.console import CallTreeProcessor, Limits
 
 from .conftest import Traced
 

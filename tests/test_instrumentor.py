@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 import autotrace
-from autotrace.environment_variables import OTEL_PYTHON_AUTOTRACE_PATTERNS
+from autotrace.zerocode.environment_variables import OTEL_PYTHON_AUTOTRACE_PATTERNS
 
 from .clihelp import clean_env, run, write
 from .conftest import Traced
 
 pytest.importorskip("opentelemetry.instrumentation.instrumentor")
 
-from autotrace.instrumentor import AutotraceInstrumentor
+from autotrace.zerocode.instrumentor import AutotraceInstrumentor
 
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 

@@ -34,8 +34,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import autotrace
 from autotrace.config import DEFAULT_REDACT
-from autotrace.formatter import PARAMETER_KEY, RETURN_KEY
-from autotrace.render import REDACTED, Renderer, compile_redaction
+from autotrace.describe.function import PARAMETER_KEY, RETURN_KEY
+from autotrace.describe.values import REDACTED, Renderer, compile_redaction
 
 MAX_LENGTH = 64
 PREFIX = "code.function.parameters."

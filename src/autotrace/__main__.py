@@ -1,6 +1,6 @@
 """``python -m autotrace [options] COMMAND [ARGS...]``: the same as the ``autotrace`` command."""
 
-from .cli import main
+from .zerocode.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,14 @@
-"""User configuration: validated once at ``install()``, immutable afterwards.
+"""User configuration: one table of options, validated once at ``install()``.
 
+``OPTIONS`` is the single source of truth: the ``install()`` keywords, the
+``Config`` fields, the ``OTEL_PYTHON_AUTOTRACE_*`` variables, the ``autotrace``
+command's flags and the ``opentelemetry-instrument`` flags are all derived from
+it (tests hold the README tables and ``install()``'s signature against it).
 Every value comes from an explicit ``install()`` argument, else from its
-``OTEL_PYTHON_AUTOTRACE_*`` environment variable, else from the default.
-Bad values fail here, before anything is installed, with a message naming
-the value and the fix; the rest of autotrace may trust a ``Config``.
+environment variable, else from the default. A bad value fails here, before
+anything is installed, with a message naming the value and the fix in the
+syntax of the surface it came from (Python keyword, variable or flag); the rest
+of autotrace may trust a ``Config``.
 """
 
 from __future__ import annotations
@@ -11,22 +16,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
-from opentelemetry.trace import TracerProvider
-
+ENV_PREFIX = "OTEL_PYTHON_AUTOTRACE_"
 BACKENDS = ("wrapt", "monitoring", "auto")
-
-ENV_PATTERNS = "OTEL_PYTHON_AUTOTRACE_PATTERNS"
-ENV_EXCLUDE = "OTEL_PYTHON_AUTOTRACE_EXCLUDE"
-ENV_BACKEND = "OTEL_PYTHON_AUTOTRACE_BACKEND"
-ENV_CAPTURE_ARGS = "OTEL_PYTHON_AUTOTRACE_CAPTURE_ARGS"
-ENV_CAPTURE_RETURN = "OTEL_PYTHON_AUTOTRACE_CAPTURE_RETURN"
-ENV_REPR_OBJECTS = "OTEL_PYTHON_AUTOTRACE_REPR_OBJECTS"
-ENV_MAX_VALUE_LENGTH = "OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH"
-ENV_REDACT = "OTEL_PYTHON_AUTOTRACE_REDACT"
 
 #: Parameter names and dict keys matching any of these (case-insensitive
 #: ``re.search``) are recorded as ``[REDACTED]``. ``auth`` spares ``author``.
@@ -50,153 +45,104 @@ _MIN_VALUE_LENGTH = 16
 # A pattern is a dotted name made of identifier characters, glob wildcards
 # (* ? [...]) and the ``<locals>``/``<lambda>`` markers CPython puts in qualnames.
 _PATTERN_CHARS = re.compile(r"[\w.*?\[\]!<>\-]+")  # \w: identifiers may be non-ASCII
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+_DURATION = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<unit>[a-zµ]*)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
-@dataclass(frozen=True)
-class Config:
-    """The validated settings of one installation."""
+# -- surfaces: where a value was given, and how to write it there ------------------------
 
-    patterns: tuple[str, ...]
-    exclude: tuple[str, ...] = ()
-    backend: str = "wrapt"
-    capture_args: bool = True
-    capture_return: bool = True
-    repr_objects: bool = False
-    max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
-    redact: tuple[str, ...] = DEFAULT_REDACT
-    tracer_provider: TracerProvider | None = None
+class Surface:
+    """The Python API: ``name=value``."""
 
+    kind = "api"
 
-def make_config(
-    patterns: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
-    backend: str | None = None,
-    capture_args: bool | None = None,
-    capture_return: bool | None = None,
-    repr_objects: bool | None = None,
-    max_value_length: int | None = None,
-    redact: str | Sequence[str] | None = None,
-    tracer_provider: TracerProvider | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Config:
-    """Merge arguments over the environment over defaults, and validate."""
-    env = os.environ if environ is None else environ
+    def name(self, option: Option) -> str:
+        return option.name
 
-    if patterns is None:
-        raw = env.get(ENV_PATTERNS, "")
-        if not raw.strip():
-            raise ValueError(
-                "autotrace.install() needs patterns: pass patterns=['myapp'] "
-                f"or set {ENV_PATTERNS}=myapp (comma-separated)"
-            )
-        pattern_tuple = _patterns(_split(raw), ENV_PATTERNS, allow_empty=False)
-    else:
-        pattern_tuple = _patterns(patterns, "patterns", allow_empty=False)
+    def show(self, option: Option, value: Any) -> str:
+        """``value`` as given, in this surface's syntax."""
+        return f"{option.name}={value!r}"
 
-    if exclude is None:
-        exclude_tuple = _patterns(_split(env.get(ENV_EXCLUDE, "")), ENV_EXCLUDE, allow_empty=True)
-    else:
-        exclude_tuple = _patterns(exclude, "exclude", allow_empty=True)
-
-    if backend is None:
-        backend = env.get(ENV_BACKEND, "").strip().lower() or "wrapt"
-        backend_source = ENV_BACKEND
-    else:
-        backend_source = "backend"
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(
-            f"{backend_source}={backend!r} is not a backend; use one of "
-            + ", ".join(repr(b) for b in BACKENDS)
-        )
-
-    if redact is None:
-        raw_redact = env.get(ENV_REDACT)
-        redact_tuple = DEFAULT_REDACT if raw_redact is None else tuple(_split(raw_redact))
-        redact_source = ENV_REDACT
-    else:
-        redact_tuple = _strings(redact, "redact")
-        redact_source = "redact"
-    for expr in redact_tuple:
-        try:
-            re.compile(expr)
-        except re.error as exc:
-            raise ValueError(
-                f"{redact_source} entry {expr!r} is not a valid regular expression ({exc}); "
-                "fix or escape it (re.escape)"
-            ) from None
-
-    length = _int_setting(max_value_length, env, ENV_MAX_VALUE_LENGTH, "max_value_length",
-                          DEFAULT_MAX_VALUE_LENGTH)
-    if length < _MIN_VALUE_LENGTH:
-        source = "max_value_length" if max_value_length is not None else ENV_MAX_VALUE_LENGTH
-        raise ValueError(
-            f"{source}={length} is too small; use an integer >= {_MIN_VALUE_LENGTH}"
-        )
-
-    if isinstance(tracer_provider, type):
-        raise TypeError(
-            f"tracer_provider={tracer_provider!r} is a class; pass an instance, e.g. "
-            "tracer_provider=TracerProvider(), or None for the global one"
-        )
-    if tracer_provider is not None and not hasattr(tracer_provider, "get_tracer"):
-        raise TypeError(
-            f"tracer_provider={tracer_provider!r} is not a TracerProvider; pass an "
-            "opentelemetry TracerProvider or None for the global one"
-        )
-
-    return Config(
-        patterns=pattern_tuple,
-        exclude=exclude_tuple,
-        backend=backend,
-        capture_args=_bool_setting(capture_args, env, ENV_CAPTURE_ARGS, "capture_args", True),
-        capture_return=_bool_setting(capture_return, env, ENV_CAPTURE_RETURN, "capture_return",
-                                     True),
-        repr_objects=_bool_setting(repr_objects, env, ENV_REPR_OBJECTS, "repr_objects", False),
-        max_value_length=length,
-        redact=redact_tuple,
-        tracer_provider=tracer_provider,
-    )
+    def example(self, option: Option) -> str:
+        return f"{option.name}={option.api_example}"
 
 
-def resolve_backend(name: str) -> str:
-    """Turn ``auto`` into the concrete backend for this interpreter."""
-    if name == "auto":
-        return "monitoring" if sys.version_info >= (3, 12) else "wrapt"
-    return name
+class EnvSurface(Surface):
+    """An environment variable: ``VAR=value``."""
 
+    kind = "env"
+
+    def name(self, option: Option) -> str:
+        return option.env
+
+    def show(self, option: Option, value: Any) -> str:
+        return f"{option.env}={_shell_word(value)}"
+
+    def example(self, option: Option) -> str:
+        return f"{option.env}={option.text_example}"
+
+
+class FlagSurface(Surface):
+    """A command-line flag of the ``autotrace`` command: ``--flag value``."""
+
+    kind = "cli"
+
+    def name(self, option: Option) -> str:
+        if option.short:
+            return f"{option.short}/{option.flag}"
+        return option.flag or option.env
+
+    def show(self, option: Option, value: Any) -> str:
+        return f"{option.short or option.flag} {_shell_word(value)}"
+
+    def example(self, option: Option) -> str:
+        return f"{option.short or option.flag} {option.text_example}"
+
+
+def _shell_word(value: Any) -> str:
+    """A value as it was given, quoted (valid shell syntax, and shows spaces)."""
+    return repr(str(value))
+
+
+API = Surface()
+ENV = EnvSurface()
+FLAG = FlagSurface()
+
+
+# -- the parsers: (option, raw value, surface) -> validated value -----------------------
 
 def _split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def _strings(value: Any, name: str) -> tuple[str, ...]:
+def _strings(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
     if isinstance(value, str):
-        return (value,)
+        return tuple(_split(value)) if where.kind != "api" else (value,)
     if isinstance(value, (bytes, bytearray)) or not isinstance(value, Sequence):
-        raise TypeError(
-            f"{name}={value!r} must be a string or a list of strings, e.g. {name}=['myapp']"
-        )
+        raise TypeError(f"{where.show(option, value)} must be a string or a list of strings, "
+                        f"e.g. {where.example(option)}")
     for item in value:
         if not isinstance(item, str):
-            raise TypeError(
-                f"{name} contains {item!r} ({type(item).__name__}); every entry must be a "
-                f"string, e.g. {name}=['myapp']"
-            )
+            raise TypeError(f"{where.name(option)} contains {item!r} ({type(item).__name__}); "
+                            f"every entry must be a string, e.g. {where.example(option)}")
     return tuple(value)
 
 
-def _patterns(value: Any, name: str, *, allow_empty: bool) -> tuple[str, ...]:
-    items = _strings(value, name)
-    if not items and not allow_empty:
-        raise ValueError(f"{name} is empty; give at least one pattern, e.g. {name}=['myapp']")
+def parse_patterns(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
+    items = _strings(option, value, where)
+    if not items and option.required:
+        raise ValueError(f"{where.name(option)} is empty; give at least one pattern, "
+                         f"e.g. {where.example(option)}")
     for item in items:
-        _check_pattern(item, name)
+        check_pattern(item, where.name(option))
     return items
 
 
-def _check_pattern(pattern: str, name: str) -> None:
+def check_pattern(pattern: str, name: str) -> None:
+    """Reject what cannot be a dotted-name glob, saying what to write instead."""
     if not pattern:
         raise ValueError(f"{name} contains an empty string; remove it or name a module, "
                          "e.g. 'myapp'")
@@ -212,34 +158,254 @@ def _check_pattern(pattern: str, name: str) -> None:
     if "" in pattern.split("."):
         raise ValueError(f"{name} entry {pattern!r} has an empty dotted part; write e.g. "
                          "'myapp.db' (no leading, trailing or double dots)")
+    if _unclosed_bracket(pattern):
+        raise ValueError(f"{name} entry {pattern!r} has a '[' without its ']'; close the "
+                         "character set (e.g. 'myapp.v[12]') or remove the '['")
 
 
-def _bool_setting(value: Any, env: Mapping[str, str], var: str, name: str,
-                  default: bool) -> bool:
-    if value is not None:
+def _unclosed_bracket(pattern: str) -> bool:
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            start = i + 1
+            if start < len(pattern) and pattern[start] == "!":
+                start += 1
+            end = pattern.find("]", start + 1)
+            if end < 0:
+                return True
+            i = end
+        i += 1
+    return False
+
+
+def parse_choice(option: Option, value: Any, where: Surface) -> str:
+    text = value.strip().lower() if isinstance(value, str) and where.kind != "api" else value
+    if not isinstance(text, str) or text not in option.choices:
+        raise ValueError(f"{where.show(option, value)} is not a {option.name}; use one of "
+                         + ", ".join(repr(c) for c in option.choices))
+    return text
+
+
+def parse_bool(option: Option, value: Any, where: Surface) -> bool:
+    if where.kind == "api":
         if not isinstance(value, bool):
-            raise TypeError(f"{name}={value!r} must be True or False")
+            raise TypeError(f"{where.show(option, value)} must be True or False")
         return value
-    raw = env.get(var)
-    if raw is None or not raw.strip():
-        return default
-    word = raw.strip().lower()
-    if word in _TRUE:
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
         return True
-    if word in _FALSE:
+    if word in FALSE_WORDS:
         return False
-    raise ValueError(f"{var}={raw!r} is not a boolean; use true or false")
+    raise ValueError(f"{where.show(option, value)} is not a boolean; use true or false")
 
 
-def _int_setting(value: Any, env: Mapping[str, str], var: str, name: str, default: int) -> int:
-    if value is not None:
+def parse_int(option: Option, value: Any, where: Surface) -> int:
+    if where.kind == "api":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name}={value!r} must be an integer, e.g. {name}={default}")
-        return value
-    raw = env.get(var)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ValueError(f"{var}={raw!r} is not an integer; use e.g. {var}={default}") from None
+            raise TypeError(f"{where.show(option, value)} must be an integer, "
+                            f"e.g. {where.example(option)}")
+        number = value
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{where.show(option, value)} is not an integer; use e.g. "
+                             f"{where.example(option)}") from None
+    if option.minimum is not None and number < option.minimum:
+        shown = f"{option.name}={number}" if where.kind == "api" else (
+            f"{where.name(option)}={number}" if where.kind == "env" else
+            f"{option.short or option.flag} {number}")
+        raise ValueError(f"{shown} is too small; use an integer >= "
+                         f"{option.minimum:g}, e.g. {where.example(option)}")
+    return number
+
+
+def parse_duration(option: Option, value: Any, where: Surface) -> float:
+    """Seconds. API: a number of seconds or a string with a unit; variables and flags: a
+    string with a unit, a bare number meaning milliseconds (as OpenTelemetry's own)."""
+    accepted = ("a duration such as '5ms', '250us' or '1.5s' (units ns, us, ms, s"
+                + ("; a bare number is seconds)" if where.kind == "api" else
+                   "; a bare number is milliseconds)"))
+    if where.kind == "api" and not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where.show(option, value)} must be {accepted}")
+        seconds = float(value)
+    else:
+        text = str(value)
+        match = _DURATION.fullmatch(text.strip() if where.kind != "api" else text)
+        if match is None:
+            raise ValueError(f"{where.show(option, value)} is not {accepted}")
+        unit = match["unit"]
+        if unit and unit not in _UNITS:
+            raise ValueError(f"{where.show(option, value)} has an unknown unit {unit!r}; use "
+                             f"{accepted}")
+        number = float(match["number"])
+        if not unit:
+            unit = "s" if where.kind == "api" else "ms"
+        seconds = number * _UNITS[unit]
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"{where.show(option, value)} must be a positive duration, "
+                         f"e.g. {where.example(option)}; leave it unset for no limit")
+    return seconds
+
+
+def parse_regexes(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
+    items = _strings(option, value, where)
+    for expr in items:
+        try:
+            re.compile(expr)
+        except re.error as exc:
+            raise ValueError(
+                f"{where.name(option)} entry {expr!r} is not a valid regular expression "
+                f"({exc}); fix or escape it (re.escape)") from None
+    return items
+
+
+def parse_provider(option: Option, value: Any, where: Surface) -> Any:
+    if isinstance(value, type):
+        raise TypeError(f"{option.name}={value!r} is a class; pass an instance, e.g. "
+                        f"{option.name}={option.api_example}, or None for the global one")
+    if not hasattr(value, option.provider_method):
+        raise TypeError(f"{option.name}={value!r} is not a {option.api_example[:-2]}; pass "
+                        f"an OpenTelemetry {option.api_example[:-2]} or None for the global one")
+    return value
+
+
+# -- the table ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One setting, and every way of giving it."""
+
+    name: str  # the install() keyword and the Config field
+    parse: Callable[[Option, Any, Surface], Any]
+    default: Any
+    help: str
+    api_example: str
+    text_example: str
+    #: The ``autotrace`` flag; booleans get ``--x/--no-x``; None: no flag (variable only).
+    flag: str | None = None
+    short: str | None = None
+    env_var: bool = True  # False: only the Python API can give it (objects)
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    provider_method: str = ""
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def instrument_flag(self) -> str:
+        """The ``opentelemetry-instrument`` flag derived from the variable."""
+        return "--" + self.env[len("OTEL_PYTHON_"):].lower()
+
+    @property
+    def is_bool(self) -> bool:
+        return self.parse is parse_bool
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("patterns", parse_patterns, (), "name patterns of the functions to trace "
+           "(comma-separated)", "['myapp']", "myapp", flag="--patterns", short="-p",
+           required=True),
+    Option("exclude", parse_patterns, (), "name patterns never traced (comma-separated)",
+           "['myapp.vendored']", "myapp.vendored", flag="--exclude"),
+    Option("backend", parse_choice, "wrapt", "how calls are seen: wrapt, monitoring (3.12+) "
+           "or auto", "'auto'", "auto", flag="--backend", choices=BACKENDS),
+    Option("capture_args", parse_bool, True, "record arguments", "False", "false",
+           flag="--capture-args"),
+    Option("capture_return", parse_bool, True, "record return values", "False", "false",
+           flag="--capture-return"),
+    Option("repr_objects", parse_bool, False, "render any object with its own repr()",
+           "True", "true", flag="--repr-objects"),
+    Option("max_value_length", parse_int, DEFAULT_MAX_VALUE_LENGTH,
+           "longest string attribute", "256", "256", flag="--max-value-length",
+           minimum=_MIN_VALUE_LENGTH),
+    Option("redact", parse_regexes, DEFAULT_REDACT, "regexes of secret parameter names and "
+           "dict keys (comma-separated)", "['password']", "password,pin",
+           flag="--redact"),
+    Option("tracer_provider", parse_provider, None, "the TracerProvider (default: the "
+           "global one, looked up lazily)", "TracerProvider()", "", env_var=False,
+           provider_method="get_tracer"),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated settings of one installation (fields: ``OPTIONS``, in order)."""
+
+    patterns: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    backend: str = "wrapt"
+    capture_args: bool = True
+    capture_return: bool = True
+    repr_objects: bool = False
+    max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
+    redact: tuple[str, ...] = DEFAULT_REDACT
+    tracer_provider: Any = None
+
+
+assert [f.name for f in fields(Config)] == [o.name for o in OPTIONS], "Config != OPTIONS"
+
+
+def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = None,
+                **options: Any) -> Config:
+    """Merge arguments over the environment over defaults, and validate."""
+    env = os.environ if environ is None else environ
+    unknown = set(options) - set(OPTIONS_BY_NAME)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise TypeError(f"unknown autotrace option {names}; the options are "
+                        + ", ".join(OPTIONS_BY_NAME))
+    options["patterns"] = patterns
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = options.get(option.name)
+        if given is not None:
+            values[option.name] = option.parse(option, given, API)
+            continue
+        raw = env.get(option.env) if option.env_var else None
+        if raw is not None and raw.strip():
+            values[option.name] = option.parse(option, raw, ENV)
+        elif option.required:
+            raise ValueError(
+                f"autotrace.install() needs {option.name}: pass "
+                f"{API.example(option)} or set {ENV.example(option)} (comma-separated)")
+        elif raw is not None and option.parse in (parse_regexes, parse_patterns):
+            values[option.name] = ()  # set but empty: explicitly none
+        else:
+            values[option.name] = option.default
+    return Config(**values)
+
+
+def environment_from_flags(given: Mapping[str, Any]) -> dict[str, str]:
+    """Validate ``autotrace`` flag values (option name -> value) and turn them into the
+    variables the bootstrap reads; errors name the flag."""
+    out: dict[str, str] = {}
+    for name, value in given.items():
+        option = OPTIONS_BY_NAME[name]
+        parsed = option.parse(option, value, FLAG)
+        out[option.env] = to_text(option, parsed, value)
+    return out
+
+
+def to_text(option: Option, parsed: Any, raw: Any) -> str:
+    """A validated value as its environment variable would spell it."""
+    if option.is_bool:
+        return "true" if parsed else "false"
+    if isinstance(parsed, tuple):
+        return ",".join(parsed)
+    if option.parse is parse_duration:
+        return f"{parsed * 1e3:g}ms"
+    return str(raw).strip()
+
+
+def resolve_backend(name: str) -> str:
+    """Turn ``auto`` into the concrete backend for this interpreter."""
+    if name == "auto":
+        return "monitoring" if sys.version_info >= (3, 12) else "wrapt"
+    return name

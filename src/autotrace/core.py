@@ -16,9 +16,9 @@ from opentelemetry.trace import TracerProvider
 from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
-from .formatter import Formatter
+from .describe.function import Formatter
+from .record.spans import Tracing
 from .selection import Selector
-from .spans import Tracing
 
 
 class InstallError(RuntimeError):
@@ -82,14 +82,11 @@ def install(
     Call it before the traced modules are imported: references taken earlier
     (``from m import f``) keep the untraced function under the wrapt backend.
     Arguments left as ``None`` come from the ``OTEL_PYTHON_AUTOTRACE_*``
-    environment variables, else from the defaults (see README).
+    environment variables, else from the defaults (``config.OPTIONS``; README).
     """
     global _active
-    config = make_config(
-        patterns, exclude=exclude, backend=backend, capture_args=capture_args,
-        capture_return=capture_return, repr_objects=repr_objects,
-        max_value_length=max_value_length, redact=redact, tracer_provider=tracer_provider,
-    )
+    options = {key: value for key, value in locals().items() if key != "patterns"}
+    config = make_config(patterns, **options)
     with _lock:
         if _active is not None and _active.replaceable:
             logger.debug("autotrace: the program's install() replaces %r", _active)

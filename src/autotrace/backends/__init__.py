@@ -15,8 +15,8 @@ import sys
 from types import CodeType
 from typing import Protocol, Union
 
+from ..record.spans import Tracing
 from ..selection import Selector
-from ..spans import Tracing
 
 
 class Backend(Protocol):
@@ -34,7 +34,7 @@ class Backend(Protocol):
 def create_backend(name: str, selector: Selector, tracing: Tracing) -> Backend:
     """The backend called ``name`` (already resolved from ``auto``)."""
     if name == "wrapt":
-        from .wrapt_backend import WraptBackend
+        from .wrapt.backend import WraptBackend
 
         return WraptBackend(selector, tracing)
     if name == "monitoring":
@@ -45,7 +45,7 @@ def create_backend(name: str, selector: Selector, tracing: Tracing) -> Backend:
                 f"this is Python {running}. Use backend='wrapt', or backend='auto' to pick "
                 "the best one available"
             )
-        from .monitoring_backend import MonitoringBackend
+        from .monitoring import MonitoringBackend
 
         return MonitoringBackend(selector, tracing)
     raise ValueError(f"unknown backend {name!r}")

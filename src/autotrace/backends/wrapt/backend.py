@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from types import CodeType, ModuleType
 from typing import Any, cast
 
-from .._log import log_once
-from ..discovery import (
+from ..._log import log_once
+from ...describe.function import FunctionInfo
+from ...loading.importhook import ImportHook
+from ...record.spans import Tracing
+from ...selection import Selector
+from ...selection.discovery import (
     CACHED_PROPERTY,
     CLASSMETHOD,
     METHOD,
@@ -27,11 +31,7 @@ from ..discovery import (
     iter_targets,
     modules_to_scan,
 )
-from ..formatter import FunctionInfo
-from ..importhook import ImportHook
-from ..selection import Selector
-from ..spans import Tracing
-from . import wrapt_main
+from . import main as wrapt_main
 from .wrappers import TracedFunction, make_wrapper
 
 

@@ -17,14 +17,14 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ._log import logger
-from .config import ENV_PATTERNS
-from .core import Installation, active_installation, install
-from .mainscript import hook_main_script
+from .._log import logger
+from ..config import OPTIONS, OPTIONS_BY_NAME
+from ..core import Installation, active_installation, install
+from ..loading.mainscript import hook_main_script
 
 #: ``instrument()`` keyword arguments passed on to ``autotrace.install()``.
-INSTALL_OPTIONS = ("patterns", "exclude", "backend", "capture_args", "capture_return",
-                   "repr_objects", "max_value_length", "redact")
+INSTALL_OPTIONS = tuple(option.name for option in OPTIONS if option.env_var)
+ENV_PATTERNS = OPTIONS_BY_NAME["patterns"].env
 
 
 class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]

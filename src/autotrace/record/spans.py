@@ -29,11 +29,11 @@ from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import NoOpTracer, ProxyTracerProvider, Span, SpanKind, Tracer
 
+from .._log import log_once
+from .._version import __version__
+from ..config import Config
+from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
 from . import globalprovider
-from ._log import log_once
-from ._version import __version__
-from .config import Config
-from .formatter import RETURN_KEY, Formatter, FunctionInfo
 from .ids import use_private_ids
 
 TRACER_NAME = "autotrace"

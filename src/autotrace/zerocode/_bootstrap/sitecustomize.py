@@ -11,7 +11,7 @@ import sys
 
 def _start() -> None:
     try:
-        from autotrace.bootstrap import boot
+        from autotrace.zerocode.bootstrap import boot
     except Exception as exc:  # autotrace not installed for this interpreter
         sys.stderr.write(f"autotrace: cannot start in {sys.executable} ({type(exc).__name__}: "
                          f"{exc}); this process runs untraced\n")

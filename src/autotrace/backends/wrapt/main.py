@@ -10,7 +10,7 @@ name in the module's globals with the backend's usual machinery (discovery
 targets, ``Patch`` records, so methods are covered and uninstall restores)::
 
     def main(): ...
-    __import__("autotrace.backends.wrapt_main", fromlist=["_"]).instrument_name(
+    __import__("autotrace.backends.wrapt.main", fromlist=["_"]).instrument_name(
         globals(), "main", 1)
 
 The added statement binds no new name in the user's globals and carries the
@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from types import CodeType
 from typing import TYPE_CHECKING, Any, Union
 
-from .._log import log_once
+from ..._log import log_once
 
 if TYPE_CHECKING:
-    from .wrapt_backend import WraptBackend
+    from .backend import WraptBackend
 
 _HELPER_NAMES = frozenset({"globals", "__import__"})
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

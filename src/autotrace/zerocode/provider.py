@@ -19,14 +19,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import NoOpTracer, ProxyTracer, Span, Tracer, TracerProvider
 
+from ..config import TRUE_WORDS
 from .exporters import exporter_names, span_processors
-
-_TRUE = ("true", "1", "yes", "on")
 
 
 def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvider | None:
     """autotrace's provider for this process, or None when nothing is to be recorded."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in TRUE_WORDS:
         return None
     names = exporter_names(environ)
     if names and all(name == "none" for name in names):

@@ -26,8 +26,8 @@ from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
 
-from ..formatter import FunctionInfo
-from ..spans import Tracing
+from ...describe.function import FunctionInfo
+from ...record.spans import Tracing
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]

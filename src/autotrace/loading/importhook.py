@@ -19,8 +19,8 @@ from importlib.machinery import ModuleSpec
 from types import CodeType, ModuleType
 from typing import Any, Callable, Sequence, Union
 
-from ._log import log_once
-from .selection import Selector
+from .._log import log_once
+from ..selection import Selector
 
 ModuleHook = Callable[[ModuleType], None]
 #: ``(source, filename, module name) -> code`` for modules run by runpy (``-m``).

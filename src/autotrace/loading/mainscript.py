@@ -31,7 +31,7 @@ from importlib.util import MAGIC_NUMBER
 from types import CodeType, TracebackType
 from typing import Any
 
-from ._log import log_once, logger
+from .._log import log_once, logger
 
 _lock = threading.Lock()
 _registered = False
@@ -81,8 +81,8 @@ _audit.__cantrace__ = True  # type: ignore[attr-defined]
 
 def _prepare(filename: str) -> CodeType | None:
     """The script compiled through the backend, or None to let the interpreter run it."""
-    from .core import active_installation, compile_main
-    from .selection import Selector
+    from ..core import active_installation, compile_main
+    from ..selection import Selector
 
     installation = active_installation()
     if installation is None or not installation.active or sys.flags.inspect:

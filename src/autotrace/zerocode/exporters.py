@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from ._log import logger
+from .._log import logger
 
 ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
 KNOWN_EXPORTERS = ("console", "otlp", "none")

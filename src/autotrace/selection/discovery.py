@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from types import FunctionType, ModuleType
 from typing import Any
 
-from .formatter import code_of
-from .selection import Selector, is_opted_out
+from ..describe.function import code_of
+from .patterns import Selector, is_opted_out
 
 #: Dunder methods that are traced; every other ``__x__`` is skipped because
 #: they are hot (``__getattr__``), re-entrant (``__repr__`` during rendering,

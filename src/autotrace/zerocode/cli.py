@@ -16,31 +16,32 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from ._version import __version__
+from .._version import __version__
+from ..config import ENV, FLAG, OPTIONS, OPTIONS_BY_NAME, environment_from_flags, make_config
 from .bootstrap import BOOTSTRAP_DIR
-from .config import (
-    BACKENDS,
-    ENV_BACKEND,
-    ENV_CAPTURE_ARGS,
-    ENV_CAPTURE_RETURN,
-    ENV_EXCLUDE,
-    ENV_PATTERNS,
-    make_config,
-)
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
 
-EXIT_USAGE = 2
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
-_EPILOG = f"""\
-Each option sets an environment variable, which may be set instead:
-  -p/--patterns      {ENV_PATTERNS}
-  --exclude          {ENV_EXCLUDE}
-  --backend          {ENV_BACKEND}
-  --[no-]capture-args    {ENV_CAPTURE_ARGS}
-  --[no-]capture-return  {ENV_CAPTURE_RETURN}
-  --exporter         {ENV_EXPORTER} (unset: a call tree per trace on stderr)
+_FLAGGED = [option for option in OPTIONS if option.flag]
+
+
+def _epilog() -> str:
+    rows = []
+    for option in _FLAGGED:
+        flag = str(option.flag)
+        if option.is_bool:
+            flag = f"--[no-]{flag[2:]}"
+        if option.short:
+            flag = f"{option.short}/{flag}"
+        rows.append(f"  {flag:<26} {option.env}")
+    rows.append(f"  {'--exporter':<26} {ENV_EXPORTER} (unset: a call tree per trace on stderr)")
+    return ("Each option sets an environment variable, which may be set instead:\n"
+            + "\n".join(rows) + "\n" + _EPILOG_TAIL)
+
+
+_EPILOG_TAIL = """\
 The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
 OTEL_SDK_DISABLED variables apply; a program that configures OpenTelemetry
 itself gets autotrace's spans in its own provider.
@@ -57,17 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autotrace", usage="autotrace [options] COMMAND [ARGS...]",
         description="Run COMMAND with OpenTelemetry spans for the functions selected by "
                     "--patterns, in every Python process it starts.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
-    parser.add_argument("-p", "--patterns", metavar="PATTERNS",
-                        help="comma-separated name patterns to trace, e.g. myapp,other.mod")
-    parser.add_argument("--exclude", metavar="PATTERNS",
-                        help="comma-separated name patterns never traced")
-    parser.add_argument("--backend", choices=BACKENDS, help="default: wrapt")
-    parser.add_argument("--capture-args", action=argparse.BooleanOptionalAction, default=None,
-                        help="record arguments (default: yes)")
-    parser.add_argument("--capture-return", action=argparse.BooleanOptionalAction,
-                        default=None, help="record return values (default: yes)")
+    for option in _FLAGGED:
+        assert option.flag is not None
+        names = [option.short, option.flag] if option.short else [option.flag]
+        default = option.default
+        if isinstance(default, tuple):
+            default = ",".join(default) or "none"
+        help_text = f"{option.help} (default: {default})"
+        if option.is_bool:
+            parser.add_argument(*names, dest=option.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        elif option.choices:
+            parser.add_argument(*names, dest=option.name, choices=option.choices,
+                                help=help_text)
+        else:
+            parser.add_argument(*names, dest=option.name, metavar=option.name.upper(),
+                                help=help_text)
     parser.add_argument("--exporter", choices=KNOWN_EXPORTERS,
                         help="where spans go (default: a call tree on stderr)")
     parser.add_argument("--version", action="version", version=f"autotrace {__version__}")
@@ -88,31 +96,20 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
         parser.error("a COMMAND to run is required, e.g. autotrace -p myapp python app.py")
 
     env = dict(environ)
-    for option, value, var in (("-p/--patterns", args.patterns, ENV_PATTERNS),
-                               ("--exclude", args.exclude, ENV_EXCLUDE)):
-        if value is None:
-            continue
-        items = [part.strip() for part in value.split(",") if part.strip()]
-        try:
-            if var == ENV_PATTERNS:
-                make_config(patterns=items, environ={})
-            else:
-                make_config(patterns=["x"], exclude=items, environ={})
-        except (ValueError, TypeError) as exc:
-            parser.error(f"argument {option}: {exc}")
-        env[var] = ",".join(items)
-    if args.backend is not None:
-        env[ENV_BACKEND] = args.backend
-    for value, var in ((args.capture_args, ENV_CAPTURE_ARGS),
-                       (args.capture_return, ENV_CAPTURE_RETURN)):
-        if value is not None:
-            env[var] = "true" if value else "false"
+    given = {option.name: getattr(args, option.name) for option in _FLAGGED
+             if getattr(args, option.name) is not None}
+    try:
+        env.update(environment_from_flags(given))
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
     if args.exporter is not None:
         env[ENV_EXPORTER] = args.exporter
 
-    if not env.get(ENV_PATTERNS, "").strip():
-        parser.error(f"no patterns: pass -p/--patterns PATTERN[,PATTERN...] or set "
-                     f"{ENV_PATTERNS}")
+    patterns = OPTIONS_BY_NAME["patterns"]
+    if not env.get(patterns.env, "").strip():
+        parser.error(f"no patterns: pass {FLAG.name(patterns)} PATTERN[,PATTERN...] (e.g. "
+                     f"{FLAG.example(patterns)}) or set "
+                     f"{ENV.example(patterns)}")
     try:
         make_config(environ=env)
     except (ValueError, TypeError) as exc:

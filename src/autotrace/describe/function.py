@@ -30,8 +30,8 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 )
 from opentelemetry.trace import Span, Status, StatusCode
 
-from .config import Config
-from .render import REDACTED, AttributeValue, Renderer, compile_redaction, qualified_type_name
+from ..config import Config
+from .values import REDACTED, AttributeValue, Renderer, compile_redaction, qualified_type_name
 
 PARAMETER_KEY = "code.function.parameters.{}.value"
 RETURN_KEY = "code.function.return.value"

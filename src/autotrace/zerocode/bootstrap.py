@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ._log import log_once
-from .config import ENV_PATTERNS
+from .._log import log_once
+from ..config import OPTIONS_BY_NAME
 
 #: Put first on PYTHONPATH by the command; holds only ``sitecustomize.py``.
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
@@ -21,12 +21,12 @@ BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boots
 def boot() -> None:
     """Install autotrace from the environment, with the command's default output."""
     environ = os.environ
-    if not environ.get(ENV_PATTERNS, "").strip():
+    if not environ.get(OPTIONS_BY_NAME["patterns"].env, "").strip():
         return
     try:
+        from ..core import install
+        from ..loading.mainscript import hook_main_script
         from .console import open_stderr_copy
-        from .core import install
-        from .mainscript import hook_main_script
         from .provider import default_provider
 
         # Before the provider: its exit handler must run after the provider's.

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from ._log import log_once
+from .._log import log_once
 
 
 class Watcher(Protocol):

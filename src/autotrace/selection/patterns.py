@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from .config import Config
+from ..config import Config
 
 #: Never traced: autotrace itself and the machinery a span passes through.
 NEVER_TRACED = frozenset({

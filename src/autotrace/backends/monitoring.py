@@ -32,11 +32,11 @@ from types import CodeType, FrameType, ModuleType
 from typing import Any
 
 from .._log import log_once
-from ..discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
-from ..formatter import FunctionInfo, code_of
-from ..importhook import ImportHook
+from ..describe.function import FunctionInfo, code_of
+from ..loading.importhook import ImportHook
+from ..record.spans import Opened, Tracing
 from ..selection import Selector, is_opted_out_code
-from ..spans import Opened, Tracing
+from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
 
 if sys.version_info >= (3, 12):
     _monitoring = sys.monitoring

@@ -34,8 +34,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ._log import logger
-from .formatter import PARAMETER_KEY, RETURN_KEY
+from .._log import logger
+from ..describe.function import PARAMETER_KEY, RETURN_KEY
 
 _PARAM_PREFIX, _PARAM_SUFFIX = PARAMETER_KEY.split("{}")
 _ELLIPSIS = "..."

@@ -1,0 +1,2 @@
+"""Record: what is kept of each traced call (spans today), behind one interface.
+"""
