@@ -17,7 +17,7 @@ from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
 from .describe.function import Formatter
-from .record.spans import Tracing
+from .record import Recorder
 from .selection import Selector
 
 
@@ -28,26 +28,26 @@ class InstallError(RuntimeError):
 class Installation:
     """An active (or finished) installation; ``uninstall()`` undoes it."""
 
-    def __init__(self, config: Config, backend: Backend, tracing: Tracing) -> None:
+    def __init__(self, config: Config, backend: Backend, recorder: Recorder) -> None:
         self.config = config
         self.backend = backend.name
         self._backend = backend
-        self._tracing = tracing
+        self._recorder = recorder
         #: Made by the ``autotrace`` command's bootstrap: an explicit ``install()``
         #: in the program replaces it instead of failing.
         self.replaceable = False
 
     @property
     def active(self) -> bool:
-        return self._tracing.active
+        return self._recorder.active
 
     def uninstall(self) -> None:
         """Restore every original, remove the hooks; escaped wrappers pass through."""
         global _active
         with _lock:
-            if not self._tracing.active:
+            if not self._recorder.active:
                 return
-            self._tracing.active = False
+            self._recorder.active = False
             try:
                 self._backend.stop()
             except Exception:
@@ -97,17 +97,17 @@ def install(
                 "before installing again"
             )
         selector = Selector(config)
-        tracing = Tracing(config, Formatter(config))
-        chosen = create_backend(resolve_backend(config.backend), selector, tracing)
-        installation = Installation(config, chosen, tracing)
+        recorder = Recorder(config, Formatter(config))
+        chosen = create_backend(resolve_backend(config.backend), selector, recorder)
+        installation = Installation(config, chosen, recorder)
         try:
             chosen.start()
         except InstallError:
-            tracing.active = False
+            recorder.active = False
             chosen.stop()
             raise
         except Exception:
-            tracing.active = False
+            recorder.active = False
             try:
                 chosen.stop()
             finally:

@@ -1,12 +1,13 @@
 """Backends decide *when* a traced call starts and ends; nothing else.
 
-Each backend is built from a ``Selector`` (which names) and a ``Tracing``
-(how spans open and close), and has three methods: ``start`` (instrument the
-modules already imported and those imported later), ``stop`` (undo all of
-it), and ``compile_main`` (compile the source of a module that is run rather
-than imported, ``python app.py`` or ``python -m pkg.mod``, so that the
-functions it defines are traced although no import hook sees it run).
-Attributes are never built here: that is the formatter's job.
+Each backend is built from a ``Selector`` (which names) and a ``Recorder``
+(told when each call starts and ends; it decides what is kept), and has three
+methods: ``start`` (instrument the modules already imported and those
+imported later), ``stop`` (undo all of it), and ``compile_main`` (compile the
+source of a module that is run rather than imported, ``python app.py`` or
+``python -m pkg.mod``, so that the functions it defines are traced although no
+import hook sees it run).
+Attributes are never built here, and no backend imports OpenTelemetry.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from types import CodeType
 from typing import Protocol, Union
 
-from ..record.spans import Tracing
+from ..record import Recorder
 from ..selection import Selector
 
 
@@ -31,12 +32,12 @@ class Backend(Protocol):
         ...
 
 
-def create_backend(name: str, selector: Selector, tracing: Tracing) -> Backend:
+def create_backend(name: str, selector: Selector, recorder: Recorder) -> Backend:
     """The backend called ``name`` (already resolved from ``auto``)."""
     if name == "wrapt":
         from .wrapt.backend import WraptBackend
 
-        return WraptBackend(selector, tracing)
+        return WraptBackend(selector, recorder)
     if name == "monitoring":
         if sys.version_info < (3, 12):
             running = ".".join(str(part) for part in sys.version_info[:3])
@@ -47,5 +48,5 @@ def create_backend(name: str, selector: Selector, tracing: Tracing) -> Backend:
             )
         from .monitoring import MonitoringBackend
 
-        return MonitoringBackend(selector, tracing)
+        return MonitoringBackend(selector, recorder)
     raise ValueError(f"unknown backend {name!r}")

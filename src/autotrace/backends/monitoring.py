@@ -24,6 +24,7 @@ from a global event.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -34,7 +35,7 @@ from typing import Any
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
 from ..loading.importhook import ImportHook
-from ..record.spans import Opened, Tracing
+from ..record import ABANDONED, RAISED, RETURNED, Call, Recorder
 from ..selection import Selector, is_opted_out_code
 from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
 
@@ -54,15 +55,10 @@ TOOL_IDS = (3, 4, 5, 1, 2, 0)
 TOOL_NAME = "autotrace"
 
 _CO_SUSPENDS = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
-_CO_OPTIMIZED = 0x1
+_CO_OPTIMIZED = inspect.CO_OPTIMIZED
 _SKIPPED_NAMES = frozenset({"<module>", "<lambda>", "<genexpr>", "<listcomp>", "<dictcomp>",
                             "<setcomp>"})
-# 3.13.0 sends no event when a handler-less generator is closed (gh-140373), and no
-# version sends events while a callback runs: a generator the garbage collector
-# finalises inside autotrace's own work (an export) would keep its span open forever.
-_NEEDS_SENTINEL = True
 _get_frame = sys._getframe
-_NO_KWARGS: dict[str, Any] = {}
 
 
 class _Traced:
@@ -77,25 +73,14 @@ class _Traced:
         self.suspends = bool(code.co_flags & _CO_SUSPENDS)
 
 
-class _Call:
+class _Running:
     """One running (or suspended) traced frame."""
 
-    __slots__ = ("opened", "traced")
+    __slots__ = ("call", "traced")
 
-    def __init__(self, opened: Opened, traced: _Traced) -> None:
-        self.opened = opened
+    def __init__(self, call: Call, traced: _Traced) -> None:
+        self.call = call
         self.traced = traced
-
-
-class _TracedCodes:
-    """Membership by identity: equal code objects from different modules are distinct."""
-
-    def __init__(self, table: dict[int, _Traced]) -> None:
-        self._table = table
-
-    def __contains__(self, code: object) -> bool:
-        entry = self._table.get(id(code))
-        return entry is not None and entry.code is code
 
 
 class _FrameSentinel:
@@ -117,12 +102,11 @@ class _FrameSentinel:
 class MonitoringBackend:
     name = "monitoring"
 
-    def __init__(self, selector: Selector, tracing: Tracing) -> None:
+    def __init__(self, selector: Selector, recorder: Recorder) -> None:
         self._selector = selector
-        self._tracing = tracing
+        self._recorder = recorder
         self._traced: dict[int, _Traced] = {}
-        self._traced_codes = _TracedCodes(self._traced)
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, _Running] = {}
         self._lock = threading.RLock()
         self._tool: int | None = None
         self._hook = ImportHook(selector, self.instrument, self.compile_main)
@@ -147,9 +131,9 @@ class MonitoringBackend:
         register(tool, _PY_RESUME, self._on_resume)
         register(tool, _PY_THROW, self._on_throw)
         register(tool, _PY_UNWIND, self._on_unwind)
-        if not self._tracing.dormant:
+        if not self._recorder.dormant:
             _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
-        self._tracing.on_ready(self._wake)
+        self._recorder.on_ready(self._wake)
         for module in modules_to_scan(self._selector):
             self._hook.imported(module)
         self._instrument_running_modules()
@@ -176,9 +160,9 @@ class MonitoringBackend:
         # Spans still open (calls in flight, suspended generators) are ended now;
         # their contexts cannot be detached from here and are left to unwind.
         calls, self._calls = self._calls, {}
-        for call in calls.values():
+        for running in calls.values():
             try:
-                call.opened[0].end()
+                self._recorder.finish(running.call, ABANDONED, None)
             except Exception:
                 pass
 
@@ -247,7 +231,7 @@ class MonitoringBackend:
                 return
             entry = _Traced(code, module)
             self._traced[id(code)] = entry
-        if not self._tracing.dormant:
+        if not self._recorder.dormant:
             self._watch(tool, entry)
 
     def _watch(self, tool: int, entry: _Traced) -> None:
@@ -284,15 +268,17 @@ class MonitoringBackend:
                 return None  # a shim frame (events fired through the C API)
             info = entry.info
             if info is None:
-                info = entry.info = self._tracing.formatter.describe_code(
+                info = entry.info = self._recorder.describe_code(
                     code, entry.module, code.co_qualname)
-            opened = self._tracing.open(info, None, (), _NO_KWARGS, frame)
-            if opened is None:
+            call = self._recorder.start_frame(info, frame, entry.suspends)
+            if call is None:
                 return None
             key = id(frame)
-            self._calls[key] = _Call(opened, entry)
-            if entry.suspends and _NEEDS_SENTINEL and frame.f_trace is None \
-                    and sys.gettrace() is None:
+            self._calls[key] = _Running(call, entry)
+            # 3.13.0 sends no event when a handler-less generator is closed (gh-140373),
+            # and no version sends events while a callback runs: a generator finalised
+            # inside autotrace's own work (an export) would keep its span open forever.
+            if entry.suspends and frame.f_trace is None and sys.gettrace() is None:
                 frame.f_trace = _FrameSentinel(self, key)
         except Exception:
             log_once("monitoring:start", "autotrace: error at a traced call's start")
@@ -300,27 +286,27 @@ class MonitoringBackend:
 
     def _on_return(self, code: CodeType, offset: int, retval: Any) -> Any:
         try:
-            call = self._calls.pop(id(_get_frame(1)), None)
-            if call is not None and call.traced.code is code:
-                self._tracing.close(call.opened, call.traced.info, retval)  # type: ignore[arg-type]
+            running = self._calls.pop(id(_get_frame(1)), None)
+            if running is not None and running.traced.code is code:
+                self._recorder.finish(running.call, RETURNED, retval)
         except Exception:
             log_once("monitoring:return", "autotrace: error at a traced call's return")
         return None
 
     def _on_yield(self, code: CodeType, offset: int, value: Any) -> Any:
         try:
-            call = self._calls.get(id(_get_frame(1)))
-            if call is not None and call.traced.code is code:
-                call.opened = self._tracing.suspend(call.opened)
+            running = self._calls.get(id(_get_frame(1)))
+            if running is not None and running.traced.code is code:
+                self._recorder.suspend(running.call)
         except Exception:
             log_once("monitoring:yield", "autotrace: error at a traced generator's yield")
         return None
 
     def _on_resume(self, code: CodeType, offset: int) -> Any:
         try:
-            call = self._calls.get(id(_get_frame(1)))
-            if call is not None and call.traced.code is code:
-                call.opened = self._tracing.resume(call.opened)
+            running = self._calls.get(id(_get_frame(1)))
+            if running is not None and running.traced.code is code:
+                self._recorder.resume(running.call)
         except Exception:
             log_once("monitoring:resume", "autotrace: error at a traced generator's resume")
         return None
@@ -331,9 +317,9 @@ class MonitoringBackend:
         if entry is None or entry.code is not code:
             return
         try:  # as _on_resume, inline: _get_frame(1) must be the generator's frame
-            call = self._calls.get(id(_get_frame(1)))
-            if call is not None and call.traced is entry:
-                call.opened = self._tracing.resume(call.opened)
+            running = self._calls.get(id(_get_frame(1)))
+            if running is not None and running.traced is entry:
+                self._recorder.resume(running.call)
         except Exception:
             log_once("monitoring:throw", "autotrace: error at a traced generator's throw")
 
@@ -343,19 +329,18 @@ class MonitoringBackend:
         if entry is None or entry.code is not code:
             return
         try:
-            call = self._calls.pop(id(_get_frame(1)), None)
-            if call is not None and call.traced is entry:
-                self._tracing.close_failed(call.opened, entry.info,  # type: ignore[arg-type]
-                                           exc, self._traced_codes)
+            running = self._calls.pop(id(_get_frame(1)), None)
+            if running is not None and running.traced is entry:
+                self._recorder.finish(running.call, RAISED, exc)
         except Exception:
             log_once("monitoring:unwind", "autotrace: error at a traced call's exception")
 
     def _frame_released(self, key: int) -> None:
         """A suspending frame is gone; end its span if no event did (3.13.0)."""
         try:
-            call = self._calls.pop(key, None)
-            if call is not None:
-                self._tracing.close_abandoned(call.opened, call.traced.info)  # type: ignore[arg-type]
+            running = self._calls.pop(key, None)
+            if running is not None:
+                self._recorder.finish(running.call, ABANDONED, None)
         except Exception:
             log_once("monitoring:release", "autotrace: error ending an abandoned span")
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import inspect
 import linecache
 import re
-import traceback
 from collections.abc import Mapping
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any, Callable
 
 from opentelemetry.semconv.attributes.code_attributes import (
@@ -22,16 +21,9 @@ from opentelemetry.semconv.attributes.code_attributes import (
     CODE_FUNCTION_NAME,
     CODE_LINE_NUMBER,
 )
-from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.exception_attributes import (
-    EXCEPTION_MESSAGE,
-    EXCEPTION_STACKTRACE,
-    EXCEPTION_TYPE,
-)
-from opentelemetry.trace import Span, Status, StatusCode
 
 from ..config import Config
-from .values import REDACTED, AttributeValue, Renderer, compile_redaction, qualified_type_name
+from .values import REDACTED, AttributeValue, Renderer, compile_redaction
 
 PARAMETER_KEY = "code.function.parameters.{}.value"
 RETURN_KEY = "code.function.return.value"
@@ -42,10 +34,9 @@ _VAR_POSITIONAL = 2
 _VAR_KEYWORD = 3
 _MISSING = object()
 _IMPLICIT_NAMES = ("self", "cls")
-_MAX_STACKTRACE = 16384
+CO_OPTIMIZED = inspect.CO_OPTIMIZED
 _CO_VARARGS = inspect.CO_VARARGS
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
-_TYPE_NAME = type.__dict__["__name__"]
 
 
 class Param:
@@ -123,9 +114,6 @@ class Formatter:
     """Builds span names and attributes under one ``Config``."""
 
     def __init__(self, config: Config) -> None:
-        self.capture_args = config.capture_args
-        self.capture_return = config.capture_return
-        self.max_length = config.max_value_length
         self.renderer = Renderer(config.max_value_length, config.repr_objects,
                                  compile_redaction(config.redact))
 
@@ -241,51 +229,26 @@ class Formatter:
             out[info.var_keyword.key] = self._value(info.var_keyword, extra)
         return out
 
-    def frame_arguments(self, info: FunctionInfo,
-                        f_locals: Mapping[str, Any]) -> dict[str, AttributeValue]:
-        """Read bound parameters from a frame that has just started."""
+    def frame_values(self, info: FunctionInfo, frame: FrameType) -> list[Any]:
+        """The parameters' values in a frame that has just started (not rendered)."""
+        f_locals = frame.f_locals
+        values = [f_locals.get(param.name, _MISSING) for param in info.params]
+        if type(f_locals) is dict and frame.f_code.co_flags & CO_OPTIMIZED:
+            # 3.12: a snapshot the frame keeps until it dies; it would pin arguments
+            # the body deletes. The body never sees it.
+            f_locals.clear()
+        return values
+
+    def render_values(self, info: FunctionInfo, values: list[Any]) -> dict[str, AttributeValue]:
+        """Attributes for ``frame_values``: every bound parameter but ``self``/``cls``."""
         out: dict[str, AttributeValue] = {}
-        for index, param in enumerate(info.params):
-            if index == 0 and param.name in _IMPLICIT_NAMES and param.kind == _POSITIONAL:
+        for index, (param, value) in enumerate(zip(info.params, values, strict=False)):
+            if value is _MISSING:
                 continue
-            try:
-                value = f_locals[param.name]
-            except KeyError:
+            if index == 0 and param.name in _IMPLICIT_NAMES and param.kind == _POSITIONAL:
                 continue
             out[param.key] = self._value(param, value)
         return out
 
     def return_value(self, info: FunctionInfo, value: Any) -> AttributeValue:
         return REDACTED if info.secret_return else self.renderer.attribute(value)
-
-    def record_failure(self, span: Span, exc: BaseException, with_event: bool) -> None:
-        """Mark ``span`` failed by ``exc``; ``with_event`` on the innermost span only.
-
-        Like OpenTelemetry's ``use_span``, only ``Exception`` subclasses are errors:
-        GeneratorExit, KeyboardInterrupt, SystemExit and CancelledError are not.
-        """
-        if not isinstance(exc, Exception):
-            return
-        exc_type = type(exc)
-        try:
-            message = str(exc)
-        except Exception:
-            message = "<unprintable message>"
-        if len(message) > self.max_length:
-            message = message[: self.max_length - 1] + "…"
-        short_name = _TYPE_NAME.__get__(exc_type)  # not exc_type.__name__: metaclasses
-        span.set_status(Status(StatusCode.ERROR, f"{short_name}: {message}"))
-        type_name = qualified_type_name(exc_type)
-        span.set_attribute(ERROR_TYPE, type_name)
-        if with_event:
-            try:
-                stack = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
-            except Exception:
-                stack = ""
-            if len(stack) > _MAX_STACKTRACE:
-                stack = "…" + stack[-_MAX_STACKTRACE:]
-            span.add_event("exception", {
-                EXCEPTION_TYPE: type_name,
-                EXCEPTION_MESSAGE: message,
-                EXCEPTION_STACKTRACE: stack,
-            })

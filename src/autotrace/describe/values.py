@@ -30,7 +30,7 @@ REDACTED = "[REDACTED]"
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MAX_DEPTH = 4
-_ELLIPSIS = "…"
+ELLIPSIS = "…"
 
 # Exact types whose repr is the stdlib's own and has no side effects.
 _SAFE_REPR_TYPES: frozenset[type] = frozenset({
@@ -41,8 +41,9 @@ _SAFE_REPR_TYPES: frozenset[type] = frozenset({
 })
 
 
-_TYPE_MODULE = type.__dict__["__module__"]
-_TYPE_QUALNAME = type.__dict__["__qualname__"]
+#: ``type``'s own descriptors: a metaclass property named like them is user code.
+TYPE_MODULE = type.__dict__["__module__"]
+TYPE_QUALNAME = type.__dict__["__qualname__"]
 
 
 def qualified_type_name(cls: type) -> str:
@@ -51,8 +52,8 @@ def qualified_type_name(cls: type) -> str:
     Read through ``type``'s own descriptors: a metaclass may define ``__module__``
     or ``__qualname__`` properties, and those are user code (they may raise)."""
     try:
-        module = _TYPE_MODULE.__get__(cls)
-        name = _TYPE_QUALNAME.__get__(cls)
+        module = TYPE_MODULE.__get__(cls)
+        name = TYPE_QUALNAME.__get__(cls)
     except Exception:  # not a class at all
         return "?"
     if not isinstance(name, str):
@@ -96,7 +97,7 @@ class Renderer:
             text: str = value
             if len(text) <= self.max_length:
                 return text
-            return text[: self.max_length - 1] + _ELLIPSIS
+            return text[: self.max_length - 1] + ELLIPSIS
         if t is bool or t is float:
             native: bool | float = value
             return native
@@ -113,7 +114,7 @@ class Renderer:
         except Exception as exc:  # defensive: a hostile object beat the guards
             out = f"<{_type_name(value)} object (unrenderable: {_type_name(exc)})>"
         if len(out) > limit:
-            out = out[: limit - 1] + _ELLIPSIS
+            out = out[: limit - 1] + ELLIPSIS
         return out
 
     def _render(self, obj: Any, depth: int, room: int, seen: set[int]) -> str:

@@ -19,6 +19,7 @@ from types import FunctionType, ModuleType
 from typing import Any
 
 from ..describe.function import code_of
+from ..describe.values import TYPE_MODULE, TYPE_QUALNAME
 from .patterns import Selector, is_opted_out
 
 #: Dunder methods that are traced; every other ``__x__`` is skipped because
@@ -87,8 +88,6 @@ def _owned_function(obj: Any, real_module: str, qualname: str) -> bool:
     return isinstance(obj, FunctionType) or code_of(obj) is not None
 
 
-_TYPE_MODULE = type.__dict__["__module__"]
-_TYPE_QUALNAME = type.__dict__["__qualname__"]
 
 
 def _class_defined_here(cls: type, real_module: str, qualname: str) -> bool:
@@ -96,8 +95,8 @@ def _class_defined_here(cls: type, real_module: str, qualname: str) -> bool:
     (a ``__module__`` property that raises) makes it "no" rather than failing the
     whole module."""
     try:  # type's own slots: a metaclass property named __module__ is user code
-        return (_TYPE_MODULE.__get__(cls) == real_module
-                and _TYPE_QUALNAME.__get__(cls) == qualname
+        return (TYPE_MODULE.__get__(cls) == real_module
+                and TYPE_QUALNAME.__get__(cls) == qualname
                 and not is_opted_out(cls))
     except Exception:
         return False

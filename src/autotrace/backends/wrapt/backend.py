@@ -19,7 +19,7 @@ from typing import Any, cast
 from ..._log import log_once
 from ...describe.function import FunctionInfo
 from ...loading.importhook import ImportHook
-from ...record.spans import Tracing
+from ...record import Recorder
 from ...selection import Selector
 from ...selection.discovery import (
     CACHED_PROPERTY,
@@ -58,9 +58,9 @@ class Patch:
 class WraptBackend:
     name = "wrapt"
 
-    def __init__(self, selector: Selector, tracing: Tracing) -> None:
+    def __init__(self, selector: Selector, recorder: Recorder) -> None:
         self._selector = selector
-        self._tracing = tracing
+        self._recorder = recorder
         self._patches: dict[str, list[Patch]] = {}
         self._lock = threading.RLock()
         self._hook = ImportHook(selector, self.instrument, self.compile_main)
@@ -86,7 +86,7 @@ class WraptBackend:
         return wrapt_main.compile_main(self, source, filename, module)
 
     def may_trace(self, module: str) -> bool:
-        return self._tracing.active and self._selector.may_contain(module)
+        return self._recorder.active and self._selector.may_contain(module)
 
     def instrument_name(self, namespace: dict[str, Any], name: str) -> None:
         """Wrap what a run module just bound to ``name`` (see ``wrapt_main``).
@@ -94,7 +94,7 @@ class WraptBackend:
         Discovery looks at a view holding only ``name``; functions found there
         are patched into the real globals, so uninstall restores them there.
         """
-        if not self._tracing.active or name not in namespace:
+        if not self._recorder.active or name not in namespace:
             return
         view = _Namespace({key: namespace[key] for key in ("__name__", "__spec__", "__file__")
                            if key in namespace})
@@ -156,15 +156,15 @@ class WraptBackend:
                     patches.append(Patch(other, attr, value, patch.replacement))
 
     def _traced(self, func: Any, target: Target, implicit_first: bool) -> TracedFunction:
-        formatter = self._tracing.formatter
+        recorder = self._recorder
         qualname = getattr(func, "__qualname__", target.qualname)
 
         def describe() -> FunctionInfo:
-            return formatter.describe_function(func, target.module, qualname, implicit_first)
+            return recorder.describe_function(func, target.module, qualname, implicit_first)
 
         # staticmethod/classmethod objects are wrapped whole; wrapt binds them.
         wrapped = target.value if target.kind in (STATICMETHOD, CLASSMETHOD) else func
-        return TracedFunction(wrapped, make_wrapper(func, self._tracing, describe))
+        return TracedFunction(wrapped, make_wrapper(func, self._recorder, describe))
 
     def _patch(self, target: Target) -> list[Patch]:
         owner, name, value = target.owner, target.name, target.value

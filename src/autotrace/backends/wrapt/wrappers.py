@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import inspect
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
-from types import CodeType, FunctionType
+from types import FunctionType
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
 
 from ...describe.function import FunctionInfo
-from ...record.spans import Tracing
+from ...record import RAISED, RETURNED, Recorder
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -71,7 +71,7 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
         return self
 
 
-def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInfo]) -> Wrapper:
+def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionInfo]) -> Wrapper:
     """The wrapt wrapper for ``func``, chosen by its calling convention."""
     cell: list[FunctionInfo | None] = [None]
 
@@ -83,12 +83,12 @@ def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInf
 
     kind = _calling_convention(func)
     if kind is _ASYNC_GENERATOR:
-        return _async_generator_wrapper(tracing, info)
+        return _async_generator_wrapper(recorder, info)
     if kind is _COROUTINE:
-        return _coroutine_wrapper(tracing, info)
+        return _coroutine_wrapper(recorder, info)
     if kind is _GENERATOR:
-        return _generator_wrapper(tracing, info)
-    return _function_wrapper(tracing, info)
+        return _generator_wrapper(recorder, info)
+    return _function_wrapper(recorder, info)
 
 
 _FUNCTION, _GENERATOR, _COROUTINE, _ASYNC_GENERATOR = "function", "generator", "coroutine", \
@@ -116,21 +116,21 @@ def _calling_convention(func: Any) -> str:
     return _FUNCTION
 
 
-def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+def _function_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                     kwargs: Kwargs) -> Any:
-        if tracing.dormant:  # no provider yet: not even the lazy description
+        if recorder.dormant:  # no provider yet: not even the lazy description
             return wrapped(*args, **kwargs)
         function_info = info()
-        opened = tracing.open(function_info, instance, args, kwargs)
-        if opened is None:
+        call = recorder.start(function_info, instance, args, kwargs)
+        if call is None:
             return wrapped(*args, **kwargs)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            tracing.close_failed(opened, function_info, exc, WRAPPER_CODES)
+            recorder.finish(call, RAISED, exc)
             raise
-        tracing.close(opened, function_info, result)
+        recorder.finish(call, RETURNED, result)
         return result
 
     return traced_call
@@ -152,54 +152,54 @@ class _Owned:
         self.coroutine.close()
 
 
-def _coroutine_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+def _coroutine_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                               kwargs: Kwargs) -> Any:
         coroutine = wrapped(*args, **kwargs)
         if not inspect.iscoroutine(coroutine):
             return coroutine  # a decorator changed what the function returns
-        driver = _drive_coroutine(_Owned(coroutine), tracing, info(), instance, args, kwargs)
+        driver = _drive_coroutine(_Owned(coroutine), recorder, info(), instance, args, kwargs)
         _copy_names(coroutine, driver)
         return driver
 
     return traced_coroutine_call
 
 
-async def _drive_coroutine(owned: _Owned, tracing: Tracing, info: FunctionInfo,
+async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo,
                            instance: Any, args: Args, kwargs: Kwargs) -> Any:
     coroutine = owned.coroutine
-    opened = tracing.open(info, instance, args, kwargs)
+    call = recorder.start(info, instance, args, kwargs, suspends=True)
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
-    if opened is None:
+    if call is None:
         return await coroutine
     try:
         result = await coroutine
     except BaseException as exc:
-        tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+        recorder.finish(call, RAISED, exc)
         raise
-    tracing.close(opened, info, result)
+    recorder.finish(call, RETURNED, result)
     return result
 
 
-def _generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+def _generator_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                               kwargs: Kwargs) -> Any:
         generator = wrapped(*args, **kwargs)
         if not inspect.isgenerator(generator):
             return generator  # a decorator changed what the function returns
-        driver = _drive_generator(generator, tracing, info(), instance, args, kwargs)
+        driver = _drive_generator(generator, recorder, info(), instance, args, kwargs)
         _copy_names(generator, driver)
         return driver
 
     return traced_generator_call
 
 
-def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
+def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
                      info: FunctionInfo, instance: Any, args: Args,
                      kwargs: Kwargs) -> Generator[Any, Any, Any]:
-    opened = tracing.open(info, instance, args, kwargs)
+    call = recorder.start(info, instance, args, kwargs, suspends=True)
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
-    if opened is None:
+    if call is None:
         return (yield from generator)
     value: Any = None
     error: BaseException | None = None
@@ -210,47 +210,47 @@ def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
         try:
             box.append(generator.send(value) if error is None else generator.throw(error))
         except StopIteration as stop:
-            tracing.close(opened, info, stop.value)
+            recorder.finish(call, RETURNED, stop.value)
             return stop.value
         except BaseException as exc:
-            tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+            recorder.finish(call, RAISED, exc)
             raise
         finally:
             error = value = None
-        opened = tracing.suspend(opened)
+        recorder.suspend(call)
         try:
             value = yield box.pop()
         except GeneratorExit as exit_:
-            opened = tracing.resume(opened)
+            recorder.resume(call)
             try:
                 generator.close()
             except BaseException as exc:
-                tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+                recorder.finish(call, RAISED, exc)
                 raise
-            tracing.close_failed(opened, info, exit_, WRAPPER_CODES)
+            recorder.finish(call, RAISED, exit_)
             raise
         except BaseException as exc:
             error, value = exc, None
-        opened = tracing.resume(opened)
+        recorder.resume(call)
 
 
-def _async_generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+def _async_generator_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                                     kwargs: Kwargs) -> Any:
         generator = wrapped(*args, **kwargs)
         if not inspect.isasyncgen(generator):
             return generator
-        driver = _drive_async_generator(generator, tracing, info(), instance, args, kwargs)
+        driver = _drive_async_generator(generator, recorder, info(), instance, args, kwargs)
         _copy_names(generator, driver)
         return driver
 
     return traced_async_generator_call
 
 
-async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: Tracing,
+async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: Recorder,
                                  info: FunctionInfo, instance: Any, args: Args,
                                  kwargs: Kwargs) -> AsyncGenerator[Any, Any]:
-    opened = tracing.open(info, instance, args, kwargs)
+    call = recorder.start(info, instance, args, kwargs, suspends=True)
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     value: Any = None
     error: BaseException | None = None
@@ -262,35 +262,35 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: T
             else:
                 box.append(await generator.athrow(error))
         except StopAsyncIteration:
-            if opened is not None:
-                tracing.close(opened, info, None)
+            if call is not None:
+                recorder.finish(call, RETURNED, None)
             return
         except BaseException as exc:
-            if opened is not None:
-                tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+            if call is not None:
+                recorder.finish(call, RAISED, exc)
             raise
         finally:
             error = value = None
-        if opened is not None:
-            opened = tracing.suspend(opened)
+        if call is not None:
+            recorder.suspend(call)
         try:
             value = yield box.pop()
         except GeneratorExit as exit_:
-            if opened is not None:
-                opened = tracing.resume(opened)
+            if call is not None:
+                recorder.resume(call)
             try:
                 await generator.aclose()
             except BaseException as exc:
-                if opened is not None:
-                    tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+                if call is not None:
+                    recorder.finish(call, RAISED, exc)
                 raise
-            if opened is not None:
-                tracing.close_failed(opened, info, exit_, WRAPPER_CODES)
+            if call is not None:
+                recorder.finish(call, RAISED, exit_)
             raise
         except BaseException as exc:
             error, value = exc, None
-        if opened is not None:
-            opened = tracing.resume(opened)
+        if call is not None:
+            recorder.resume(call)
 
 
 def _copy_names(source: Any, target: Any) -> None:
@@ -299,12 +299,3 @@ def _copy_names(source: Any, target: Any) -> None:
         target.__qualname__ = source.__qualname__
     except (AttributeError, TypeError):
         pass
-
-
-#: Frames of these functions in a traceback mean "an inner traced call was here".
-WRAPPER_CODES: frozenset[CodeType] = frozenset({
-    _function_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
-    _drive_coroutine.__code__,
-    _drive_generator.__code__,
-    _drive_async_generator.__code__,
-})
