@@ -326,6 +326,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("redact", parse_regexes, DEFAULT_REDACT, "regexes of secret parameter names and "
            "dict keys (comma-separated)", "['password']", "password,pin",
            flag="--redact"),
+    Option("min_duration", parse_duration, None, "calls shorter than this make no span, "
+           "decided when the call ends (unless it raised, or a kept or foreign span is "
+           "inside it)", "'1ms'", "1ms", flag="--min-duration"),
+    Option("keep_errors", parse_bool, True, "with min_duration: keep a call that raised, "
+           "however short", "False", "false", flag="--keep-errors"),
+    Option("require_parent", parse_bool, False, "trace only calls that start while a valid "
+           "span is current (a request, a job)", "True", "true", flag="--require-parent"),
+    Option("max_depth", parse_int, None, "at most this many autotrace spans nested in one "
+           "chain; deeper calls make none", "20", "20", flag="--max-depth", minimum=1),
     Option("tracer_provider", parse_provider, None, "the TracerProvider (default: the "
            "global one, looked up lazily)", "TracerProvider()", "", env_var=False,
            provider_method="get_tracer"),
@@ -346,6 +355,10 @@ class Config:
     repr_objects: bool = False
     max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
     redact: tuple[str, ...] = DEFAULT_REDACT
+    min_duration: float | None = None  # seconds
+    keep_errors: bool = True
+    require_parent: bool = False
+    max_depth: int | None = None
     tracer_provider: Any = None
 
 

@@ -75,6 +75,10 @@ def install(
     repr_objects: bool | None = None,
     max_value_length: int | None = None,
     redact: str | Sequence[str] | None = None,
+    min_duration: float | str | None = None,
+    keep_errors: bool | None = None,
+    require_parent: bool | None = None,
+    max_depth: int | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> Installation:
     """Trace every function whose ``module.qualname`` matches ``patterns``.

@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import CodeType, FrameType, ModuleType
-from typing import Any
+from typing import Any, Tuple
 
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
@@ -73,14 +73,8 @@ class _Traced:
         self.suspends = bool(code.co_flags & _CO_SUSPENDS)
 
 
-class _Running:
-    """One running (or suspended) traced frame."""
-
-    __slots__ = ("call", "traced")
-
-    def __init__(self, call: Call, traced: _Traced) -> None:
-        self.call = call
-        self.traced = traced
+#: One running (or suspended) traced frame: its call and its code (a tuple: cheap).
+_Running = Tuple[Call, CodeType]
 
 
 class _FrameSentinel:
@@ -162,7 +156,7 @@ class MonitoringBackend:
         calls, self._calls = self._calls, {}
         for running in calls.values():
             try:
-                self._recorder.finish(running.call, ABANDONED, None)
+                self._recorder.finish(running[0], ABANDONED, None)
             except Exception:
                 pass
 
@@ -270,11 +264,11 @@ class MonitoringBackend:
             if info is None:
                 info = entry.info = self._recorder.describe_code(
                     code, entry.module, code.co_qualname)
-            call = self._recorder.start_frame(info, frame, entry.suspends)
+            call = self._recorder.start(info, None, (), None, frame, entry.suspends)
             if call is None:
                 return None
             key = id(frame)
-            self._calls[key] = _Running(call, entry)
+            self._calls[key] = (call, code)
             # 3.13.0 sends no event when a handler-less generator is closed (gh-140373),
             # and no version sends events while a callback runs: a generator finalised
             # inside autotrace's own work (an export) would keep its span open forever.
@@ -287,8 +281,8 @@ class MonitoringBackend:
     def _on_return(self, code: CodeType, offset: int, retval: Any) -> Any:
         try:
             running = self._calls.pop(id(_get_frame(1)), None)
-            if running is not None and running.traced.code is code:
-                self._recorder.finish(running.call, RETURNED, retval)
+            if running is not None and running[1] is code:
+                self._recorder.finish(running[0], RETURNED, retval)
         except Exception:
             log_once("monitoring:return", "autotrace: error at a traced call's return")
         return None
@@ -296,8 +290,8 @@ class MonitoringBackend:
     def _on_yield(self, code: CodeType, offset: int, value: Any) -> Any:
         try:
             running = self._calls.get(id(_get_frame(1)))
-            if running is not None and running.traced.code is code:
-                self._recorder.suspend(running.call)
+            if running is not None and running[1] is code:
+                self._recorder.suspend(running[0])
         except Exception:
             log_once("monitoring:yield", "autotrace: error at a traced generator's yield")
         return None
@@ -305,8 +299,8 @@ class MonitoringBackend:
     def _on_resume(self, code: CodeType, offset: int) -> Any:
         try:
             running = self._calls.get(id(_get_frame(1)))
-            if running is not None and running.traced.code is code:
-                self._recorder.resume(running.call)
+            if running is not None and running[1] is code:
+                self._recorder.resume(running[0])
         except Exception:
             log_once("monitoring:resume", "autotrace: error at a traced generator's resume")
         return None
@@ -318,8 +312,8 @@ class MonitoringBackend:
             return
         try:  # as _on_resume, inline: _get_frame(1) must be the generator's frame
             running = self._calls.get(id(_get_frame(1)))
-            if running is not None and running.traced is entry:
-                self._recorder.resume(running.call)
+            if running is not None and running[1] is code:
+                self._recorder.resume(running[0])
         except Exception:
             log_once("monitoring:throw", "autotrace: error at a traced generator's throw")
 
@@ -330,8 +324,8 @@ class MonitoringBackend:
             return
         try:
             running = self._calls.pop(id(_get_frame(1)), None)
-            if running is not None and running.traced is entry:
-                self._recorder.finish(running.call, RAISED, exc)
+            if running is not None and running[1] is code:
+                self._recorder.finish(running[0], RAISED, exc)
         except Exception:
             log_once("monitoring:unwind", "autotrace: error at a traced call's exception")
 
@@ -340,7 +334,7 @@ class MonitoringBackend:
         try:
             running = self._calls.pop(key, None)
             if running is not None:
-                self._recorder.finish(running.call, ABANDONED, None)
+                self._recorder.finish(running[0], ABANDONED, None)
         except Exception:
             log_once("monitoring:release", "autotrace: error ending an abandoned span")
 

@@ -1,7 +1,7 @@
 """Record: what is kept of each traced call, behind one small interface.
 
 Backends only report that a traced call started (``Recorder.start`` with the
-call's arguments, or ``start_frame`` with the callee's frame) and that it
+call's arguments, or with the callee's frame) and that it
 ended (``Recorder.finish`` with an outcome: returned, raised, or abandoned by
 a generator that vanished without an event); generators and coroutines also
 report ``suspend``/``resume``. Everything else is decided here, in one place:

@@ -55,9 +55,29 @@ from .spans import DEPTH_LIMITED_KEY, PendingSpan, TracerSource, record_failure
 RETURNED, RAISED, ABANDONED = 0, 1, 2
 
 _INTERNAL = SpanKind.INTERNAL
-_get_current = context_api.get_current
-_attach = context_api.attach
-_detach = context_api.detach
+
+
+def _context_primitives() -> tuple[Callable[[], Any], Callable[[Any], Any],
+                                   Callable[[Any], None]]:
+    """``get_current``, ``attach``, ``detach``: each a few Python calls deep in the API
+    around one ContextVar. When the runtime context is the standard ContextVar one,
+    that ContextVar's own C methods do the same; otherwise the API's functions."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar):
+        return var.get, var.set, var.reset
+    return context_api.get_current, context_api.attach, context_api.detach
+
+
+_get_current, _attach, _reset = _context_primitives()
+
+
+def _detach(token: Any) -> None:
+    try:
+        _reset(token)
+    except Exception:  # a generator finished in another context than it ran in
+        log_once("detach", "autotrace: could not restore the context of a traced call",
+                 exc_info=False)
 _set_span_in_context = trace.set_span_in_context
 _get_current_span = trace.get_current_span
 _NO_DEPTH_LIMIT = 1 << 62
@@ -93,13 +113,25 @@ if hasattr(os, "register_at_fork"):
 
 
 class Call:
-    """One traced call, from its start to its finish (generators: across suspensions)."""
+    """One traced call, from its start to its finish (generators: across suspensions).
 
-    __slots__ = ("args", "attrs", "closed", "depth", "escaped", "generation", "hidden",
-                 "info", "instance", "kwargs", "parent", "parent_ctx", "run_ctx", "saved",
-                 "span", "start_ns", "token", "under_pending", "values")
+    What every call writes is a slot; the rarely written fields are class
+    defaults (an instance ``__dict__`` appears only when one is set), which keeps
+    a call that is dropped cheap.
+    """
 
-    def __init__(self, info: FunctionInfo, parent: Call | None, depth: int) -> None:
+    __slots__ = ("__dict__", "args", "closed", "depth", "frame", "generation", "info",
+                 "instance", "kwargs", "parent", "parent_ctx", "run_ctx", "saved", "span",
+                 "start_ns", "token", "under_pending")
+
+    # rarely set: defaults on the class
+    escaped: BaseException | None = None  # what a kept child raised
+    hidden = 0  # traced calls below the depth limit
+    values: list[Any] | None = None  # arguments read from a frame
+    attrs: dict[str, Any] | None = None  # arguments rendered at start
+
+    def __init__(self, info: FunctionInfo, parent: Call | None, depth: int, instance: Any,
+                 args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> None:
         self.info = info
         self.parent = parent  # the enclosing traced call when this one started
         self.depth = depth
@@ -107,19 +139,16 @@ class Call:
         self.generation = _fork_generation
         self.span: Span | None = None
         self.token: Any = None  # of the context attached while the body runs
-        self.run_ctx: Any = None  # generators: the context to attach at each resume
-        self.parent_ctx: Any = None
-        self.under_pending = False  # started while a PendingSpan was current
-        self.start_ns = 0
+        self.run_ctx: Any = None  # the context current in the body (re-attached at resume)
+        self.parent_ctx: Any = None  # pending calls: the context the call started in
+        self.under_pending = False  # started while its parent's PendingSpan was current
+        self.start_ns = 0  # pending calls (eager ones are timed by their span)
         self.closed = False
-        self.escaped: BaseException | None = None  # what a kept child raised
-        self.hidden = 0  # traced calls below the depth limit
         # Where the arguments come from, rendered only if a span records them:
-        self.instance: Any = None
-        self.args: tuple[Any, ...] = ()
-        self.kwargs: Mapping[str, Any] | None = None
-        self.values: list[Any] | None = None  # read from a frame
-        self.attrs: dict[str, Any] | None = None  # rendered at start
+        self.instance = instance
+        self.args = args
+        self.kwargs = kwargs
+        self.frame: FrameType | None = None  # pending calls under monitoring: read at the end
 
 
 def _exporting() -> bool:
@@ -154,26 +183,26 @@ class Recorder:
         self.capture_args = config.capture_args
         self.capture_return = config.capture_return
         self.max_length = config.max_value_length
-        self.min_ns = 0
-        self.keep_errors = True
-        self.require_parent = False
-        self.max_depth = _NO_DEPTH_LIMIT
-        self.pending = False
+        self.pending = config.min_duration is not None
+        self.min_ns = round((config.min_duration or 0) * 1e9)
+        self.keep_errors = config.keep_errors
+        self.require_parent = config.require_parent
+        self.max_depth = config.max_depth or _NO_DEPTH_LIMIT
         self.active = True
-        self._source = TracerSource(config.tracer_provider, self._global_provider_set)
+        self._source = TracerSource(config.tracer_provider, self)
         self._on_ready: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self._pending_cache: tuple[Any, Any] = (None, None)
+        #: Nothing to record (no provider yet, or a no-op one): calls pass through.
+        self.dormant = False
         self.tracer: Tracer | None = None
         self.tracer = self._source.resolve()
 
     # -- set-up -----------------------------------------------------------------------
 
-    @property
-    def dormant(self) -> bool:
-        """Nothing to record (no provider yet, or a no-op one): calls pass through."""
-        return self._source.dormant
-
-    def _global_provider_set(self) -> None:
+    def global_provider_set(self) -> None:
+        """The program set the global provider: wake up (see ``TracerSource``)."""
+        self.dormant = False
         if self.active:
             tracer = self._source.resolve()
             if tracer is not None:
@@ -195,49 +224,23 @@ class Recorder:
     # -- a call starts (hot path) -----------------------------------------------------
 
     def start(self, info: FunctionInfo, instance: Any, args: tuple[Any, ...],
-              kwargs: Mapping[str, Any], suspends: bool = False) -> Call | None:
-        """A call with these arguments starts; ``None``: let it run untraced.
+              kwargs: Mapping[str, Any] | None, frame: FrameType | None = None,
+              suspends: bool = False) -> Call | None:
+        """A traced call starts; the ``Call`` to finish, or None: let it run untraced.
 
-        ``suspends``: a generator or coroutine; its arguments are rendered now, so
-        that the recorder does not keep them alive while the body may drop them.
+        Arguments come from the call (``instance, args, kwargs``: wrapt) or from the
+        callee's ``frame``, which has just started (monitoring). ``suspends``: a
+        generator or coroutine; its arguments are rendered now, so that the
+        recorder does not keep them alive while the body may drop them. One
+        function, inlined: this runs for every traced call, kept or not.
         """
-        call = self._begin(info)
-        if call is None:
-            return None
-        if suspends:
-            call.attrs = self._render_now(info, instance, args, kwargs)
-        else:
-            call.instance, call.args, call.kwargs = instance, args, kwargs
-        return self._open(call, suspends)
-
-    def start_frame(self, info: FunctionInfo, frame: FrameType,
-                    suspends: bool) -> Call | None:
-        """A call whose frame has just started (arguments are its first locals)."""
-        call = self._begin(info)
-        if call is None:
-            return None
-        if self.capture_args:
-            try:
-                values = self.formatter.frame_values(info, frame)
-            except Exception:
-                log_once("arguments", "autotrace: could not read the arguments of %s",
-                         info.span_name)
-                values = None
-            if suspends and values is not None:
-                call.attrs = self._render_values(info, values)
-            else:
-                call.values = values
-        return self._open(call, suspends)
-
-    def _begin(self, info: FunctionInfo) -> Call | None:
-        """The checks made before anything is recorded; a new ``Call`` or None."""
-        if not self.active or _local.busy:
-            return None
         if self.require_parent:  # first: the cheapest way out for calls outside requests
-            current = _get_current_span()
+            current = _get_current_span(_get_current())
             if current is INVALID_SPAN or (type(current) is not PendingSpan
                                            and not current.get_span_context().is_valid):
                 return None
+        if not self.active or _local.busy:
+            return None
         if self.tracer is None:
             if self.dormant:
                 return None
@@ -245,6 +248,9 @@ class Recorder:
             if tracer is None:
                 return None
             self.tracer = tracer
+        ctx = _get_current()
+        if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
+            return None
         parent = _current.get()
         if parent is None:
             depth = 1
@@ -253,38 +259,37 @@ class Recorder:
             if depth > self.max_depth:
                 parent.hidden += 1
                 return None
-        return Call(info, parent, depth)
-
-    def _open(self, call: Call, suspends: bool) -> Call | None:
-        ctx = _get_current()
-        if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
-            return None
+        if frame is None and not suspends:
+            call = Call(info, parent, depth, instance, args, kwargs)
+        else:
+            call = Call(info, parent, depth, None, (), None)
+            if self.capture_args:
+                self._arguments_at_start(call, instance, args, kwargs, frame, suspends)
         if self.pending:
             call.start_ns = time_ns()
             call.parent_ctx = ctx
-            if type(_get_current_span(ctx)) is PendingSpan:
+            if (parent is not None and ctx is parent.run_ctx) or (
+                    run_ctx := self._pending_context(ctx)) is None:
+                # A PendingSpan is current already (the parent's, as a rule): nothing
+                # to attach, but generators re-attach it at each resume, maybe elsewhere.
                 call.under_pending = True
-                if suspends:  # re-attached at each resume, maybe in another context
-                    call.run_ctx = ctx
+                call.run_ctx = ctx
+                if suspends:
                     call.token = _attach(ctx)
             else:
-                run_ctx = _set_span_in_context(PendingSpan(self, call), ctx)
-                if suspends:
-                    call.run_ctx = run_ctx
+                call.run_ctx = run_ctx
                 call.token = _attach(run_ctx)
             _current.set(call)
             return call
         local = _local
         local.busy = True
         try:
-            info = call.info
-            span = self.tracer.start_span(  # type: ignore[union-attr]
-                info.span_name, ctx, _INTERNAL, info.static_attributes)
+            span = self.tracer.start_span(info.span_name, ctx, _INTERNAL)
             run_ctx = _set_span_in_context(span, ctx)
             call.token = _attach(run_ctx)
         except Exception:
             log_once("open", "autotrace: could not start a span for %s; the call runs "
-                     "untraced", call.info.span_name)
+                     "untraced", info.span_name)
             return None
         finally:
             local.busy = False
@@ -293,6 +298,38 @@ class Recorder:
             call.run_ctx = run_ctx
         _current.set(call)
         return call
+
+    def _arguments_at_start(self, call: Call, instance: Any, args: tuple[Any, ...],
+                            kwargs: Mapping[str, Any] | None, frame: FrameType | None,
+                            suspends: bool) -> None:
+        """Read (frames) or render (suspending calls) the arguments as the call starts."""
+        info = call.info
+        if frame is None:
+            call.attrs = self._render_now(info, instance, args, kwargs or {})
+        elif self.pending and not suspends:
+            call.frame = frame  # read when the call ends, if it is kept
+        else:
+            values = self._frame_values(info, frame)
+            if suspends and values is not None:
+                call.attrs = self._render_values(info, values)
+            else:
+                call.values = values
+
+    def _pending_context(self, ctx: Any) -> Any:
+        """``ctx`` with a ``PendingSpan`` current, or None if one is current already.
+
+        The last one made is reused while calls keep starting in the same context
+        (a loop at top level, or in one request): a PendingSpan finds its call
+        through ``_current`` when asked, so it is not tied to one call.
+        """
+        cached = self._pending_cache
+        if cached[0] is ctx:
+            return cached[1]
+        if type(_get_current_span(ctx)) is PendingSpan:
+            return None
+        run_ctx = _set_span_in_context(PendingSpan(self, ctx), ctx)
+        self._pending_cache = (ctx, run_ctx)
+        return run_ctx
 
     # -- generators and coroutines ------------------------------------------------------
 
@@ -320,7 +357,11 @@ class Recorder:
             token = call.token
             if token is not None:
                 call.token = None
-                _detach(token)
+                try:
+                    _reset(token)
+                except Exception:  # a generator finished in another context
+                    log_once("detach", "autotrace: could not restore the context of a "
+                             "traced call", exc_info=False)
             _current.set(call.saved)
         if call.generation != _fork_generation:
             return
@@ -331,7 +372,9 @@ class Recorder:
             if end_ns - call.start_ns < self.min_ns and not (
                     outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
                 call.closed = True
-                call.instance = call.args = call.kwargs = call.values = None  # type: ignore[assignment]
+                call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
+                if call.frame is not None:
+                    call.frame = None
                 return
             span = self._materialize(call)
             if span is None:
@@ -347,6 +390,8 @@ class Recorder:
             try:
                 if span.is_recording():
                     attrs = self._arguments(call)
+                    if call.start_ns == 0:  # eager: the static attributes were held back
+                        attrs.update(call.info.static_attributes)
                     if outcome == RETURNED and self.capture_return:
                         attrs[RETURN_KEY] = self.formatter.return_value(call.info, value)
                     if call.hidden:
@@ -384,8 +429,13 @@ class Recorder:
             return {}
         info = call.info
         try:
-            if call.values is not None:
+            if call.frame is not None:
+                values = self._frame_values(info, call.frame)
+                out = {} if values is None else self._render_values(info, values)
+                call.frame = None
+            elif call.values is not None:
                 out = self._render_values(info, call.values)
+                call.values = None
             elif call.kwargs is not None:
                 out = self.formatter.call_arguments(info, call.instance, call.args,
                                                     call.kwargs)
@@ -395,8 +445,16 @@ class Recorder:
             log_once("arguments", "autotrace: could not record the arguments of %s",
                      info.span_name)
             out = {}
-        call.instance = call.args = call.kwargs = call.values = None  # type: ignore[assignment]
+        call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
         return out
+
+    def _frame_values(self, info: FunctionInfo, frame: FrameType) -> list[Any] | None:
+        try:
+            return self.formatter.frame_values(info, frame)
+        except Exception:
+            log_once("arguments", "autotrace: could not read the arguments of %s",
+                     info.span_name)
+            return None
 
     def _render_now(self, info: FunctionInfo, instance: Any, args: tuple[Any, ...],
                     kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -424,13 +482,19 @@ class Recorder:
 
     # -- pending calls made real --------------------------------------------------------
 
-    def materialize_innermost(self, root: Call) -> Span | None:
-        """For ``PendingSpan``: the innermost pending call under ``root`` now, made real."""
+    def materialize_innermost(self, base: Any) -> Span | None:
+        """For a ``PendingSpan`` attached over context ``base``: the innermost pending
+        call running under it here, made real; None when none is (the context was
+        carried somewhere else), so that a span started there becomes a root."""
         node = _current.get()
         walk = node
-        while walk is not None and walk is not root:
+        while walk is not None:
+            if walk.span is not None or not walk.under_pending:
+                break
             walk = walk.parent
-        return self._materialize(node if walk is root and node is not None else root)
+        if node is None or walk is None or (walk.span is None and walk.parent_ctx is not base):
+            return None
+        return self._materialize(node)
 
     def _materialize(self, call: Call) -> Span | None:
         """Start real spans for ``call`` and its pending ancestors, outermost first,

@@ -16,8 +16,7 @@ from elsewhere never points at a parent that is not exported.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -44,7 +43,7 @@ from . import globalprovider
 from .ids import use_private_ids
 
 if TYPE_CHECKING:
-    from .recorder import Call, Recorder
+    from .recorder import Recorder
 
 TRACER_NAME = "autotrace"
 #: On the deepest kept span of a chain cut by ``max_depth``: traced calls below it
@@ -54,21 +53,25 @@ _MAX_STACKTRACE = 16384
 _TYPE_NAME = type.__dict__["__name__"]
 
 
+class _Owner(Protocol):
+    dormant: bool
+
+    def global_provider_set(self) -> None: ...
+
+
 class TracerSource:
     """The tracer of one installation, resolved lazily (see module docstring)."""
 
-    def __init__(self, provider: Any, on_global_set: Callable[[], None]) -> None:
+    def __init__(self, provider: Any, owner: _Owner) -> None:
         self._provider = provider
         self._checked: object = None
-        self._on_global_set = on_global_set
-        #: Nothing to record (no provider yet, or a no-op one).
-        self.dormant = False
+        self._owner = owner  # its ``dormant`` is set here, read on every call
 
     def resolve(self) -> Tracer | None:
         provider = self._provider or trace.get_tracer_provider()
         if isinstance(provider, ProxyTracerProvider):
-            if globalprovider.watch(self):
-                self.dormant = True
+            if globalprovider.watch(self._owner):
+                self._owner.dormant = True
             return None
         if provider is self._checked:
             return None
@@ -81,13 +84,9 @@ class TracerSource:
             return None
         use_private_ids(tracer)  # spans must not advance the program's `random`
         if isinstance(tracer, NoOpTracer):
-            self.dormant = True
+            self._owner.dormant = True
             return None
         return tracer
-
-    def global_provider_set(self) -> None:
-        self.dormant = False
-        self._on_global_set()
 
 
 class PendingSpan(Span):
@@ -95,17 +94,17 @@ class PendingSpan(Span):
 
     One is attached by the outermost pending call of a chain; calls nested in
     it find it current and attach nothing. Asked for anything, it makes the
-    innermost pending call under its own (and that call's ancestors) real.
+    innermost pending call running under it (and that call's ancestors) real.
     """
 
-    __slots__ = ("_call", "_recorder")
+    __slots__ = ("_base", "_recorder")
 
-    def __init__(self, recorder: Recorder, call: Call) -> None:
+    def __init__(self, recorder: Recorder, base: Any) -> None:
         self._recorder = recorder
-        self._call = call
+        self._base = base  # the context it was attached over
 
     def _real(self) -> Span | None:
-        return self._recorder.materialize_innermost(self._call)
+        return self._recorder.materialize_innermost(self._base)
 
     def get_span_context(self) -> SpanContext:
         span = self._real()
@@ -154,7 +153,7 @@ class PendingSpan(Span):
         """autotrace ends the real span when the call ends."""
 
     def __repr__(self) -> str:
-        return f"<autotrace PendingSpan for {self._call.info.span_name}>"
+        return "<autotrace PendingSpan>"
 
 
 def record_failure(span: Span, exc: BaseException, with_event: bool, max_length: int) -> None:

@@ -73,6 +73,9 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
 def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionInfo]) -> Wrapper:
     """The wrapt wrapper for ``func``, chosen by its calling convention."""
+    kind = _calling_convention(func)
+    if kind is _FUNCTION:
+        return _function_wrapper(recorder, describe)
     cell: list[FunctionInfo | None] = [None]
 
     def info() -> FunctionInfo:
@@ -81,14 +84,11 @@ def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionI
             found = cell[0] = describe()
         return found
 
-    kind = _calling_convention(func)
     if kind is _ASYNC_GENERATOR:
         return _async_generator_wrapper(recorder, info)
     if kind is _COROUTINE:
         return _coroutine_wrapper(recorder, info)
-    if kind is _GENERATOR:
-        return _generator_wrapper(recorder, info)
-    return _function_wrapper(recorder, info)
+    return _generator_wrapper(recorder, info)
 
 
 _FUNCTION, _GENERATOR, _COROUTINE, _ASYNC_GENERATOR = "function", "generator", "coroutine", \
@@ -116,12 +116,16 @@ def _calling_convention(func: Any) -> str:
     return _FUNCTION
 
 
-def _function_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
+def _function_wrapper(recorder: Recorder, describe: Callable[[], FunctionInfo]) -> Wrapper:
+    cell: list[FunctionInfo | None] = [None]  # described on the first traced call
+
     def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                     kwargs: Kwargs) -> Any:
         if recorder.dormant:  # no provider yet: not even the lazy description
             return wrapped(*args, **kwargs)
-        function_info = info()
+        function_info = cell[0]
+        if function_info is None:
+            function_info = cell[0] = describe()
         call = recorder.start(function_info, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)

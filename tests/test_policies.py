@@ -1,0 +1,272 @@
+"""Policies decided by the recorder: min_duration (when a call ends), keep_errors,
+require_parent and max_depth (when it starts). Both backends, generators included."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from .conftest import Traced, parent_name
+
+SOURCE = """
+import time
+
+def fast(x):
+    return x + 1
+
+def slow(x, label="s"):
+    time.sleep(0.02)
+    return x * 2
+
+def outer(n):
+    total = 0
+    for i in range(n):
+        total += fast(i)
+    return slow(total)
+
+def failing(x):
+    raise ValueError(f"bad {x}")
+
+def calls_failing():
+    try:
+        failing(1)
+    except ValueError:
+        return "caught"
+
+def mid():
+    return slow(3)
+
+def top():
+    fast(0)
+    return mid()
+
+def foreign(tracer):
+    with tracer.start_as_current_span("http-client"):
+        return fast(1)
+
+def reads_context():
+    from opentelemetry import trace
+    return trace.get_current_span().get_span_context().is_valid
+
+def gen_slow(n):
+    for i in range(n):
+        time.sleep(0.01)
+        yield i
+
+def gen_fast(n):
+    yield from range(n)
+
+async def coro_slow():
+    import asyncio
+    await asyncio.sleep(0.02)
+    return "done"
+
+def recurse(n):
+    if n == 0:
+        return 0
+    return recurse(n - 1) + 1
+
+def recurse_then_fail(n):
+    if n == 0:
+        raise KeyError("deep")
+    return recurse_then_fail(n - 1)
+"""
+
+
+def _load(traced: Traced, **kwargs: Any) -> Any:
+    return traced.load("pol", SOURCE, **kwargs)
+
+
+def test_fast_calls_make_no_span_and_the_first_slow_call_is_complete(traced: Traced) -> None:
+    mod = _load(traced, min_duration="5ms")
+    assert mod.fast(1) == 2
+    assert traced.spans() == []
+    assert mod.slow(4, label="first") == 8
+    span = traced.span("slow")
+    assert traced.args("slow") == {"x": 4, "label": "first"}
+    assert traced.attrs("slow")["code.function.return.value"] == 8
+    assert span.end_time - span.start_time >= 15_000_000  # its real start time
+    assert traced.attrs("slow")["code.function.name"].endswith("pol.slow")
+
+
+def test_ancestors_of_a_kept_call_are_kept_and_fast_siblings_dropped(traced: Traced) -> None:
+    mod = _load(traced, min_duration="5ms")
+    assert mod.top() == 6
+    spans = traced.spans()
+    assert sorted(s.name for s in spans) == ["mid", "slow", "top"]
+    assert parent_name(spans, traced.span("slow")) == "mid"
+    assert parent_name(spans, traced.span("mid")) == "top"
+    assert traced.span("top").parent is None
+    top, mid = traced.span("top"), traced.span("mid")
+    assert top.start_time <= mid.start_time and mid.end_time <= top.end_time
+    assert traced.args("mid") == {} and traced.attrs("mid")["code.function.return.value"] == 6
+
+
+def test_a_call_that_raised_is_kept_however_short(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s")
+    assert mod.calls_failing() == "caught"
+    failing = traced.span("failing")
+    assert failing.status.status_code is trace.StatusCode.ERROR
+    assert [e.name for e in failing.events] == ["exception"]
+    assert traced.args("failing") == {"x": 1}
+    # its caller returned normally and fast: only kept as the failure's parent
+    caller = traced.span("calls_failing")
+    assert parent_name(traced.spans(), failing) == "calls_failing"
+    assert caller.status.status_code is trace.StatusCode.UNSET
+
+
+def test_keep_errors_false_drops_fast_failures(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s", keep_errors=False)
+    assert mod.calls_failing() == "caught"
+    assert traced.spans() == []
+
+
+def test_exception_event_only_on_the_innermost_kept_span(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s")
+    with pytest.raises(KeyError):
+        mod.recurse_then_fail(3)
+    spans = traced.spans()
+    assert len(spans) == 4
+    with_event = [s for s in spans if s.events]
+    assert len(with_event) == 1
+    assert with_event[0].attributes["code.function.parameters.n.value"] == 0
+
+
+def test_a_foreign_span_inside_a_pending_call_gets_a_real_exported_parent(
+        traced: Traced, provider: TracerProvider) -> None:
+    mod = _load(traced, min_duration="1s")
+    tracer = provider.get_tracer("other-instrumentation")
+    assert mod.foreign(tracer) == 2
+    spans = traced.spans()
+    client = traced.span("http-client")
+    assert parent_name(spans, client) == "foreign"  # exported, not a dangling id
+    assert traced.args("foreign") == {"tracer": traced.args("foreign")["tracer"]}
+    assert "fast" not in [s.name for s in spans]
+
+
+def test_reading_the_current_span_context_keeps_the_call(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s")
+    assert mod.reads_context() is True
+    assert traced.names() == ["reads_context"]
+
+
+def test_min_duration_for_generators_and_coroutines(traced: Traced) -> None:
+    mod = _load(traced, min_duration="15ms")
+    assert list(mod.gen_fast(3)) == [0, 1, 2]
+    assert traced.spans() == []
+    assert list(mod.gen_slow(3)) == [0, 1, 2]  # 30 ms of body, across suspensions
+    assert traced.args("gen_slow") == {"n": 3}
+    assert asyncio.run(mod.coro_slow()) == "done"
+    assert traced.attrs("coro_slow")["code.function.return.value"] == "done"
+
+
+def test_min_duration_keeps_separate_chains_per_thread(traced: Traced) -> None:
+    mod = _load(traced, min_duration="5ms")
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(mod.top())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [6] * 4
+    spans = traced.spans()
+    assert sorted(s.name for s in spans) == ["mid"] * 4 + ["slow"] * 4 + ["top"] * 4
+    for span in spans:
+        if span.name == "slow":
+            assert parent_name(spans, span) == "mid"
+    assert len({s.context.trace_id for s in spans}) == 4
+
+
+def test_require_parent_traces_only_under_a_valid_span(traced: Traced,
+                                                      provider: TracerProvider) -> None:
+    mod = _load(traced, require_parent=True)
+    assert mod.top() == 6
+    assert traced.spans() == []
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("request"):
+        assert mod.top() == 6
+    spans = traced.spans()
+    assert sorted(s.name for s in spans) == ["fast", "mid", "request", "slow", "top"]
+    assert parent_name(spans, traced.span("top")) == "request"
+    assert parent_name(spans, traced.span("slow")) == "mid"
+
+
+def test_require_parent_with_min_duration(traced: Traced, provider: TracerProvider) -> None:
+    mod = _load(traced, require_parent=True, min_duration="5ms")
+    assert mod.top() == 6
+    assert traced.spans() == []
+    with provider.get_tracer("app").start_as_current_span("job"):
+        assert mod.top() == 6
+    assert sorted(traced.names()) == ["job", "mid", "slow", "top"]
+
+
+def test_max_depth_cuts_the_chain_and_counts_what_was_cut(traced: Traced) -> None:
+    mod = _load(traced, max_depth=3)
+    assert mod.recurse(10) == 10
+    spans = traced.spans()
+    assert len(spans) == 3
+    depths = sorted(spans, key=lambda s: s.start_time)
+    deepest = depths[-1]
+    assert deepest.attributes["autotrace.depth_limited_calls"] == 8
+    assert all("autotrace.depth_limited_calls" not in s.attributes for s in depths[:-1])
+
+
+def test_max_depth_with_min_duration_and_errors(traced: Traced) -> None:
+    mod = _load(traced, max_depth=2, min_duration="1s")
+    with pytest.raises(KeyError):
+        mod.recurse_then_fail(5)
+    # the failure happened below the limit: the two kept levels carry it
+    spans = traced.spans()
+    assert len(spans) == 2
+    assert all(s.status.status_code is trace.StatusCode.ERROR for s in spans)
+    assert sum(1 for s in spans if s.events) == 1
+
+
+def test_dropped_calls_do_not_change_results_or_exceptions(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s", keep_errors=False)
+    assert mod.outer(50) == mod.slow(sum(range(1, 51))) // 1
+    with pytest.raises(ValueError, match="bad 2"):
+        mod.failing(2)
+    assert traced.spans() == []
+
+
+@pytest.mark.parametrize(("kwargs", "error", "fragment"), [
+    ({"min_duration": "5 ms"}, ValueError, "min_duration='5 ms'"),
+    ({"min_duration": "5xs"}, ValueError, "unknown unit 'xs'"),
+    ({"min_duration": 0}, ValueError, "positive"),
+    ({"min_duration": -1.0}, ValueError, "positive"),
+    ({"min_duration": True}, TypeError, "min_duration=True"),
+    ({"max_depth": 0}, ValueError, "max_depth=0"),
+    ({"max_depth": 1.5}, TypeError, "max_depth=1.5"),
+    ({"require_parent": "yes"}, TypeError, "require_parent='yes'"),
+    ({"keep_errors": 1}, TypeError, "keep_errors=1"),
+])
+def test_bad_policy_values_fail_at_install(kwargs: dict[str, Any], error: type[Exception],
+                                           fragment: str) -> None:
+    import autotrace
+
+    with pytest.raises(error) as info:
+        autotrace.install(["x"], **kwargs)
+    assert fragment in str(info.value)
+    assert autotrace.active_installation() is None
+
+
+@pytest.mark.parametrize(("var", "value", "expected"), [
+    ("OTEL_PYTHON_AUTOTRACE_MIN_DURATION", "5", 0.005),  # bare number: milliseconds
+    ("OTEL_PYTHON_AUTOTRACE_MIN_DURATION", "250us", 0.00025),
+    ("OTEL_PYTHON_AUTOTRACE_MIN_DURATION", "1.5s", 1.5),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_DEPTH", "7", 7),
+    ("OTEL_PYTHON_AUTOTRACE_REQUIRE_PARENT", "true", True),
+    ("OTEL_PYTHON_AUTOTRACE_KEEP_ERRORS", "false", False),
+])
+def test_policies_from_the_environment(var: str, value: str, expected: Any) -> None:
+    from autotrace.config import make_config
+
+    config = make_config(environ={"OTEL_PYTHON_AUTOTRACE_PATTERNS": "x", var: value})
+    name = var.removeprefix("OTEL_PYTHON_AUTOTRACE_").lower()
+    assert getattr(config, name) == pytest.approx(expected)
