@@ -198,6 +198,15 @@ class Collector:
                 return spans
             time.sleep(0.05)
 
+    def wait_for_names(self, names: set[str], limit: float = 60.0) -> list[CollectedSpan]:
+        """The spans once spans with all ``names`` arrived (``limit`` bounds a hung run)."""
+        deadline = time.monotonic() + limit
+        while True:
+            spans = self.spans()
+            if names <= {span.name for span in spans} or time.monotonic() > deadline:
+                return spans
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
