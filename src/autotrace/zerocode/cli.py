@@ -51,8 +51,12 @@ The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
 OTEL_SDK_DISABLED variables apply; a program that configures OpenTelemetry
 itself gets autotrace's spans in its own provider.
 
+autotrace view PATH shows a --exporter trace-file file in a local Perfetto UI
+(autotrace view --help).
+
 examples:
   autotrace -p myapp python app.py
+  autotrace -p myapp --exporter trace-file python app.py && autotrace view autotrace-trace.json
   autotrace -p myapp --exporter otlp python -m myapp.server
   autotrace -p myapp.db,myapp.api --exclude myapp.api.health flask --app myapp run
 """
@@ -146,7 +150,12 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    command, env = prepare(sys.argv[1:] if argv is None else argv, os.environ)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "view":  # autotrace view PATH (a command named view: -- view)
+        from .viewer import main as view
+
+        sys.exit(view(argv[1:]))
+    command, env = prepare(argv, os.environ)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     if os.name == "nt":  # no real exec on Windows: wait and pass the status on

@@ -46,10 +46,13 @@ ENV_TRACE_FILE = ENV_PREFIX + "TRACE_FILE"
 #: writes the file itself, every other one a file with its pid in the name.
 ENV_ROOT_PID = ENV_PREFIX + "TRACE_FILE_ROOT_PID"
 DEFAULT_TRACE_FILE = "autotrace-trace.json"
-#: Spans kept per process; more are counted and reported, not written.
+#: Spans kept per process (``OTEL_PYTHON_AUTOTRACE_TRACE_FILE_MAX_SPANS``); more are
+#: counted and reported, not written. 200,000 spans make a file of about 60 MB.
 MAX_EVENTS = 200_000
-#: ``tid`` of the first asyncio task track (thread ids are below it on Linux).
-TASK_TID_BASE = 1 << 32
+ENV_MAX_SPANS = ENV_PREFIX + "TRACE_FILE_MAX_SPANS"
+#: ``tid`` of the first asyncio task track: above any Linux thread id (pid_max <= 2**22),
+#: within the 32 bits viewers expect.
+TASK_TID_BASE = 1 << 30
 
 
 def prepare_trace_file(env: dict[str, str], source: str) -> str | None:
@@ -68,6 +71,9 @@ def prepare_trace_file(env: dict[str, str], source: str) -> str | None:
         return f"{source}={raw!r}: the folder {folder} does not exist; create it first"
     if not os.access(folder, os.W_OK):
         return f"{source}={raw!r}: the folder {folder} is not writable; choose another path"
+    limit = env.get(ENV_MAX_SPANS, "").strip()
+    if limit and (not limit.isdigit() or int(limit) < 1):
+        return f"{ENV_MAX_SPANS}={limit!r} is not a positive whole number, e.g. 100000"
     env[ENV_TRACE_FILE] = path
     env[ENV_ROOT_PID] = str(os.getpid())
     return None
@@ -87,8 +93,11 @@ def trace_file_processor(environ: Mapping[str, str], stream: TextIO) -> TraceFil
     if not root:  # not started by the command: the first process that gets here owns it
         root = str(os.getpid())
         os.environ[ENV_ROOT_PID] = root
+    limit = environ.get(ENV_MAX_SPANS, "").strip()
     return TraceFileProcessor(base, root, stream,
-                              service=environ.get("OTEL_SERVICE_NAME", "").strip())
+                              service=environ.get("OTEL_SERVICE_NAME", "").strip(),
+                              max_events=int(limit) if limit.isdigit() and int(limit) > 0
+                              else MAX_EVENTS)
 
 
 class TraceFileProcessor(SpanProcessor):
@@ -234,6 +243,11 @@ class TraceFileProcessor(SpanProcessor):
                 folder = os.path.dirname(self.path) or "."
                 fd, tmp = tempfile.mkstemp(prefix=".autotrace-", suffix=".json.tmp",
                                            dir=folder)
+                try:  # mkstemp makes it 0600: keep the mode a plain open() would give
+                    mode = os.stat(self.path).st_mode & 0o777
+                except OSError:
+                    mode = 0o644
+                os.chmod(tmp, mode)
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
                     json.dump(document, out, separators=(",", ":"), default=str)
                     out.flush()
