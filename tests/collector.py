@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -129,6 +130,17 @@ def parse_spans(text: str) -> list[CollectedSpan]:
     return spans
 
 
+def _agent_env() -> dict[str, str]:
+    """rotel-agent links to ``libpythonX.Y.so`` (for its Python processors): let the
+    loader find this interpreter's, wherever it is installed (pyenv, venvs)."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and os.path.isdir(libdir):
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [libdir, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -161,13 +173,17 @@ class Collector:
              "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}", "--exporter", "blackhole",
              "--debug-log", "traces", "--debug-log-verbosity", "detailed"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, errors="replace", cwd=workdir, env={**os.environ, "NO_COLOR": "1"})
+            text=True, errors="replace", cwd=workdir, env=_agent_env())
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = started + START_LIMIT
         while not (_accepts(self.http_port) and _accepts(self.grpc_port)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
+                if self.process.returncode == 127 and "libpython" in self.output():
+                    pytest.skip("rotel-agent links to the interpreter's shared libpython, "
+                                "which this Python does not provide (built without "
+                                f"--enable-shared): {self.output().strip()}")
                 raise RuntimeError(f"rotel-agent did not start within {START_LIMIT:g} s "
                                    f"(exit status {self.process.returncode}):\n{self.output()}")
             time.sleep(0.02)

@@ -242,3 +242,25 @@ def test_no_propagate_leaves_children_alone(tmp_path: Path, collector: Collector
     leaves = [s for s in spans if s.name == "leaf"]
     assert [s.parent_id for s in leaves] == ["", ""]
     assert one(spans, "parent").trace_id not in {s.trace_id for s in leaves}
+
+
+OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
+
+
+@pytest.mark.skipif(not OTEL_INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_opentelemetry_instrument_children_join_the_trace_too(
+        tmp_path: Path, collector: Collector) -> None:
+    pytest.importorskip("opentelemetry.distro")
+    write_tree(tmp_path)
+    env = env_for(collector, OTEL_TRACES_EXPORTER="otlp", OTEL_METRICS_EXPORTER="none",
+                  OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+    out = run([str(OTEL_INSTRUMENT), "--autotrace_patterns", "top,child,work",
+               sys.executable, "top.py", "spawn"], tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    spans = collector.wait_for(len(EXPECTED_NAMES))
+    assert sorted(s.name for s in spans) == EXPECTED_NAMES
+    parent, child = one(spans, "parent"), one(spans, "child")
+    assert parent.parent_id == "" and child.parent_id == parent.span_id
+    assert {s.parent_id for s in spans if s.name in ("square", "cube", "alone")} == {
+        child.span_id}
+    assert {s.trace_id for s in spans} == {parent.trace_id}
