@@ -34,9 +34,14 @@ turns all of this off: nothing is read, injected or wrapped.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -176,8 +181,11 @@ _ENV_POSITION = 10  # Popen(args, bufsize, executable, stdin, stdout, stderr, pr
 
 
 def _hook_processes() -> None:
-    import subprocess
+    _hook_os()
+    after_import("subprocess", _hook_popen)
 
+
+def _hook_popen(subprocess: ModuleType) -> None:
     popen_init = subprocess.Popen.__init__
     if getattr(popen_init, "_autotrace", False):
         return
@@ -191,8 +199,12 @@ def _hook_processes() -> None:
         popen_init(self, *args, **kwargs)
 
     _mark(__init__, popen_init)
-    subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
+    subprocess.Popen.__init__ = __init__
 
+
+def _hook_os() -> None:
+    if getattr(os.execve, "_autotrace", False):
+        return
     if hasattr(os, "execve"):
         execv, execve = os.execv, os.execve
 
@@ -312,10 +324,12 @@ def flush() -> None:
 
 
 def _hook_pools() -> None:
-    import concurrent.futures.process as futures_process
-    import multiprocessing.pool as pool
-    import multiprocessing.process as process
+    after_import("multiprocessing.pool", _hook_pool)
+    after_import("concurrent.futures.process", _hook_executor)
+    after_import("multiprocessing.process", _hook_process)
 
+
+def _hook_pool(pool: ModuleType) -> None:
     Pool = pool.Pool
     if getattr(Pool.apply_async, "_autotrace", False):
         return
@@ -338,18 +352,26 @@ def _hook_pools() -> None:
     Pool.apply_async = _mark(_apply_async, apply_async)  # type: ignore[method-assign]
     Pool._map_async = _mark(_map_async, map_async)  # type: ignore[attr-defined]
     Pool.imap = _mark(_imap, imap)  # type: ignore[method-assign]
-    Pool.imap_unordered = _mark(_imap_unordered, imap_unordered)  # type: ignore[method-assign]
+    Pool.imap_unordered = _mark(_imap_unordered, imap_unordered)
 
+
+def _hook_executor(futures_process: ModuleType) -> None:
     Executor = futures_process.ProcessPoolExecutor
     submit = Executor.submit
+    if getattr(submit, "_autotrace", False):
+        return
 
     def _submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         return submit(self, in_context(fn), *args, **kwargs)
 
-    Executor.submit = _mark(_submit, submit)  # type: ignore[method-assign]
+    Executor.submit = _mark(_submit, submit)
 
+
+def _hook_process(process: ModuleType) -> None:
     BaseProcess = process.BaseProcess
-    start_process, bootstrap = BaseProcess.start, BaseProcess._bootstrap  # type: ignore[attr-defined]
+    start_process, bootstrap = BaseProcess.start, BaseProcess._bootstrap
+    if getattr(start_process, "_autotrace", False):
+        return
 
     def _start(self: Any) -> None:
         try:
@@ -369,8 +391,84 @@ def _hook_pools() -> None:
                 _detach(token)
             flush()  # a fork child leaves through os._exit: no exit handler runs
 
-    BaseProcess.start = _mark(_start, start_process)  # type: ignore[method-assign]
-    BaseProcess._bootstrap = _mark(_bootstrap, bootstrap)  # type: ignore[attr-defined]
+    BaseProcess.start = _mark(_start, start_process)
+    BaseProcess._bootstrap = _mark(_bootstrap, bootstrap)
+
+
+# -- hooking a module once it is imported (importing them all at start-up costs 10-30 ms) --
+
+_pending: dict[str, Callable[[ModuleType], None]] = {}
+
+
+def after_import(name: str, hook: Callable[[ModuleType], None]) -> None:
+    """Run ``hook(module)`` now if ``name`` is imported, else right after its import."""
+    module = sys.modules.get(name)
+    if module is not None:
+        _run_hook(name, hook, module)
+        return
+    _pending[name] = hook
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+
+
+def _run_hook(name: str, hook: Callable[[ModuleType], None], module: ModuleType) -> None:
+    try:
+        hook(module)
+    except Exception:
+        log_once(f"propagate-hook-{name}", "autotrace: could not hook %s; processes it starts "
+                 "start their own traces", name)
+
+
+class _HookedLoader(importlib.abc.Loader):
+    """The module's own loader, then the hook."""
+
+    def __init__(self, loader: Any, name: str, hook: Callable[[ModuleType], None]) -> None:
+        self._loader = loader
+        self._name = name
+        self._hook = hook
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)  # type: ignore[no-any-return]
+
+    def exec_module(self, module: ModuleType) -> None:
+        try:  # the module's own loader in its place, as if never wrapped
+            module.__loader__ = self._loader
+            if module.__spec__ is not None:
+                module.__spec__.loader = self._loader
+        except Exception:
+            pass
+        self._loader.exec_module(module)
+        _run_hook(self._name, self._hook, module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: wraps the loader of the few modules with a pending hook."""
+
+    def __init__(self) -> None:
+        self._busy = threading.local()
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> ModuleSpec | None:
+        hook = _pending.get(fullname)
+        if hook is None or getattr(self._busy, "name", None) == fullname:
+            return None
+        self._busy.name = fullname
+        try:
+            spec = importlib.util.find_spec(fullname)
+        except Exception:
+            return None
+        finally:
+            self._busy.name = None
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        _pending.pop(fullname, None)
+        spec.loader = _HookedLoader(spec.loader, fullname, hook)
+        return spec
+
+
+_FINDER = _PostImportFinder()
 
 
 __all__ = ["ENV_PROPAGATE", "InContext", "adopt", "carrier", "child_env", "in_context",
