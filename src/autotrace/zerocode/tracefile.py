@@ -47,7 +47,8 @@ ENV_TRACE_FILE = ENV_PREFIX + "TRACE_FILE"
 ENV_ROOT_PID = ENV_PREFIX + "TRACE_FILE_ROOT_PID"
 DEFAULT_TRACE_FILE = "autotrace-trace.json"
 #: Spans kept per process (``OTEL_PYTHON_AUTOTRACE_TRACE_FILE_MAX_SPANS``); more are
-#: counted and reported, not written. A span with short arguments takes ~340 bytes: 200,000 make ~70 MB.
+#: counted and reported, not written. A span with short arguments takes ~340 bytes:
+#: 200,000 make ~70 MB.
 MAX_EVENTS = 200_000
 ENV_MAX_SPANS = ENV_PREFIX + "TRACE_FILE_MAX_SPANS"
 #: ``tid`` of the first asyncio task track: above any Linux thread id (pid_max <= 2**22),
