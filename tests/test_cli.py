@@ -207,7 +207,7 @@ def test_a_failing_sitecustomize_is_reported_as_python_would(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("args", "env", "expected"), [
-    (["--exporter", "bogus"], {}, ["--exporter", "'console', 'otlp', 'none'"]),
+    (["--exporter", "bogus"], {}, ["--exporter", "'console', 'otlp', 'trace-file', 'none'"]),
     (["--backend", "fast"], {}, ["--backend", "'wrapt'", "'monitoring'", "'auto'"]),
     (["-p", "my app"], {}, ["-p/--patterns", "whitespace"]),
     (["-p", "app", "--exclude", "a..b"], {}, ["--exclude", "empty dotted part"]),
@@ -217,7 +217,11 @@ def test_a_failing_sitecustomize_is_reported_as_python_would(tmp_path: Path) -> 
     (["-p", "app"], {"OTEL_PYTHON_AUTOTRACE_BACKEND": "fast"},
      ["OTEL_PYTHON_AUTOTRACE_BACKEND", "'wrapt'"]),
     (["-p", "app"], {"OTEL_TRACES_EXPORTER": "nosuch"},
-     ["OTEL_TRACES_EXPORTER", "console, otlp, none"]),
+     ["OTEL_TRACES_EXPORTER", "console, otlp, trace-file, none"]),
+    (["-p", "app"], {"OTEL_PYTHON_AUTOTRACE_PROPAGATE": "maybe"},
+     ["OTEL_PYTHON_AUTOTRACE_PROPAGATE", "'maybe'", "true or false"]),
+    (["-p", "app", "--exporter", "trace-file", "--trace-file", "no/such/dir/t.json"], {},
+     ["--trace-file", "'no/such/dir/t.json'", "does not exist"]),
     (["--capture-args=yes"], {}, ["--capture-args"]),
 ])
 def test_bad_options_exit_2_before_the_program_starts(tmp_path: Path, args: list[str],

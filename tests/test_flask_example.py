@@ -2,7 +2,7 @@
 
 Everything is real: the example runs in its own process on a free port of
 127.0.0.1, its upstream is a second local HTTP server, and the spans arrive
-over OTLP/HTTP at a local receiver.
+over OTLP/HTTP at a real collector (``rotel``, ``tests/collector.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from .clihelp import clean_env
-from .otlp_receiver import ReceivedSpan, otlp_receiver
+from .collector import CollectedSpan, running_collector
 
 for _module in ("flask", "requests", "opentelemetry.distro",
                 "opentelemetry.instrumentation.flask", "opentelemetry.instrumentation.requests",
@@ -32,7 +32,7 @@ for _module in ("flask", "requests", "opentelemetry.distro",
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app"
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
-SERVER, CLIENT = 2, 3  # protobuf SpanKind values
+SERVER, CLIENT = "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT"
 
 
 @pytest.fixture
@@ -77,20 +77,20 @@ def get(url: str, limit: float = 60.0) -> bytes:
             time.sleep(0.1)
 
 
-def only(spans: list[ReceivedSpan], name: str, kind: int | None = None) -> ReceivedSpan:
+def only(spans: list[CollectedSpan], name: str, kind: str | None = None) -> CollectedSpan:
     found = [s for s in spans if s.name == name and (kind is None or s.kind == kind)]
     assert len(found) == 1, [(s.name, s.kind) for s in spans]
     return found[0]
 
 
 @pytest.mark.skipif(not OTEL_INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
-def test_one_request_makes_one_tree(upstream: str, backend: str) -> None:
+def test_one_request_makes_one_tree(upstream: str, backend: str, tmp_path: Path) -> None:
     port = free_port()
-    with otlp_receiver() as receiver:
+    with running_collector(tmp_path) as collector:
         env = clean_env(
             PORT=str(port), UPSTREAM_URL=upstream,
             OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_METRICS_EXPORTER="none",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint, OTEL_METRICS_EXPORTER="none",
             OTEL_LOGS_EXPORTER="none", OTEL_BSP_SCHEDULE_DELAY="50",
             OTEL_SERVICE_NAME="flask-example", OTEL_PYTHON_AUTOTRACE_BACKEND=backend)
         server = subprocess.Popen(
@@ -98,7 +98,8 @@ def test_one_request_makes_one_tree(upstream: str, backend: str) -> None:
             cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             reply = json.loads(get(f"http://127.0.0.1:{port}/fetch"))
-            receiver.wait_for({"GET /fetch", "fetch_upstream", "summarize", "GET"})
+            spans = collector.wait_for_names({"GET /fetch", "fetch_upstream", "summarize",
+                                             "GET"})
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -108,7 +109,6 @@ def test_one_request_makes_one_tree(upstream: str, backend: str) -> None:
                 _, stderr = server.communicate()
     assert reply == {"status": 200, "length": 19,
                      "summary": "upstream answered 200 with 19 bytes"}, stderr
-    spans = list(receiver.spans)
     root = only(spans, "GET /fetch", SERVER)
     client = only(spans, "GET", CLIENT)
     fetch_upstream = only(spans, "fetch_upstream")

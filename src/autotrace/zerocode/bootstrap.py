@@ -26,13 +26,18 @@ def boot() -> None:
     try:
         from ..core import install
         from ..loading.mainscript import hook_main_script
+        from . import propagation
         from .console import open_stderr_copy
         from .provider import default_provider
 
+        propagate = propagation.enabled(environ)
         # Before the provider: its exit handler must run after the provider's.
         hook_main_script()
         stream = open_stderr_copy()
-        install(tracer_provider=default_provider(environ, stream)).replaceable = True
+        provider = default_provider(environ, stream)
+        install(tracer_provider=provider).replaceable = True
+        if propagate:  # the parent's context, and TRACEPARENT for this process's children
+            propagation.start(environ, getattr(provider, "force_flush", None))
     except (ValueError, TypeError, RuntimeError) as exc:
         sys.stderr.write(f"autotrace: {exc}; this process runs untraced\n")
     except Exception:

@@ -20,6 +20,9 @@ from .._version import __version__
 from ..config import ENV, FLAG, OPTIONS, OPTIONS_BY_NAME, environment_from_flags, make_config
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
+from .propagation import ENV_PROPAGATE
+from .propagation import check as check_propagate
+from .tracefile import DEFAULT_TRACE_FILE, ENV_TRACE_FILE, prepare_trace_file
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
@@ -37,6 +40,8 @@ def _epilog() -> str:
             flag = f"{option.short}/{flag}"
         rows.append(f"  {flag:<26} {option.env}")
     rows.append(f"  {'--exporter':<26} {ENV_EXPORTER} (unset: a call tree per trace on stderr)")
+    rows.append(f"  {'--[no-]propagate':<26} {ENV_PROPAGATE}")
+    rows.append(f"  {'--trace-file':<26} {ENV_TRACE_FILE}")
     return ("Each option sets an environment variable, which may be set instead:\n"
             + "\n".join(rows) + "\n" + _EPILOG_TAIL)
 
@@ -46,8 +51,12 @@ The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
 OTEL_SDK_DISABLED variables apply; a program that configures OpenTelemetry
 itself gets autotrace's spans in its own provider.
 
+autotrace view PATH shows a --exporter trace-file file in a local Perfetto UI
+(autotrace view --help).
+
 examples:
   autotrace -p myapp python app.py
+  autotrace -p myapp --exporter trace-file python app.py && autotrace view autotrace-trace.json
   autotrace -p myapp --exporter otlp python -m myapp.server
   autotrace -p myapp.db,myapp.api --exclude myapp.api.health flask --app myapp run
 """
@@ -78,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=help_text)
     parser.add_argument("--exporter", choices=KNOWN_EXPORTERS,
                         help="where spans go (default: a call tree on stderr)")
+    parser.add_argument("--propagate", default=None, action=argparse.BooleanOptionalAction,
+                        help="child processes and pool tasks join the current trace "
+                             "(TRACEPARENT; default: true)")
+    parser.add_argument("--trace-file", metavar="PATH",
+                        help="with --exporter trace-file: where the Chrome trace JSON goes "
+                             f"(default: {DEFAULT_TRACE_FILE}; children add their pid)")
     parser.add_argument("--version", action="version", version=f"autotrace {__version__}")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                         help="the command to run, e.g. python app.py")
@@ -104,6 +119,10 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
         parser.error(str(exc))
     if args.exporter is not None:
         env[ENV_EXPORTER] = args.exporter
+    if args.propagate is not None:
+        env[ENV_PROPAGATE] = "true" if args.propagate else "false"
+    if args.trace_file is not None:
+        env[ENV_TRACE_FILE] = args.trace_file
 
     patterns = OPTIONS_BY_NAME["patterns"]
     if not env.get(patterns.env, "").strip():
@@ -117,6 +136,12 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
     problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
     if problem:
         parser.error(problem)
+    problem = check_propagate(env)
+    if problem:
+        parser.error(problem)
+    problem = prepare_trace_file(env, "--trace-file" if args.trace_file else ENV_TRACE_FILE)
+    if problem:
+        parser.error(problem)
 
     path = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
             if entry and os.path.abspath(entry) != BOOTSTRAP_DIR]
@@ -125,7 +150,12 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    command, env = prepare(sys.argv[1:] if argv is None else argv, os.environ)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "view":  # autotrace view PATH (a command named view: -- view)
+        from .viewer import main as view
+
+        sys.exit(view(argv[1:]))
+    command, env = prepare(argv, os.environ)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     if os.name == "nt":  # no real exec on Windows: wait and pass the status on

@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import (
 from .._log import logger
 
 ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
-KNOWN_EXPORTERS = ("console", "otlp", "none")
+KNOWN_EXPORTERS = ("console", "otlp", "trace-file", "none")
 DEFAULT_TIMEOUT = 10.0
 ENV_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"
 DEFAULT_QUEUE_SIZE = 16384
@@ -58,7 +58,7 @@ def exporter_names(environ: Mapping[str, str]) -> list[str]:
 def check_exporters(environ: Mapping[str, str], source: str = ENV_EXPORTER) -> str | None:
     """Why these exporters cannot be used here (a message naming the fix), or None."""
     for name in exporter_names(environ):
-        if name in ("console", "none"):
+        if name in ("console", "none", "trace-file"):
             continue
         if name == "otlp":
             if find_spec_safe(_HTTP_MODULE) is None and find_spec_safe(_GRPC_MODULE) is None:
@@ -107,6 +107,10 @@ def span_processors(environ: Mapping[str, str], stream: TextIO) -> list[SpanProc
         try:
             if name == "console":
                 processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=stream)))
+            elif name == "trace-file":
+                from .tracefile import trace_file_processor
+
+                processors.append(trace_file_processor(environ, stream))
             elif name == "otlp":
                 processors.append(_guarded(*_otlp_exporter(environ, stream), environ, stream))
             else:

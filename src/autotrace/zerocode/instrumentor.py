@@ -21,6 +21,7 @@ from .._log import logger
 from ..config import OPTIONS, OPTIONS_BY_NAME
 from ..core import Installation, active_installation, install
 from ..loading.mainscript import hook_main_script
+from . import propagation
 
 #: ``instrument()`` keyword arguments passed on to ``autotrace.install()``.
 INSTALL_OPTIONS = tuple(option.name for option in OPTIONS if option.env_var)
@@ -59,6 +60,11 @@ class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             logger.error("autotrace instrumentor: %s; nothing is traced", exc)
             return
         hook_main_script()
+        try:  # the parent's context, and TRACEPARENT for this process's children
+            propagation.start(os.environ)
+        except ValueError as exc:
+            logger.error("autotrace instrumentor: %s; child processes start their own traces",
+                         exc)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         installation, self._installation = self._installation, None
