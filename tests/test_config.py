@@ -231,6 +231,17 @@ _ENV_GARBAGE = [
     ("OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH", "8", "OTEL_PYTHON_AUTOTRACE_MAX_VALUE_LENGTH=8"),
     ("OTEL_PYTHON_AUTOTRACE_REDACT", "(", "OTEL_PYTHON_AUTOTRACE_REDACT entry '('"),
     ("OTEL_PYTHON_AUTOTRACE_REDACT", "ok,[z-a]", "'[z-a]'"),
+    ("OTEL_PYTHON_AUTOTRACE_MIN_DURATION", "5 ms", "OTEL_PYTHON_AUTOTRACE_MIN_DURATION='5 ms'"),
+    ("OTEL_PYTHON_AUTOTRACE_MIN_DURATION", "-3", "positive"),
+    ("OTEL_PYTHON_AUTOTRACE_KEEP_ERRORS", "perhaps", "OTEL_PYTHON_AUTOTRACE_KEEP_ERRORS"),
+    ("OTEL_PYTHON_AUTOTRACE_REQUIRE_PARENT", "2", "OTEL_PYTHON_AUTOTRACE_REQUIRE_PARENT='2'"),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_DEPTH", "0", "OTEL_PYTHON_AUTOTRACE_MAX_DEPTH=0"),
+    ("OTEL_PYTHON_AUTOTRACE_MAX_DEPTH", "deep", "'deep'"),
+]
+
+#: Settings of the command's runtime only, checked by ``check_command_settings``.
+_COMMAND_GARBAGE = [
+    ("OTEL_PYTHON_AUTOTRACE_PROPAGATE", "sure", "OTEL_PYTHON_AUTOTRACE_PROPAGATE='sure'"),
 ]
 
 
@@ -252,11 +263,24 @@ def test_garbage_in_each_environment_variable_fails_fast(
     _nothing_installed(before, tools)
 
 
+@pytest.mark.parametrize(("var", "value", "fragment"), _COMMAND_GARBAGE)
+def test_garbage_in_each_command_variable_is_reported(var: str, value: str,
+                                                      fragment: str) -> None:
+    from autotrace.config import check_command_settings
+
+    with pytest.raises(ValueError) as info:
+        check_command_settings({var: value})
+    assert fragment in str(info.value)
+
+
 def test_every_environment_variable_has_a_garbage_case() -> None:
     from autotrace.config import OPTIONS
 
-    names = {option.env for option in OPTIONS if option.env_var}
+    names = {option.env for option in OPTIONS if option.env_var and option.api}
     assert names == {var for var, _, _ in _ENV_GARBAGE}
+    # (a trace-file path has no garbage form: an unwritable one is tested in test_tracefile)
+    command = {option.env for option in OPTIONS if not option.api and option.is_bool}
+    assert command == {var for var, _, _ in _COMMAND_GARBAGE}
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="monitoring exists on 3.12+")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import autotrace
-from autotrace.config import OPTIONS, Config
+from autotrace.config import API_OPTIONS, OPTIONS, Config
 from autotrace.zerocode import environment_variables
 from autotrace.zerocode.cli import build_parser
 from autotrace.zerocode.instrumentor import INSTALL_OPTIONS
@@ -40,10 +40,10 @@ def test_readme_configuration_table_matches_the_options() -> None:
 
 
 def test_install_keywords_and_config_fields_are_the_options() -> None:
-    names = [option.name for option in OPTIONS]
+    names = [option.name for option in API_OPTIONS]
     assert list(inspect.signature(autotrace.install).parameters) == names
     assert list(Config.__dataclass_fields__) == names
-    assert set(INSTALL_OPTIONS) == {option.name for option in OPTIONS if option.env_var}
+    assert set(INSTALL_OPTIONS) == {option.name for option in API_OPTIONS if option.env_var}
 
 
 def test_every_variable_is_an_opentelemetry_instrument_option_and_a_flag() -> None:

@@ -48,7 +48,7 @@ _PATTERN_CHARS = re.compile(r"[\w.*?\[\]!<>\-]+")  # \w: identifiers may be non-
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
-_DURATION = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<unit>[a-zµ]*)")
+_DURATION = re.compile(r"(?P<number>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<unit>[a-zµ]*)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -261,6 +261,13 @@ def parse_regexes(option: Option, value: Any, where: Surface) -> tuple[str, ...]
     return items
 
 
+def parse_text(option: Option, value: Any, where: Surface) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where.show(option, value)} is empty; give e.g. "
+                         f"{where.example(option)}")
+    return value.strip()
+
+
 def parse_provider(option: Option, value: Any, where: Surface) -> Any:
     if isinstance(value, type):
         raise TypeError(f"{option.name}={value!r} is a class; pass an instance, e.g. "
@@ -287,6 +294,8 @@ class Option:
     flag: str | None = None
     short: str | None = None
     env_var: bool = True  # False: only the Python API can give it (objects)
+    #: False: a setting of the ``autotrace`` command's runtime (variable and flags only).
+    api: bool = True
     required: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -335,12 +344,20 @@ OPTIONS: tuple[Option, ...] = (
            "span is current (a request, a job)", "True", "true", flag="--require-parent"),
     Option("max_depth", parse_int, None, "at most this many autotrace spans nested in one "
            "chain; deeper calls make none", "20", "20", flag="--max-depth", minimum=1),
+    Option("propagate", parse_bool, True, "command only: child processes and pool tasks "
+           "join the current trace (TRACEPARENT)", "False", "false", flag="--propagate",
+           api=False),
+    Option("trace_file", parse_text, "autotrace-trace.json", "command only, with --exporter "
+           "trace-file: where the Chrome trace JSON goes (children add their pid)",
+           "'trace.json'", "trace.json", flag="--trace-file", api=False),
     Option("tracer_provider", parse_provider, None, "the TracerProvider (default: the "
            "global one, looked up lazily)", "TracerProvider()", "", env_var=False,
            provider_method="get_tracer"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+#: The ``install()`` keywords and ``Config`` fields.
+API_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.api)
 
 
 @dataclass(frozen=True)
@@ -362,21 +379,21 @@ class Config:
     tracer_provider: Any = None
 
 
-assert [f.name for f in fields(Config)] == [o.name for o in OPTIONS], "Config != OPTIONS"
+assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Config != OPTIONS"
 
 
 def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = None,
                 **options: Any) -> Config:
     """Merge arguments over the environment over defaults, and validate."""
     env = os.environ if environ is None else environ
-    unknown = set(options) - set(OPTIONS_BY_NAME)
+    unknown = set(options) - {option.name for option in API_OPTIONS}
     if unknown:
         names = ", ".join(sorted(unknown))
         raise TypeError(f"unknown autotrace option {names}; the options are "
-                        + ", ".join(OPTIONS_BY_NAME))
+                        + ", ".join(option.name for option in API_OPTIONS))
     options["patterns"] = patterns
     values: dict[str, Any] = {}
-    for option in OPTIONS:
+    for option in API_OPTIONS:
         given = options.get(option.name)
         if given is not None:
             values[option.name] = option.parse(option, given, API)
@@ -393,6 +410,22 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
         else:
             values[option.name] = option.default
     return Config(**values)
+
+
+def command_setting(name: str, environ: Mapping[str, str]) -> Any:
+    """A command-only setting (``api=False``) from its variable, validated, else the default."""
+    option = OPTIONS_BY_NAME[name]
+    raw = environ.get(option.env)
+    if raw is None or not raw.strip():
+        return option.default
+    return option.parse(option, raw, ENV)
+
+
+def check_command_settings(environ: Mapping[str, str]) -> None:
+    """Raise for a bad value of any command-only variable (the command exits 2)."""
+    for option in OPTIONS:
+        if not option.api:
+            command_setting(option.name, environ)
 
 
 def environment_from_flags(given: Mapping[str, Any]) -> dict[str, str]:

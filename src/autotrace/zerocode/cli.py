@@ -17,12 +17,18 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from .._version import __version__
-from ..config import ENV, FLAG, OPTIONS, OPTIONS_BY_NAME, environment_from_flags, make_config
+from ..config import (
+    ENV,
+    FLAG,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    check_command_settings,
+    environment_from_flags,
+    make_config,
+)
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
-from .propagation import ENV_PROPAGATE
-from .propagation import check as check_propagate
-from .tracefile import DEFAULT_TRACE_FILE, ENV_TRACE_FILE, prepare_trace_file
+from .tracefile import ENV_TRACE_FILE, prepare_trace_file
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
@@ -40,8 +46,6 @@ def _epilog() -> str:
             flag = f"{option.short}/{flag}"
         rows.append(f"  {flag:<26} {option.env}")
     rows.append(f"  {'--exporter':<26} {ENV_EXPORTER} (unset: a call tree per trace on stderr)")
-    rows.append(f"  {'--[no-]propagate':<26} {ENV_PROPAGATE}")
-    rows.append(f"  {'--trace-file':<26} {ENV_TRACE_FILE}")
     return ("Each option sets an environment variable, which may be set instead:\n"
             + "\n".join(rows) + "\n" + _EPILOG_TAIL)
 
@@ -87,12 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=help_text)
     parser.add_argument("--exporter", choices=KNOWN_EXPORTERS,
                         help="where spans go (default: a call tree on stderr)")
-    parser.add_argument("--propagate", default=None, action=argparse.BooleanOptionalAction,
-                        help="child processes and pool tasks join the current trace "
-                             "(TRACEPARENT; default: true)")
-    parser.add_argument("--trace-file", metavar="PATH",
-                        help="with --exporter trace-file: where the Chrome trace JSON goes "
-                             f"(default: {DEFAULT_TRACE_FILE}; children add their pid)")
     parser.add_argument("--version", action="version", version=f"autotrace {__version__}")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                         help="the command to run, e.g. python app.py")
@@ -119,10 +117,6 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
         parser.error(str(exc))
     if args.exporter is not None:
         env[ENV_EXPORTER] = args.exporter
-    if args.propagate is not None:
-        env[ENV_PROPAGATE] = "true" if args.propagate else "false"
-    if args.trace_file is not None:
-        env[ENV_TRACE_FILE] = args.trace_file
 
     patterns = OPTIONS_BY_NAME["patterns"]
     if not env.get(patterns.env, "").strip():
@@ -131,15 +125,14 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
                      f"{ENV.example(patterns)}")
     try:
         make_config(environ=env)
+        check_command_settings(env)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
     if problem:
         parser.error(problem)
-    problem = check_propagate(env)
-    if problem:
-        parser.error(problem)
-    problem = prepare_trace_file(env, "--trace-file" if args.trace_file else ENV_TRACE_FILE)
+    problem = prepare_trace_file(env, "--trace-file" if args.trace_file is not None
+                                 else ENV_TRACE_FILE)
     if problem:
         parser.error(problem)
 

@@ -18,13 +18,13 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from .._log import logger
-from ..config import OPTIONS, OPTIONS_BY_NAME
+from ..config import API_OPTIONS, OPTIONS_BY_NAME
 from ..core import Installation, active_installation, install
 from ..loading.mainscript import hook_main_script
 from . import propagation
 
 #: ``instrument()`` keyword arguments passed on to ``autotrace.install()``.
-INSTALL_OPTIONS = tuple(option.name for option in OPTIONS if option.env_var)
+INSTALL_OPTIONS = tuple(option.name for option in API_OPTIONS if option.env_var)
 ENV_PATTERNS = OPTIONS_BY_NAME["patterns"].env
 
 

@@ -49,9 +49,9 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .._log import log_once
-from ..config import ENV_PREFIX, FALSE_WORDS, TRUE_WORDS
+from ..config import OPTIONS_BY_NAME, command_setting
 
-ENV_PROPAGATE = ENV_PREFIX + "PROPAGATE"
+ENV_PROPAGATE = OPTIONS_BY_NAME["propagate"].env
 TRACEPARENT, TRACESTATE = "TRACEPARENT", "TRACESTATE"
 #: Longest wait for the per-task flush in a worker process.
 FLUSH_MILLIS = 2000
@@ -64,20 +64,8 @@ _inherited: dict[str, str] = {}
 _flushers: list[Callable[[int], Any]] = []
 
 
-def check(environ: Mapping[str, str]) -> str | None:
-    """Why ``OTEL_PYTHON_AUTOTRACE_PROPAGATE`` is invalid (a message naming the fix), or None."""
-    raw = environ.get(ENV_PROPAGATE, "").strip().lower()
-    if raw and raw not in TRUE_WORDS + FALSE_WORDS:
-        return (f"{ENV_PROPAGATE}={environ[ENV_PROPAGATE]!r} is not a boolean; use true or "
-                "false (--propagate / --no-propagate)")
-    return None
-
-
 def enabled(environ: Mapping[str, str]) -> bool:
-    problem = check(environ)
-    if problem:
-        raise ValueError(problem)
-    return environ.get(ENV_PROPAGATE, "").strip().lower() not in FALSE_WORDS
+    return bool(command_setting("propagate", environ))
 
 
 def start(environ: Mapping[str, str], flush: Callable[[int], Any] | None = None) -> bool:

@@ -39,9 +39,9 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from .._log import logger
-from ..config import ENV_PREFIX
+from ..config import ENV_PREFIX, OPTIONS_BY_NAME
 
-ENV_TRACE_FILE = ENV_PREFIX + "TRACE_FILE"
+ENV_TRACE_FILE = OPTIONS_BY_NAME["trace_file"].env
 #: Set by the command (its pid is the program's after ``exec``): that process
 #: writes the file itself, every other one a file with its pid in the name.
 ENV_ROOT_PID = ENV_PREFIX + "TRACE_FILE_ROOT_PID"
