@@ -327,3 +327,47 @@ def test_a_program_that_installs_autotrace_itself_replaces_the_command_s(tmp_pat
     assert "value 8 patterns ['mylib']" in out.stdout
     assert "spans ['twice']" in out.stdout
     assert "RuntimeError" not in out.stderr
+
+
+SEEDED = '''
+    import random
+    import sys
+
+    def f():
+        return 1
+
+    random.seed(42)
+    f()
+    print(random.random())
+'''
+OWN_PROVIDER = '''
+    import sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(
+        out=sys.stderr, formatter=lambda s: f"trace {s.context.trace_id:032x}\\n")))
+    trace.set_tracer_provider(provider)
+'''
+
+
+@pytest.mark.parametrize("own_provider", [False, True])
+def test_the_command_leaves_a_seeded_random_sequence_alone(tmp_path: Path, backend: str,
+                                                           own_provider: bool) -> None:
+    """Span ids come from a private generator, also through the command's fallback
+    provider and in the program's own provider; runs of a seeded program get new ids."""
+    source = (OWN_PROVIDER if own_provider else "") + SEEDED
+    write(tmp_path, "seedtest.py", source)
+    plain = run([sys.executable, "seedtest.py"], tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    traces = []
+    for _ in range(2):
+        out = run([*AUTOTRACE, "-p", "seedtest", "--backend", backend, sys.executable,
+                   "seedtest.py"], tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == plain.stdout  # 0.6394267984578837
+        found = re.findall(r"trace ([0-9a-f]{32})", out.stderr)
+        assert len(found) == 1, out.stderr
+        traces.append(found[0])
+    assert traces[0] != traces[1]

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import NoOpTracer, ProxyTracer, Span, Tracer, TracerProvider
 
 from ..config import TRUE_WORDS
+from ..record.ids import PRIVATE_IDS, use_private_ids
 from .exporters import exporter_names, span_processors
 
 
@@ -30,7 +31,8 @@ def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvid
     names = exporter_names(environ)
     if names and all(name == "none" for name in names):
         return None
-    sdk = SdkTracerProvider()
+    # Private ids: a seeded program's `random` must not be advanced (nor decide trace ids).
+    sdk = SdkTracerProvider(id_generator=PRIVATE_IDS)
     for processor in span_processors(environ, stream):
         sdk.add_span_processor(processor)
     return FallbackTracerProvider(sdk)
@@ -76,6 +78,7 @@ class FallbackTracer(Tracer):
             found = self._probe
         if isinstance(found, NoOpTracer):
             return self._default
+        use_private_ids(found)  # the program's provider made it: the default ids are shared
         self._real = found
         return found
 
