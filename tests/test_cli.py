@@ -80,7 +80,7 @@ def test_stdin_and_stdout_pass_through_untouched(tmp_path: Path) -> None:
                             input=data.encode(), capture_output=True, timeout=120)
     assert traced.returncode == native.returncode == 0
     assert traced.stdout == native.stdout
-    assert "  shout(text=line one\\nline two" in traced.stderr.decode()
+    assert "  shout(text='line one\\nline two" in traced.stderr.decode()
 
 
 def test_an_uncaught_exception_reads_as_without_autotrace(app: Path, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_an_uncaught_exception_reads_as_without_autotrace(app: Path, tmp_path: P
     traced = run([*AUTOTRACE, "-p", "crash", sys.executable, "crash.py"], tmp_path)
     native = run([sys.executable, "crash.py"], tmp_path)
     assert traced.returncode == native.returncode == 1
-    assert "  parse(text=x)  " in traced.stderr
+    assert "  parse(text='x')  " in traced.stderr
     assert "!! ValueError: invalid literal for int() with base 10: 'x'" in traced.stderr
     trace_start = traced.stderr.index("Traceback (most recent call last):")
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traced.stderr[trace_start:])

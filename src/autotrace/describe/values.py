@@ -26,7 +26,18 @@ from typing import Any, Union
 
 AttributeValue = Union[str, bool, int, float]
 
-REDACTED = "[REDACTED]"
+
+class RenderedText(str):
+    """A string attribute that *describes* a value rather than being the value.
+
+    Exporters see a plain ``str``; the call tree uses the type to quote real
+    strings (``name='None'``) and not renderings (``name=None``, ``[1, 2]``).
+    """
+
+    __slots__ = ()
+
+
+REDACTED = RenderedText("[REDACTED]")
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MAX_DEPTH = 4
@@ -106,7 +117,7 @@ class Renderer:
         return self.text(value)
 
     def text(self, value: Any) -> str:
-        """A bounded string rendering; never raises."""
+        """A bounded string rendering (a ``RenderedText``); never raises."""
         limit = self.max_length
         try:
             out = self._render(value, 0, limit, set())
@@ -114,7 +125,7 @@ class Renderer:
             out = f"<{_type_name(value)} object (unrenderable: {_type_name(exc)})>"
         if len(out) > limit:
             out = out[: limit - 1] + _ELLIPSIS
-        return out
+        return RenderedText(out)
 
     def _render(self, obj: Any, depth: int, room: int, seen: set[int]) -> str:
         t = type(obj)
@@ -148,10 +159,21 @@ class Renderer:
             return float.__repr__(obj)
         if issubclass(t, type):  # not isinstance: it would ask obj.__class__ (user code)
             return f"<class '{qualified_type_name(obj)}'>"
-        if t is FunctionType or t is BuiltinFunctionType:
-            return f"<function {qualified_type_name(obj)}>"
+        if t is FunctionType:
+            return f"<function {_function_name(obj)}>"
+        if t is BuiltinFunctionType:
+            owner = object.__getattribute__(obj, "__self__")
+            kind = "function" if owner is None or type(owner) is ModuleType else "method"
+            return f"<built-in {kind} {_function_name(obj)}>"
         if t is MethodType:
-            return f"<bound method {qualified_type_name(obj.__func__)}>"
+            return f"<bound method {_function_name(obj.__func__)}>"
+        if _is_own_proxy(t):  # a traced function passed around: show what it traces
+            try:
+                wrapped = object.__getattribute__(obj, "__wrapped__")
+            except Exception:
+                wrapped = obj
+            if wrapped is not obj and depth < _MAX_DEPTH:
+                return self._render(wrapped, depth + 1, room, seen)
         if t is ModuleType:
             return f"<module '{obj.__name__}'>"
         fields = getattr(t, "__dataclass_fields__", None)
@@ -250,6 +272,40 @@ class Renderer:
             parts.append(f"{name}={v}")
             used += len(parts[-1]) + 2
         return f"{t.__name__}(" + ", ".join(parts) + ")"
+
+
+def _function_name(func: Any) -> str:
+    """``module.qualname`` of a function or builtin, read from its own slots (no user code);
+    bare for builtins (``len``), as Python names them."""
+    if type(func) is not FunctionType and type(func) is not BuiltinFunctionType:
+        return _render_proxy_name(func)
+    module = func.__module__
+    name = func.__qualname__
+    if not isinstance(name, str):
+        name = "?"
+    if not isinstance(module, str) or module == "builtins":
+        return name
+    return f"{module}.{name}"
+
+
+def _render_proxy_name(func: Any) -> str:
+    """The name of a bound method's function that is one of autotrace's proxies."""
+    if _is_own_proxy(type(func)):
+        try:
+            return _function_name(object.__getattribute__(func, "__wrapped__"))
+        except Exception:
+            pass
+    return "?"
+
+
+def _is_own_proxy(cls: type) -> bool:
+    """Whether ``cls`` is one of autotrace's wrapt proxies (``autotrace.backends...``),
+    known by its module without importing the backend."""
+    try:
+        module = _TYPE_MODULE.__get__(cls)
+    except Exception:
+        return False
+    return isinstance(module, str) and module.startswith("autotrace.")
 
 
 def _builtin_len(obj: Any) -> int:

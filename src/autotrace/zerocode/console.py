@@ -77,12 +77,28 @@ def duration_text(nanoseconds: int) -> str:
     return f"{ms / 1000:.2f} s"
 
 
-def _short(value: Any, width: int) -> str:
+#: Every C0/C1 control character (ANSI escapes, tabs, newlines) as a visible escape:
+#: the tree goes to a terminal, and a value must not drive it or break its lines.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))}
+_CONTROL.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
+def value_text(value: Any) -> str:
+    """A value as the tree shows it: real strings quoted, renderings (``RenderedText``:
+    ``None``, ``[1, 2]``, ``<m.C object>``, ``[REDACTED]``) and numbers as they are."""
+    if type(value) is str:
+        return repr(value)
     if isinstance(value, (tuple, list)):
-        text = "[" + ", ".join(str(item) for item in value) + "]"
-    else:
-        text = str(value)
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
+        return "[" + ", ".join(value_text(item) for item in value) + "]"
+    return str(value)
+
+
+def _short(value: Any, width: int) -> str:
+    text = escape_controls(value if isinstance(value, str) else str(value))
     if len(text) > width:
         text = text[:max(width - len(_ELLIPSIS), 1)] + _ELLIPSIS
     return text
@@ -112,17 +128,17 @@ class TreeRenderer:
             text = f"[{span.kind.name}] {text}"
         if "code.function.name" in attrs:
             params = [f"{key[len(_PARAM_PREFIX):-len(_PARAM_SUFFIX)]}="
-                      f"{_short(value, limits.value_width)}"
+                      f"{_short(value_text(value), limits.value_width)}"
                       for key, value in attrs.items()
                       if key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX)]
             text += f"({_short(', '.join(params), limits.args_width)})"
             if RETURN_KEY in attrs:
-                text += f" -> {_short(attrs[RETURN_KEY], limits.value_width)}"
+                text += f" -> {_short(value_text(attrs[RETURN_KEY]), limits.value_width)}"
         text += f"  {duration_text(_duration(span))}"
         if _failed(span):
             reason = (span.status.description or attrs.get("error.type") or "error")
             text += f"  !! {_short(reason, limits.error_width)}"
-        return text
+        return escape_controls(text)
 
     def render(self, spans: Sequence[ReadableSpan]) -> list[str]:
         """The call tree of ``spans`` (one trace), without a header line."""
@@ -335,7 +351,7 @@ class CallTreeProcessor(SpanProcessor):
             self._lines_left = 0
         else:
             self._lines_left -= len(lines)
-        self._write("\n".join(lines) + "\n")
+        self._write("\n".join(escape_controls(line) for line in lines) + "\n")
 
     def _write(self, text: str) -> None:
         stream = self._stream or sys.stderr
