@@ -88,6 +88,10 @@ class Renderer:
         self.repr_objects = repr_objects
         self._redact = redact
         self._key_cache: dict[str, bool] = {}
+        # Function names: whole words only (``is_valid_token``, ``getApiKey``), so that
+        # ``tokenize`` or ``sessionmaker`` keep their results.
+        self._redact_words = None if redact is None else re.compile(
+            f"(?<![a-z0-9])(?:{redact.pattern})s?(?![a-z0-9])", re.IGNORECASE)
 
     def is_secret(self, name: str) -> bool:
         """Whether a parameter name or dict key looks like it holds a secret."""
@@ -99,6 +103,14 @@ class Renderer:
             if len(self._key_cache) < 4096:
                 self._key_cache[name] = hit
         return hit
+
+    def is_secret_function(self, name: str) -> bool:
+        """Whether a function's own name (no module or class) has a secret-looking word:
+        words are split at ``_`` and lower-to-upper case changes; a plural ``s`` counts."""
+        if self._redact_words is None:
+            return False
+        words = _CAMEL_BOUNDARY.sub("_", name)
+        return self._redact_words.search(words) is not None
 
     def attribute(self, value: Any) -> AttributeValue:
         """An attribute value: native bool/int64/float/str, else a bounded string."""
@@ -204,7 +216,8 @@ class Renderer:
                     break
                 k = self._render(key, depth + 1, room - used, seen)
                 # b"password" too; issubclass, not isinstance: no key.__class__ lookup
-                if self.is_secret(key if issubclass(type(key), str) else k):
+                if (not not_a_secret(val)
+                        and self.is_secret(key if issubclass(type(key), str) else k)):
                     v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used - len(k), seen)
@@ -218,7 +231,7 @@ class Renderer:
                 if used >= room:
                     parts.append("...")
                     break
-                if isinstance(name, str) and self.is_secret(name):
+                if isinstance(name, str) and self.is_secret(name) and not not_a_secret(val):
                     v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used, seen)
@@ -260,13 +273,13 @@ class Renderer:
             if used >= room:
                 parts.append("...")
                 break
-            if self.is_secret(name):
-                v = repr(REDACTED)
+            try:
+                val = object.__getattribute__(obj, name)
+            except Exception:
+                v = "?"
             else:
-                try:
-                    val = object.__getattribute__(obj, name)
-                except Exception:
-                    v = "?"
+                if self.is_secret(name) and not not_a_secret(val):
+                    v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used, seen)
             parts.append(f"{name}={v}")
@@ -306,6 +319,15 @@ def _is_own_proxy(cls: type) -> bool:
     except Exception:
         return False
     return isinstance(module, str) and module.startswith("autotrace.")
+
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def not_a_secret(value: Any) -> bool:
+    """``None`` and booleans are shown even where a secret is expected: a yes/no answer
+    (``is_valid_token() -> False``) or an absent value gives nothing away."""
+    return value is None or value is True or value is False
 
 
 def _builtin_len(obj: Any) -> int:
