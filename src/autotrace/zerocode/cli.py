@@ -100,19 +100,22 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
              if getattr(args, option.name) is not None}
     try:
         env.update(environment_from_flags(given))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:
         parser.error(str(exc))
     if args.exporter is not None:
         env[ENV_EXPORTER] = args.exporter
 
     patterns = OPTIONS_BY_NAME["patterns"]
+    if patterns.env in env and not env[patterns.env].strip():
+        parser.error(f"{patterns.env} is empty; give at least one pattern, e.g. "
+                     f"{ENV.example(patterns)}, or unset it and pass {FLAG.example(patterns)}")
     if not env.get(patterns.env, "").strip():
         parser.error(f"no patterns: pass {FLAG.name(patterns)} PATTERN[,PATTERN...] (e.g. "
                      f"{FLAG.example(patterns)}) or set "
                      f"{ENV.example(patterns)}")
     try:
         make_config(environ=env)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: backend cannot run
         parser.error(str(exc))
     problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
     if problem:
