@@ -371,3 +371,29 @@ def test_the_command_leaves_a_seeded_random_sequence_alone(tmp_path: Path, backe
         assert len(found) == 1, out.stderr
         traces.append(found[0])
     assert traces[0] != traces[1]
+
+
+def test_patterns_that_match_nothing_say_so_once_at_exit(tmp_path: Path, backend: str) -> None:
+    """issue 13.14: a script's functions are <stem>.<qualname>, so -p __main__ finds none."""
+    write(tmp_path, "nomatch.py", '''
+        import subprocess, sys
+
+        def main():
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            return 1
+
+        print(main())
+    ''')
+    out = run([*AUTOTRACE, "-p", "__main__,nomatch_typo", "--backend", backend, sys.executable,
+               "nomatch.py"], tmp_path)
+    assert out.returncode == 0 and out.stdout == "1\n"
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr  # the child (python -c pass) says nothing
+    assert lines[0].startswith("autotrace: the patterns '__main__', 'nomatch_typo' matched no "
+                               "function in this run.")
+    assert "nomatch.main for main() in nomatch.py" in lines[0]
+    assert "mypyc" in lines[0]
+    matched = run([*AUTOTRACE, "-p", "nomatch", "--backend", backend, sys.executable,
+                   "nomatch.py"], tmp_path)
+    assert "matched no function" not in matched.stderr
+    assert "  main() -> 1" in matched.stderr

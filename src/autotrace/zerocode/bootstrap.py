@@ -27,12 +27,15 @@ def boot() -> None:
         from ..core import install
         from ..loading.mainscript import hook_main_script
         from .console import open_stderr_copy
+        from .notices import report_if_nothing_matches
         from .provider import default_provider
 
         # Before the provider: its exit handler must run after the provider's.
         hook_main_script()
         stream = open_stderr_copy()
-        install(tracer_provider=default_provider(environ, stream)).replaceable = True
+        installation = install(tracer_provider=default_provider(environ, stream))
+        installation.replaceable = True
+        report_if_nothing_matches(installation, stream)
     except (ValueError, TypeError, RuntimeError) as exc:
         sys.stderr.write(f"autotrace: {exc}; this process runs untraced\n")
     except Exception:

@@ -20,6 +20,7 @@ from .._version import __version__
 from ..config import ENV, FLAG, OPTIONS, OPTIONS_BY_NAME, environment_from_flags, make_config
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
+from .notices import COMMAND_PID
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
@@ -124,6 +125,7 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
     path = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
             if entry and os.path.abspath(entry) != BOOTSTRAP_DIR]
     env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *path])
+    env[COMMAND_PID] = str(os.getpid())  # exec keeps it: the program's own pid
     return command, env
 
 

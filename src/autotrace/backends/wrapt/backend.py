@@ -64,6 +64,8 @@ class WraptBackend:
         self._patches: dict[str, list[Patch]] = {}
         self._lock = threading.RLock()
         self._hook = ImportHook(selector, self.instrument, self.compile_main)
+        #: Functions wrapped so far (never decreases): "did the patterns match anything".
+        self.matched = 0
 
     def start(self) -> None:
         for module in modules_to_scan(self._selector):
@@ -126,6 +128,7 @@ class WraptBackend:
         with self._lock:
             kept = [p for p in self._patches.get(key, []) if p.in_place()]
             self._patches[key] = kept + made
+            self.matched += len(made)
         return made
 
     def _repair_aliases(self, module: ModuleType, made: list[Patch]) -> None:
