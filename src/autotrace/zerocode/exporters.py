@@ -63,7 +63,7 @@ def check_exporters(environ: Mapping[str, str], source: str = ENV_EXPORTER) -> s
         if name == "otlp":
             if find_spec_safe(_HTTP_MODULE) is None and find_spec_safe(_GRPC_MODULE) is None:
                 return (f"{source}=otlp needs the OTLP exporter, which is not installed: "
-                        "pip install 'otel-autotrace[otlp]'")
+                        "pip install opentelemetry-exporter-otlp-proto-http")
             continue
         if _entry_point(name) is None:
             return (f"{source}={name!r} is not an exporter; use one of "
