@@ -201,3 +201,45 @@ def test_callables_render_by_qualified_name(traced: Traced) -> None:
     assert rendered == ["<built-in function len>", f"<function {name}.ident>",
                         f"<function {__name__}.test_callables_render_by_qualified_name.<locals>"
                         ".<lambda>>", "<built-in method list.append>"]
+
+
+WIDE = '''
+def leaf(i):
+    if i == 4321:
+        raise KeyError(i)
+    return i
+
+
+def mid(n):
+    for i in range(n):
+        try:
+            leaf(i)
+        except KeyError:
+            pass
+    return n
+
+
+def root(n):
+    mid(n)
+    return mid(2)
+'''
+
+
+def test_a_trace_past_the_buffer_keeps_its_ancestors_and_counts(traced: Traced) -> None:
+    """issue 13.6: the parents end last; past the buffer they used to be the spans
+    dropped, and their children printed at the top level without summary."""
+    out, processor, _ = tree(traced, Limits(buffered_spans=500))
+    mod = traced.load("wide", WIDE)
+    mod.root(6000)
+    lines = out.getvalue().splitlines()
+    assert "(6,005 spans," in lines[0], lines[0]
+    body = [re.sub(r"  [\d.]+ m?s$", "", line) for line in lines[1:]]
+    assert body[0] == "  root(n=6000) -> 2"
+    assert body[1] == "    mid(n=6000) -> 6000"
+    assert body[2:5] == ["      leaf(i=0) -> 0", "      leaf(i=1) -> 1", "      leaf(i=2) -> 2"]
+    assert re.fullmatch(r"      leaf\(i=4321\)  [\d.]+ m?s  !! KeyError: 4321", body[5])
+    assert re.fullmatch(r"      \.\.\. 5,996 more leaf: [\d.]+ m?s in all, 0 failed", body[6])
+    assert body[7] == "    mid(n=2) -> 2"
+    assert body[8:10] == ["      leaf(i=0) -> 0", "      leaf(i=1) -> 1"]
+    assert len(body) == 10
+    assert processor._buffered == 0  # nothing kept once the trace printed
