@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,67 @@ def test_an_unreachable_collector_costs_one_warning_and_at_most_the_timeout(
     # Bounded by the export timeout; the slack is for a slow machine, the point
     # is that ten batches of retries (or the SDK's 30 s) are not waited for.
     assert traced_time - native_time < timeout + 12
+
+
+@pytest.fixture
+def resetting_port() -> Iterator[tuple[int, list[float]]]:
+    """A local port that accepts each connection and resets it at once; the accept times."""
+    accepted: list[float] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            accepted.append(time.monotonic())
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1]), accepted
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_a_failing_exit_flush_stops_retrying_and_reports_the_whole_cause(
+        tmp_path: Path, resetting_port: tuple[int, list[float]]) -> None:
+    """issue 13.11: the exporter backs off and retries (1 + 2 + 4 s) inside one export();
+    once an attempt of the exit flush has failed, autotrace stops it. Counted in
+    connection attempts, not seconds: the retries never reach the collector."""
+    port, accepted = resetting_port
+    write(tmp_path, "app.py", APP)
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
+    out = run([*AUTOTRACE, "-p", "app", "--exporter", "otlp", sys.executable, "app.py", "50"],
+              tmp_path, env=env)
+    assert out.returncode == 0 and out.stdout == "result 2444\n"
+    # one attempt, which the HTTP client repeats once at once on a connection error
+    assert 1 <= len(accepted) <= 2, accepted
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    line = lines[0]
+    assert line.startswith(f"autotrace: could not export spans to http://127.0.0.1:{port}")
+    assert "retrying in" not in line and "...)" not in line
+    assert "Is the collector running?" in line
+    cause = line.split(" (", 1)[1].rsplit("); spans are dropped", 1)[0]
+    assert cause.count("(") == cause.count(")"), cause  # not cut
+
+
+def test_an_endpoint_that_is_not_a_url_is_a_bad_setting(tmp_path: Path) -> None:
+    write(tmp_path, "app.py", APP)
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT="notaurl")
+    out = run([*AUTOTRACE, "-p", "app", "--exporter", "otlp", sys.executable, "app.py", "5"],
+              tmp_path, env=env)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT='notaurl' is not a URL" in out.stderr
+    assert "http://localhost:4318" in out.stderr
+    assert "collector running" not in out.stderr
