@@ -397,3 +397,47 @@ def test_patterns_that_match_nothing_say_so_once_at_exit(tmp_path: Path, backend
                    "nomatch.py"], tmp_path)
     assert "matched no function" not in matched.stderr
     assert "  main() -> 1" in matched.stderr
+
+
+CAPTURING_PARENT = '''
+    import subprocess, sys
+
+    def square(x):
+        return x * x
+
+    def start_child():
+        done = subprocess.run([sys.executable, "capchild.py"], capture_output=True, text=True)
+        return done.stdout, done.stderr
+
+    out, err = start_child()
+    print("child stdout", repr(out))
+    print("child stderr", repr(err))
+'''
+CAPTURED_CHILD = '''
+    def child_work(x):
+        return x + 1
+
+    print(child_work(1))
+'''
+
+
+@pytest.mark.parametrize("stderr_to", ["pipe", "file"])
+def test_a_child_whose_stderr_is_captured_writes_its_tree_to_the_commands_stderr(
+        tmp_path: Path, stderr_to: str) -> None:
+    """issue 13.16: the child's tree used to land in what its parent captured."""
+    write(tmp_path, "capparent.py", CAPTURING_PARENT)
+    write(tmp_path, "capchild.py", CAPTURED_CHILD)
+    args = [*AUTOTRACE, "-p", "capparent,capchild", sys.executable, "capparent.py"]
+    if stderr_to == "pipe":
+        out = run(args, tmp_path)
+        stdout, stderr = out.stdout, out.stderr
+    else:
+        log = tmp_path / "stderr.log"
+        with open(log, "w") as handle:
+            done = subprocess.run(args, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                                  stderr=handle, text=True, timeout=120)
+        stdout, stderr = done.stdout, log.read_text()
+    assert "child stdout '2\\n'" in stdout
+    assert "child stderr ''" in stdout, stdout
+    assert "  child_work(x=1) -> 2  " in stderr, stderr
+    assert "  start_child() -> ('2\\n', '')  " in stderr

@@ -20,6 +20,7 @@ from .._version import __version__
 from ..config import ENV, FLAG, OPTIONS, OPTIONS_BY_NAME, environment_from_flags, make_config
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
+from .console import STDERR_ENV, append_to_stderr_file, describe_stderr
 from .notices import COMMAND_PID
 
 EXIT_NOT_EXECUTABLE = 126
@@ -126,6 +127,7 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
             if entry and os.path.abspath(entry) != BOOTSTRAP_DIR]
     env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *path])
     env[COMMAND_PID] = str(os.getpid())  # exec keeps it: the program's own pid
+    env[STDERR_ENV] = describe_stderr()  # children's trees go there too
     return command, env
 
 
@@ -133,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, env = prepare(sys.argv[1:] if argv is None else argv, os.environ)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    append_to_stderr_file()
     if os.name == "nt":  # no real exec on Windows: wait and pass the status on
         try:
             sys.exit(subprocess.call(command, env=env))
