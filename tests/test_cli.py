@@ -441,3 +441,17 @@ def test_a_child_whose_stderr_is_captured_writes_its_tree_to_the_commands_stderr
     assert "child stderr ''" in stdout, stdout
     assert "  child_work(x=1) -> 2  " in stderr, stderr
     assert "  start_child() -> ('2\\n', '')  " in stderr
+
+
+def test_start_up_imports_neither_the_sdk_nor_wrapt_before_they_are_needed(
+        tmp_path: Path) -> None:
+    """issue 13.15: every process under the command paid ~0.5 s for imports (the SDK and
+    its exporters, wrapt with asyncio) before running; they now wait for the first
+    span or the first wrapped function. Pinned by what is imported, not by a timing."""
+    probe = ("import sys; print(sorted({m.split('.')[0] + '.' + m.split('.')[1] "
+             "if m.startswith('opentelemetry.') else m.split('.')[0] for m in sys.modules "
+             "if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'wrapt', "
+             "'asyncio', 'decimal'))}))")
+    out = run([*AUTOTRACE, "-p", "myapp", sys.executable, "-c", probe], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "[]\n"

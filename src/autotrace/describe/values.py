@@ -13,13 +13,9 @@ piece against a character budget, so a 10 MB list costs as much as a short one.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import enum
-import fractions
-import pathlib
 import re
-import uuid
+import sys
 from collections.abc import Sequence
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any, Union
@@ -43,13 +39,36 @@ _INT64_MAX = 2**63 - 1
 _MAX_DEPTH = 4
 _ELLIPSIS = "…"
 
-# Exact types whose repr is the stdlib's own and has no side effects.
-_SAFE_REPR_TYPES: frozenset[type] = frozenset({
+# Exact types whose repr is the stdlib's own and has no side effects. The stdlib ones
+# are known by name and added when first met: a Decimal exists only once ``decimal`` is
+# imported, and importing these modules up front costs every process start-up.
+_SAFE_REPR_TYPES: set[type] = {
     type(None), complex, range, slice, type(Ellipsis), type(NotImplemented),
-    datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
-    decimal.Decimal, fractions.Fraction, uuid.UUID,
-    pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath,
+}
+_SAFE_REPR_NAMES: frozenset[tuple[str, str]] = frozenset({
+    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
+    ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal"),
+    ("fractions", "Fraction"), ("uuid", "UUID"),
+    ("pathlib", "PurePosixPath"), ("pathlib", "PureWindowsPath"), ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
 })
+
+
+def _is_safe_stdlib_type(t: type) -> bool:
+    try:
+        module = _TYPE_MODULE.__get__(t)
+        name = _TYPE_QUALNAME.__get__(t)
+    except Exception:
+        return False
+    if module == "_pydecimal" or module == "pathlib._local":  # implementations' homes
+        module = "decimal" if module == "_pydecimal" else "pathlib"
+    if (module, name) not in _SAFE_REPR_NAMES:
+        return False
+    real = getattr(sys.modules.get(module), name, None)
+    if real is not t:  # a look-alike defined elsewhere
+        return False
+    _SAFE_REPR_TYPES.add(t)
+    return True
 
 
 _TYPE_MODULE = type.__dict__["__module__"]
@@ -188,6 +207,8 @@ class Renderer:
                 return self._render(wrapped, depth + 1, room, seen)
         if t is ModuleType:
             return f"<module '{obj.__name__}'>"
+        if _is_safe_stdlib_type(t):
+            return repr(obj)
         fields = getattr(t, "__dataclass_fields__", None)
         if isinstance(fields, dict) and depth < _MAX_DEPTH and id(obj) not in seen:
             seen.add(id(obj))

@@ -26,7 +26,7 @@ def boot() -> None:
     try:
         from ..core import install
         from ..loading.mainscript import hook_main_script
-        from .console import open_stderr_copy
+        from .stderr import open_stderr_copy
         from .notices import report_if_nothing_matches
         from .provider import default_provider
 
