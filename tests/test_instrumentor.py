@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
-import logging
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path

@@ -156,12 +156,13 @@ def check_pattern(pattern: str, option: Option, where: Surface) -> None:
     """Reject what cannot be a dotted-name glob, saying what to write instead (in the
     syntax of the surface it was given on)."""
     name = where.name(option)
+    dotted = where.example_value(option, "myapp.db")
     if not pattern:
         raise ValueError(f"{name} contains an empty string; remove it or name a module, "
                          f"e.g. {where.example(option)}")
     if any(ch.isspace() for ch in pattern):
         raise ValueError(f"{name} entry {pattern!r} contains whitespace; patterns are dotted "
-                         f"names (strip the spaces), e.g. {where.example_value(option, 'myapp.db')}")
+                         f"names (strip the spaces), e.g. {dotted}")
     if "," in pattern:  # only through the API: variables and flags split at commas
         parts = [part.strip() for part in pattern.split(",") if part.strip()]
         fix = (f"pass separate patterns as a list: {option.name}={parts!r}" if parts else
@@ -173,7 +174,7 @@ def check_pattern(pattern: str, option: Option, where: Surface) -> None:
                          f"{where.example_value(option, 'myapp.*.save')}")
     if "" in pattern.split("."):
         raise ValueError(f"{name} entry {pattern!r} has an empty dotted part (no leading, "
-                         f"trailing or double dots), e.g. {where.example_value(option, 'myapp.db')}")
+                         f"trailing or double dots), e.g. {dotted}")
     if _unclosed_bracket(pattern):
         raise ValueError(f"{name} entry {pattern!r} has a '[' without its ']'; close the "
                          f"character set, e.g. {where.example_value(option, 'myapp.v[12]')}, "

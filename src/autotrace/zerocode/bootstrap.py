@@ -26,9 +26,9 @@ def boot() -> None:
     try:
         from ..core import install
         from ..loading.mainscript import hook_main_script
-        from .stderr import open_stderr_copy
         from .notices import report_if_nothing_matches
         from .provider import default_provider
+        from .stderr import open_stderr_copy
 
         # Before the provider: its exit handler must run after the provider's.
         hook_main_script()

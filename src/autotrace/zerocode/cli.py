@@ -20,8 +20,8 @@ from .._version import __version__
 from ..config import ENV, FLAG, OPTIONS, OPTIONS_BY_NAME, environment_from_flags, make_config
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
-from .stderr import STDERR_ENV, append_to_stderr_file, describe_stderr
 from .notices import COMMAND_PID
+from .stderr import STDERR_ENV, append_to_stderr_file, describe_stderr
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127

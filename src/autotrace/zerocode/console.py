@@ -26,7 +26,7 @@ import re
 import sys
 import threading
 import weakref
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -213,9 +213,9 @@ class Record:
         self.kids = kids
         self.groups = groups
         #: Spans in this subtree, folded ones included; records kept in it.
-        self.size = 1 + sum(k.size for k in kids or ()) + sum(
+        self.size: int = 1 + sum(k.size for k in kids or ()) + sum(
             g.spans for g in (groups or {}).values())
-        self.records = 1 + sum(k.records for k in kids or ())
+        self.records: int = 1 + sum(k.records for k in kids or ())
 
 
 class Group:

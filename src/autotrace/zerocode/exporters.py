@@ -339,7 +339,8 @@ class GuardedExporter(SpanExporter):
 
 
 _CONNECTION = re.compile(r"connect|refused|unreachable|resolve|timed? ?out", re.IGNORECASE)
-_RETRYING = re.compile(r"[,;]? *(?:encountered while exporting \w+ batch)?, retrying in [\d.]+s\.?$")
+_RETRYING = re.compile(
+    r"[,;]? *(?:encountered while exporting \w+ batch)?, retrying in [\d.]+s\.?$")
 
 
 def _one_line(text: str) -> str:
