@@ -178,3 +178,40 @@ def test_an_endpoint_that_is_not_a_url_is_a_bad_setting(tmp_path: Path) -> None:
     assert "OTEL_EXPORTER_OTLP_ENDPOINT='notaurl' is not a URL" in out.stderr
     assert "http://localhost:4318" in out.stderr
     assert "collector running" not in out.stderr
+
+
+def test_shutdown_interrupts_an_export_that_is_retrying(
+        resetting_port: tuple[int, list[float]]) -> None:
+    """A long-running program (a server) stops while a periodic export backs off after a
+    failed attempt: shutdown stops the retries instead of waiting them out (issue 13.11)."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    import io
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from autotrace.zerocode.exporters import BoundedShutdownProcessor, GuardedExporter
+
+    port, accepted = resetting_port
+    stream = io.StringIO()
+    guard = GuardedExporter(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces",
+                                             timeout=10), "the collector", stream)
+    processor = BoundedShutdownProcessor(
+        BatchSpanProcessor(guard, schedule_delay_millis=20), guard, timeout=10)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    with provider.get_tracer("test").start_as_current_span("request"):
+        pass
+    for _ in range(500):  # the periodic export's first attempt
+        if accepted:
+            break
+        time.sleep(0.01)
+    assert accepted
+    time.sleep(0.3)  # the exporter logs the failure and starts its 1 s backoff
+    started = time.monotonic()
+    provider.shutdown()
+    print(f"shutdown took {time.monotonic() - started:.2f} s")  # shown with -s
+    # the first attempt and its immediate reconnect; no retry after the backoff
+    assert len(accepted) <= 2, accepted
+    assert stream.getvalue().count("could not export spans to the collector") == 1

@@ -223,10 +223,12 @@ class _SilenceExport(logging.Filter):
                 except Exception:
                     _quiet.reason = str(record.msg)
                 guard = _quiet.guard
-                if guard is not None and guard.closing:
-                    # An attempt of the exit flush failed: the exporter would now back off
-                    # and retry (1 + 2 + 4 s) while the program waits to exit.
-                    guard.abort()
+                if guard is not None:
+                    # An attempt failed: the exporter now backs off and retries (1 + 2 +
+                    # 4 s); at exit, that is time the program waits for nothing.
+                    guard.attempt_failed = True
+                    if guard.closing:
+                        guard.abort()
             return False
         if record.name.startswith("opentelemetry.sdk"):
             if str(record.msg).startswith("Queue full"):
@@ -274,6 +276,8 @@ class GuardedExporter(SpanExporter):
         self.dropped = 0
         self._rescanned = False
         self._aborted = False
+        #: An attempt of the export in progress (or the last one) failed.
+        self.attempt_failed = False
         _silence_export_logs()
         if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork
             reset = weakref.WeakMethod(self._after_fork)
@@ -298,7 +302,7 @@ class GuardedExporter(SpanExporter):
         finally:
             _quiet.exporting, _quiet.guard = False, None
         if result is SpanExportResult.SUCCESS:
-            self.failed = False
+            self.failed = self.attempt_failed = False
             return result
         self.failed = True
         self.dropped += len(spans)
@@ -397,8 +401,8 @@ class BoundedShutdownProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         self.guard.closing = True
-        if self.guard.failed:  # known to fail: interrupt an export retrying in the worker
-            self.guard.abort()
+        if self.guard.failed or self.guard.attempt_failed:
+            self.guard.abort()  # known to fail: interrupt an export retrying in the worker
         if not self._helper.run(self.inner.shutdown):
             self.inner.shutdown()
             return
