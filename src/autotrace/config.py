@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -90,7 +89,7 @@ class EnvSurface(Surface):
         return f"{option.env}={option.text_example}"
 
     def example_value(self, option: Option, text: str) -> str:
-        return f"{option.env}={shlex.quote(text)}"
+        return f"{option.env}={_quote(text)}"
 
 
 class FlagSurface(Surface):
@@ -110,7 +109,14 @@ class FlagSurface(Surface):
         return f"{option.short or option.flag} {option.text_example}"
 
     def example_value(self, option: Option, text: str) -> str:
-        return f"{option.short or option.flag} {shlex.quote(text)}"
+        return f"{option.short or option.flag} {_quote(text)}"
+
+
+def _quote(text: str) -> str:
+    """``text`` as one shell word (only error messages need it: shlex is imported then)."""
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _shell_word(value: Any) -> str:
