@@ -80,7 +80,7 @@ def test_stdin_and_stdout_pass_through_untouched(tmp_path: Path) -> None:
                             input=data.encode(), capture_output=True, timeout=120)
     assert traced.returncode == native.returncode == 0
     assert traced.stdout == native.stdout
-    assert "  shout(text=line one\\nline two" in traced.stderr.decode()
+    assert "  shout(text='line one\\nline two" in traced.stderr.decode()
 
 
 def test_an_uncaught_exception_reads_as_without_autotrace(app: Path, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_an_uncaught_exception_reads_as_without_autotrace(app: Path, tmp_path: P
     traced = run([*AUTOTRACE, "-p", "crash", sys.executable, "crash.py"], tmp_path)
     native = run([sys.executable, "crash.py"], tmp_path)
     assert traced.returncode == native.returncode == 1
-    assert "  parse(text=x)  " in traced.stderr
+    assert "  parse(text='x')  " in traced.stderr
     assert "!! ValueError: invalid literal for int() with base 10: 'x'" in traced.stderr
     trace_start = traced.stderr.index("Traceback (most recent call last):")
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traced.stderr[trace_start:])
@@ -331,3 +331,131 @@ def test_a_program_that_installs_autotrace_itself_replaces_the_command_s(tmp_pat
     assert "value 8 patterns ['mylib']" in out.stdout
     assert "spans ['twice']" in out.stdout
     assert "RuntimeError" not in out.stderr
+
+
+SEEDED = '''
+    import random
+    import sys
+
+    def f():
+        return 1
+
+    random.seed(42)
+    f()
+    print(random.random())
+'''
+OWN_PROVIDER = '''
+    import sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(
+        out=sys.stderr, formatter=lambda s: f"trace {s.context.trace_id:032x}\\n")))
+    trace.set_tracer_provider(provider)
+'''
+
+
+@pytest.mark.parametrize("own_provider", [False, True])
+def test_the_command_leaves_a_seeded_random_sequence_alone(tmp_path: Path, backend: str,
+                                                           own_provider: bool) -> None:
+    """Span ids come from a private generator, also through the command's fallback
+    provider and in the program's own provider; runs of a seeded program get new ids."""
+    source = (OWN_PROVIDER if own_provider else "") + SEEDED
+    write(tmp_path, "seedtest.py", source)
+    plain = run([sys.executable, "seedtest.py"], tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    traces = []
+    for _ in range(2):
+        out = run([*AUTOTRACE, "-p", "seedtest", "--backend", backend, sys.executable,
+                   "seedtest.py"], tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == plain.stdout  # 0.6394267984578837
+        found = re.findall(r"trace ([0-9a-f]{32})", out.stderr)
+        assert len(found) == 1, out.stderr
+        traces.append(found[0])
+    assert traces[0] != traces[1]
+
+
+def test_patterns_that_match_nothing_say_so_once_at_exit(tmp_path: Path, backend: str) -> None:
+    """issue 13.14: a script's functions are <stem>.<qualname>, so -p __main__ finds none."""
+    write(tmp_path, "nomatch.py", '''
+        import subprocess, sys
+
+        def main():
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            return 1
+
+        print(main())
+    ''')
+    out = run([*AUTOTRACE, "-p", "__main__,nomatch_typo", "--backend", backend, sys.executable,
+               "nomatch.py"], tmp_path)
+    assert out.returncode == 0 and out.stdout == "1\n"
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr  # the child (python -c pass) says nothing
+    assert lines[0].startswith("autotrace: the patterns '__main__', 'nomatch_typo' matched no "
+                               "function in this run.")
+    assert "nomatch.main for main() in nomatch.py" in lines[0]
+    assert "mypyc" in lines[0]
+    matched = run([*AUTOTRACE, "-p", "nomatch", "--backend", backend, sys.executable,
+                   "nomatch.py"], tmp_path)
+    assert "matched no function" not in matched.stderr
+    assert "  main() -> 1" in matched.stderr
+
+
+CAPTURING_PARENT = '''
+    import subprocess, sys
+
+    def square(x):
+        return x * x
+
+    def start_child():
+        done = subprocess.run([sys.executable, "capchild.py"], capture_output=True, text=True)
+        return done.stdout, done.stderr
+
+    out, err = start_child()
+    print("child stdout", repr(out))
+    print("child stderr", repr(err))
+'''
+CAPTURED_CHILD = '''
+    def child_work(x):
+        return x + 1
+
+    print(child_work(1))
+'''
+
+
+@pytest.mark.parametrize("stderr_to", ["pipe", "file"])
+def test_a_child_whose_stderr_is_captured_writes_its_tree_to_the_commands_stderr(
+        tmp_path: Path, stderr_to: str) -> None:
+    """issue 13.16: the child's tree used to land in what its parent captured."""
+    write(tmp_path, "capparent.py", CAPTURING_PARENT)
+    write(tmp_path, "capchild.py", CAPTURED_CHILD)
+    args = [*AUTOTRACE, "-p", "capparent,capchild", sys.executable, "capparent.py"]
+    if stderr_to == "pipe":
+        out = run(args, tmp_path)
+        stdout, stderr = out.stdout, out.stderr
+    else:
+        log = tmp_path / "stderr.log"
+        with open(log, "w") as handle:
+            done = subprocess.run(args, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                                  stderr=handle, text=True, timeout=120)
+        stdout, stderr = done.stdout, log.read_text()
+    assert "child stdout '2\\n'" in stdout
+    assert "child stderr ''" in stdout, stdout
+    assert "  child_work(x=1) -> 2  " in stderr, stderr
+    assert "  start_child() -> ('2\\n', '')  " in stderr
+
+
+def test_start_up_imports_neither_the_sdk_nor_wrapt_before_they_are_needed(
+        tmp_path: Path) -> None:
+    """issue 13.15: every process under the command paid ~0.5 s for imports (the SDK and
+    its exporters, wrapt with asyncio) before running; they now wait for the first
+    span or the first wrapped function. Pinned by what is imported, not by a timing."""
+    probe = ("import sys; print(sorted({m.split('.')[0] + '.' + m.split('.')[1] "
+             "if m.startswith('opentelemetry.') else m.split('.')[0] for m in sys.modules "
+             "if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'wrapt', "
+             "'asyncio', 'decimal'))}))")
+    out = run([*AUTOTRACE, "-p", "myapp", sys.executable, "-c", probe], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "[]\n"

@@ -139,3 +139,107 @@ def test_a_closed_stream_never_breaks_the_program(traced: Traced) -> None:
     out.close()
     assert mod.main(3) == 3
     assert mod.main(3) == 3
+
+
+VALUES = '''
+def ident(value):
+    return value
+
+
+def call(fn, *args):
+    return fn(*args)
+
+
+def style_output(text):
+    return "\\x1b[1m" + text + "\\x1b[0m\\tdone"
+
+
+def nothing(message=None):
+    return ""
+'''
+
+
+def test_strings_are_quoted_and_renderings_are_not(traced: Traced) -> None:
+    """``x=None`` and ``x='None'`` differ in the tree; an empty string shows as ''."""
+    out, _, _ = tree(traced)
+    mod = traced.load("quoting", VALUES)
+    mod.nothing()
+    mod.nothing("None")
+    mod.ident([1, "a"])
+    mod.ident(3)
+    lines = [line.rsplit("  ", 1)[0] for line in out.getvalue().splitlines()
+             if line.startswith("  ")]
+    assert lines == [
+        "  nothing(message=None) -> ''",
+        "  nothing(message='None') -> ''",
+        "  ident(value=[1, 'a']) -> [1, 'a']",
+        "  ident(value=3) -> 3",
+    ]
+
+
+def test_control_characters_never_reach_the_terminal(traced: Traced) -> None:
+    out, _, _ = tree(traced)
+    mod = traced.load("controls", VALUES)
+    mod.style_output("would reformat\tx")
+    text = out.getvalue()
+    assert not [ch for ch in text if ch != "\n" and (ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0)]
+    assert ("style_output(text='would reformat\\tx') -> '\\x1b[1mwould reformat\\tx\\x1b[0m"
+            in text)
+
+
+def test_callables_render_by_qualified_name(traced: Traced) -> None:
+    """Builtins, lambdas, functions and autotrace's own proxies (a traced function passed
+    as an argument) render by name, under both backends."""
+    mod = traced.load("callables", VALUES)
+    mod.call(len, "ab")
+    mod.call(mod.ident, 1)
+    mod.call(lambda: 0)
+    mod.call([].append, 1)
+    name = traced.modules.name("callables")
+    rendered = [dict(s.attributes or {}).get("code.function.parameters.fn.value")
+                for s in traced.spans() if s.name == "call"]
+    assert rendered == ["<built-in function len>", f"<function {name}.ident>",
+                        f"<function {__name__}.test_callables_render_by_qualified_name.<locals>"
+                        ".<lambda>>", "<built-in method list.append>"]
+
+
+WIDE = '''
+def leaf(i):
+    if i == 4321:
+        raise KeyError(i)
+    return i
+
+
+def mid(n):
+    for i in range(n):
+        try:
+            leaf(i)
+        except KeyError:
+            pass
+    return n
+
+
+def root(n):
+    mid(n)
+    return mid(2)
+'''
+
+
+def test_a_trace_past_the_buffer_keeps_its_ancestors_and_counts(traced: Traced) -> None:
+    """issue 13.6: the parents end last; past the buffer they used to be the spans
+    dropped, and their children printed at the top level without summary."""
+    out, processor, _ = tree(traced, Limits(buffered_spans=500))
+    mod = traced.load("wide", WIDE)
+    mod.root(6000)
+    lines = out.getvalue().splitlines()
+    assert "(6,005 spans," in lines[0], lines[0]
+    body = [re.sub(r"  [\d.]+ m?s$", "", line) for line in lines[1:]]
+    assert body[0] == "  root(n=6000) -> 2"
+    assert body[1] == "    mid(n=6000) -> 6000"
+    assert body[2:5] == ["      leaf(i=0) -> 0", "      leaf(i=1) -> 1", "      leaf(i=2) -> 2"]
+    assert re.fullmatch(r"      leaf\(i=4321\)  [\d.]+ m?s  !! KeyError: 4321", body[5])
+    assert re.fullmatch(r"      \.\.\. 5,996 more leaf: [\d.]+ m?s in all, 0 failed", body[6])
+    assert body[7] == "    mid(n=2) -> 2"
+    assert body[8:10] == ["      leaf(i=0) -> 0", "      leaf(i=1) -> 1"]
+    assert len(body) == 10
+    assert processor._buffered == 0  # nothing kept once the trace printed

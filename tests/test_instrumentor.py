@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -142,3 +144,30 @@ def test_opentelemetry_instrument_traces_the_main_script(tmp_path: Path, backend
     assert {s["parent_id"] for s in spans if s["name"] == "step"} == {
         run_span["context"]["span_id"]}  # type: ignore[index]
     assert run_span["attributes"]["code.function.return.value"] == 5  # type: ignore[index]
+
+
+def _readme_block(heading: str) -> list[str]:
+    """The lines of the first ```bash block under ``heading`` in README.md."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split(heading, 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(not OTEL_INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_the_readme_opentelemetry_instrument_command_works_as_written(tmp_path: Path) -> None:
+    """issue 13.4: README's command failed in a fresh venv (no OTLP/gRPC metrics exporter).
+    Run it verbatim, with this venv's ``python`` and ``opentelemetry-instrument`` first on
+    PATH, on a ``myapp`` module and an ``app.py`` that uses it."""
+    pytest.importorskip("opentelemetry.distro")
+    command = _readme_block("### `opentelemetry-instrument`")[-1]
+    assert command.startswith("opentelemetry-instrument ")
+    write(tmp_path, "myapp.py", "def work(x):\n    return x + 1\n")
+    write(tmp_path, "app.py", "import myapp\nprint('result', myapp.work(1))\n")
+    env = clean_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = run(shlex.split(command), tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("result 2\n")
+    spans = console_spans(out.stdout)
+    assert [s["name"] for s in spans] == ["work"]
+    assert "Traceback" not in out.stderr

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import autotrace
 from autotrace.config import DEFAULT_REDACT
 from autotrace.describe.function import PARAMETER_KEY, RETURN_KEY
-from autotrace.describe.values import REDACTED, Renderer, compile_redaction
+from autotrace.describe.values import REDACTED, Renderer, compile_redaction, not_a_secret
 
 MAX_LENGTH = 64
 PREFIX = "code.function.parameters."
@@ -291,7 +291,7 @@ def _expected_parameters(harness: Harness, raw: Any, implicit: list[Any],
                 inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
             continue
         key = PARAMETER_KEY.format(name)
-        if renderer.is_secret(name):
+        if renderer.is_secret(name) and not not_a_secret(value):
             expected[key] = REDACTED
         elif param.kind is inspect.Parameter.VAR_KEYWORD:
             expected[key] = renderer.text(value)

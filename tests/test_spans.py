@@ -301,3 +301,73 @@ def test_exception_identity_and_traceback_preserved(traced: Traced) -> None:
     user = [f for f in frames if f in ("outer", "middle", "inner")]
     assert user == ["outer", "middle", "inner"]
     assert type(info.value) is mod.NotFound and str(info.value) == "no item 1"
+
+
+REDACTION = '''
+def is_number_token(nl):
+    return nl.isdigit()
+
+
+def is_valid_token(tok):
+    return len(tok) == 4
+
+
+def getApiKey(user):
+    return "k-" + user
+
+
+def refresh_tokens(count):
+    return ["t1", "t2"][:count]
+
+
+def tokenize(text):
+    return text.split()
+
+
+def find_session(sid):
+    return None
+
+
+def login(user, password=None, token=None):
+    return {"token": None, "ok": True, "secret": "s"}
+'''
+
+
+def test_a_secret_function_name_hides_arguments_and_result(traced: Traced) -> None:
+    """The function's own name, in whole words (``_``/camelCase), hides its parameters and
+    its result; bool and None are never hidden."""
+    mod = traced.load("redaction", REDACTION)
+    assert mod.is_number_token("12") is True
+    assert mod.is_valid_token("abcd") is True
+    assert mod.getApiKey("bob") == "k-bob"
+    assert mod.refresh_tokens(1) == ["t1"]
+    assert mod.find_session("s-1") is None
+    ret = "code.function.return.value"
+    assert traced.attrs("is_number_token")[ret] is True
+    assert traced.args("is_number_token") == {"nl": "[REDACTED]"}
+    assert traced.attrs("is_valid_token")[ret] is True
+    assert traced.args("is_valid_token") == {"tok": "[REDACTED]"}
+    assert traced.attrs("getApiKey")[ret] == "[REDACTED]"
+    assert traced.args("getApiKey") == {"user": "[REDACTED]"}
+    assert traced.attrs("refresh_tokens")[ret] == "[REDACTED]"
+    assert traced.attrs("find_session")[ret] == "None"
+    assert traced.args("find_session") == {"sid": "[REDACTED]"}
+
+
+def test_names_that_merely_contain_a_secret_word_keep_their_values(traced: Traced) -> None:
+    mod = traced.load("redaction", REDACTION)
+    assert mod.tokenize("a b") == ["a", "b"]
+    assert traced.attrs("tokenize")["code.function.return.value"] == "['a', 'b']"
+    assert traced.args("tokenize") == {"text": "a b"}
+
+
+def test_secret_parameters_and_keys_holding_none_or_bool_are_shown(traced: Traced) -> None:
+    mod = traced.load("redaction", REDACTION)
+    mod.login("bob")
+    mod.login("bob", "hunter2", token="t")
+    first, second = [dict(s.attributes or {}) for s in traced.spans()]
+    key = "code.function.parameters.{}.value".format
+    assert (first[key("password")], first[key("token")]) == ("None", "None")
+    assert (second[key("password")], second[key("token")]) == ("[REDACTED]", "[REDACTED]")
+    assert first["code.function.return.value"] == (
+        "{'token': None, 'ok': True, 'secret': '[REDACTED]'}")

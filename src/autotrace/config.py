@@ -69,6 +69,10 @@ class Surface:
     def example(self, option: Option) -> str:
         return f"{option.name}={option.api_example}"
 
+    def example_value(self, option: Option, text: str) -> str:
+        """``text`` given for ``option`` on this surface (``patterns='myapp.db'``)."""
+        return f"{option.name}={text!r}"
+
 
 class EnvSurface(Surface):
     """An environment variable: ``VAR=value``."""
@@ -83,6 +87,9 @@ class EnvSurface(Surface):
 
     def example(self, option: Option) -> str:
         return f"{option.env}={option.text_example}"
+
+    def example_value(self, option: Option, text: str) -> str:
+        return f"{option.env}={_quote(text)}"
 
 
 class FlagSurface(Surface):
@@ -100,6 +107,16 @@ class FlagSurface(Surface):
 
     def example(self, option: Option) -> str:
         return f"{option.short or option.flag} {option.text_example}"
+
+    def example_value(self, option: Option, text: str) -> str:
+        return f"{option.short or option.flag} {_quote(text)}"
+
+
+def _quote(text: str) -> str:
+    """``text`` as one shell word (only error messages need it: shlex is imported then)."""
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _shell_word(value: Any) -> str:
@@ -137,30 +154,37 @@ def parse_patterns(option: Option, value: Any, where: Surface) -> tuple[str, ...
         raise ValueError(f"{where.name(option)} is empty; give at least one pattern, "
                          f"e.g. {where.example(option)}")
     for item in items:
-        check_pattern(item, where.name(option))
+        check_pattern(item, option, where)
     return items
 
 
-def check_pattern(pattern: str, name: str) -> None:
-    """Reject what cannot be a dotted-name glob, saying what to write instead."""
+def check_pattern(pattern: str, option: Option, where: Surface) -> None:
+    """Reject what cannot be a dotted-name glob, saying what to write instead (in the
+    syntax of the surface it was given on)."""
+    name = where.name(option)
+    dotted = where.example_value(option, "myapp.db")
     if not pattern:
         raise ValueError(f"{name} contains an empty string; remove it or name a module, "
-                         "e.g. 'myapp'")
+                         f"e.g. {where.example(option)}")
     if any(ch.isspace() for ch in pattern):
         raise ValueError(f"{name} entry {pattern!r} contains whitespace; patterns are dotted "
-                         "names such as 'myapp.db' (strip the spaces)")
-    if "," in pattern:
-        raise ValueError(f"{name} entry {pattern!r} contains a comma; pass separate patterns "
-                         f"as a list: {pattern.split(',')!r}")
+                         f"names (strip the spaces), e.g. {dotted}")
+    if "," in pattern:  # only through the API: variables and flags split at commas
+        parts = [part.strip() for part in pattern.split(",") if part.strip()]
+        fix = (f"pass separate patterns as a list: {option.name}={parts!r}" if parts else
+               f"name a module, e.g. {where.example(option)}")
+        raise ValueError(f"{name} entry {pattern!r} contains a comma; {fix}")
     if not _PATTERN_CHARS.fullmatch(pattern):
         raise ValueError(f"{name} entry {pattern!r} has characters that cannot occur in a "
-                         "qualified name; use dotted names with * ? [] wildcards")
+                         "qualified name; use dotted names with * ? [] wildcards, e.g. "
+                         f"{where.example_value(option, 'myapp.*.save')}")
     if "" in pattern.split("."):
-        raise ValueError(f"{name} entry {pattern!r} has an empty dotted part; write e.g. "
-                         "'myapp.db' (no leading, trailing or double dots)")
+        raise ValueError(f"{name} entry {pattern!r} has an empty dotted part (no leading, "
+                         f"trailing or double dots), e.g. {dotted}")
     if _unclosed_bracket(pattern):
         raise ValueError(f"{name} entry {pattern!r} has a '[' without its ']'; close the "
-                         "character set (e.g. 'myapp.v[12]') or remove the '['")
+                         f"character set, e.g. {where.example_value(option, 'myapp.v[12]')}, "
+                         "or remove the '['")
 
 
 def _unclosed_bracket(pattern: str) -> bool:
@@ -184,6 +208,18 @@ def parse_choice(option: Option, value: Any, where: Surface) -> str:
         raise ValueError(f"{where.show(option, value)} is not a {option.name}; use one of "
                          + ", ".join(repr(c) for c in option.choices))
     return text
+
+
+def parse_backend(option: Option, value: Any, where: Surface) -> str:
+    """A backend name that can run on this interpreter (``auto`` always can)."""
+    name = parse_choice(option, value, where)
+    if name == "monitoring" and sys.version_info < (3, 12):
+        running = ".".join(str(part) for part in sys.version_info[:3])
+        raise RuntimeError(
+            f"{where.show(option, value)} needs Python 3.12 or newer (sys.monitoring, "
+            f"PEP 669); this is Python {running}. Use {where.example_value(option, 'wrapt')}, "
+            f"or {where.example_value(option, 'auto')} to pick the best one available")
+    return name
 
 
 def parse_bool(option: Option, value: Any, where: Surface) -> bool:
@@ -321,7 +357,7 @@ OPTIONS: tuple[Option, ...] = (
            required=True),
     Option("exclude", parse_patterns, (), "name patterns never traced (comma-separated)",
            "['myapp.vendored']", "myapp.vendored", flag="--exclude"),
-    Option("backend", parse_choice, "wrapt", "how calls are seen: wrapt, monitoring (3.12+) "
+    Option("backend", parse_backend, "wrapt", "how calls are seen: wrapt, monitoring (3.12+) "
            "or auto", "'auto'", "auto", flag="--backend", choices=BACKENDS),
     Option("capture_args", parse_bool, True, "record arguments", "False", "false",
            flag="--capture-args"),
@@ -401,6 +437,10 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
         raw = env.get(option.env) if option.env_var else None
         if raw is not None and raw.strip():
             values[option.name] = option.parse(option, raw, ENV)
+        elif option.required and raw is not None:  # set, but empty: the variable is wrong
+            raise ValueError(f"{option.env} is empty; give at least one pattern, e.g. "
+                             f"{ENV.example(option)}, or unset it and pass "
+                             f"{API.example(option)} to autotrace.install()")
         elif option.required:
             raise ValueError(
                 f"autotrace.install() needs {option.name}: pass "

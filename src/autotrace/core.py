@@ -41,6 +41,11 @@ class Installation:
     def active(self) -> bool:
         return self._recorder.active
 
+    @property
+    def matched(self) -> int:
+        """How many functions the patterns have selected and instrumented so far."""
+        return int(getattr(self._backend, "matched", 0))
+
     def uninstall(self) -> None:
         """Restore every original, remove the hooks; escaped wrappers pass through."""
         global _active

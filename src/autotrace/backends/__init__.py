@@ -22,6 +22,8 @@ from ..selection import Selector
 
 class Backend(Protocol):
     name: str
+    #: How many functions (or code objects) were instrumented so far; cheap to read.
+    matched: int
 
     def start(self) -> None: ...
 

@@ -104,6 +104,8 @@ class MonitoringBackend:
         self._lock = threading.RLock()
         self._tool: int | None = None
         self._hook = ImportHook(selector, self.instrument, self.compile_main)
+        #: Code objects registered so far (never decreases): "did the patterns match".
+        self.matched = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -225,6 +227,7 @@ class MonitoringBackend:
                 return
             entry = _Traced(code, module)
             self._traced[id(code)] = entry
+            self.matched += 1
         if not self._recorder.dormant:
             self._watch(tool, entry)
 

@@ -23,7 +23,13 @@ from opentelemetry.semconv.attributes.code_attributes import (
 )
 
 from ..config import Config
-from .values import REDACTED, AttributeValue, Renderer, compile_redaction
+from .values import (
+    REDACTED,
+    AttributeValue,
+    Renderer,
+    compile_redaction,
+    not_a_secret,
+)
 
 PARAMETER_KEY = "code.function.parameters.{}.value"
 RETURN_KEY = "code.function.return.value"
@@ -127,13 +133,16 @@ class Formatter:
         return attrs
 
     def _param(self, name: str, kind: int, default: Any = _MISSING,
-               posonly: bool = False) -> Param:
-        return Param(name, kind, default, self.renderer.is_secret(name), posonly)
+               posonly: bool = False, secret_function: bool = False) -> Param:
+        secret = secret_function or self.renderer.is_secret(name)
+        return Param(name, kind, default, secret, posonly)
 
     def describe_function(self, func: Callable[..., Any], module: str, qualname: str,
                           implicit_first: bool) -> FunctionInfo:
         """Describe a callable found by a wrapper; ``implicit_first``: bound self/cls."""
         params: list[Param] = []
+        # A secret-looking function name (``check_token``) hides its arguments and result.
+        secret_function = self.renderer.is_secret_function(qualname.rsplit(".", 1)[-1])
         try:
             signature = inspect.signature(func, follow_wrapped=True)
         except (TypeError, ValueError):
@@ -149,13 +158,14 @@ class Formatter:
             for p in signature.parameters.values():
                 default = _MISSING if p.default is inspect.Parameter.empty else p.default
                 params.append(self._param(p.name, kinds[p.kind], default,
-                                          p.kind is inspect.Parameter.POSITIONAL_ONLY))
+                                          p.kind is inspect.Parameter.POSITIONAL_ONLY,
+                                          secret_function))
         return FunctionInfo(
             span_name=qualname,
             static_attributes=self._static(module, qualname, code_of(func)),
             params=params,
             implicit_first=implicit_first,
-            secret_return=self.renderer.is_secret(qualname.rsplit(".", 1)[-1]),
+            secret_return=secret_function,
         )
 
     def describe_code(self, code: CodeType, module: str, qualname: str) -> FunctionInfo:
@@ -164,27 +174,29 @@ class Formatter:
         n_pos = code.co_argcount
         n_kw = code.co_kwonlyargcount
         n_posonly = code.co_posonlyargcount
-        params = [self._param(n, _POSITIONAL, posonly=i < n_posonly)
+        hide = self.renderer.is_secret_function(code.co_name)
+        params = [self._param(n, _POSITIONAL, posonly=i < n_posonly, secret_function=hide)
                   for i, n in enumerate(names[:n_pos])]
-        params += [self._param(n, _KEYWORD_ONLY) for n in names[n_pos:n_pos + n_kw]]
+        params += [self._param(n, _KEYWORD_ONLY, secret_function=hide)
+                   for n in names[n_pos:n_pos + n_kw]]
         index = n_pos + n_kw
         if code.co_flags & _CO_VARARGS:
-            params.append(self._param(names[index], _VAR_POSITIONAL))
+            params.append(self._param(names[index], _VAR_POSITIONAL, secret_function=hide))
             index += 1
         if code.co_flags & _CO_VARKEYWORDS:
-            params.append(self._param(names[index], _VAR_KEYWORD))
+            params.append(self._param(names[index], _VAR_KEYWORD, secret_function=hide))
         return FunctionInfo(
             span_name=qualname,
             static_attributes=self._static(module, qualname, code),
             params=params,
             implicit_first=False,
-            secret_return=self.renderer.is_secret(code.co_name),
+            secret_return=hide,
         )
 
     # -- per call -----------------------------------------------------------------------
 
     def _value(self, param: Param, value: Any) -> AttributeValue:
-        if param.secret:
+        if param.secret and not not_a_secret(value):
             return REDACTED
         if param.kind == _VAR_KEYWORD and type(value) is dict:
             return self.renderer.text(value)  # keys are redacted inside
@@ -251,4 +263,6 @@ class Formatter:
         return out
 
     def return_value(self, info: FunctionInfo, value: Any) -> AttributeValue:
-        return REDACTED if info.secret_return else self.renderer.attribute(value)
+        if info.secret_return and not not_a_secret(value):
+            return REDACTED
+        return self.renderer.attribute(value)

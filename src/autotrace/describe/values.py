@@ -13,32 +13,62 @@ piece against a character budget, so a 10 MB list costs as much as a short one.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import enum
-import fractions
-import pathlib
 import re
-import uuid
+import sys
 from collections.abc import Sequence
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any, Union
 
 AttributeValue = Union[str, bool, int, float]
 
-REDACTED = "[REDACTED]"
+
+class RenderedText(str):
+    """A string attribute that *describes* a value rather than being the value.
+
+    Exporters see a plain ``str``; the call tree uses the type to quote real
+    strings (``name='None'``) and not renderings (``name=None``, ``[1, 2]``).
+    """
+
+    __slots__ = ()
+
+
+REDACTED = RenderedText("[REDACTED]")
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MAX_DEPTH = 4
 ELLIPSIS = "…"
 
-# Exact types whose repr is the stdlib's own and has no side effects.
-_SAFE_REPR_TYPES: frozenset[type] = frozenset({
+# Exact types whose repr is the stdlib's own and has no side effects. The stdlib ones
+# are known by name and added when first met: a Decimal exists only once ``decimal`` is
+# imported, and importing these modules up front costs every process start-up.
+_SAFE_REPR_TYPES: set[type] = {
     type(None), complex, range, slice, type(Ellipsis), type(NotImplemented),
-    datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
-    decimal.Decimal, fractions.Fraction, uuid.UUID,
-    pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath,
+}
+_SAFE_REPR_NAMES: frozenset[tuple[str, str]] = frozenset({
+    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
+    ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal"),
+    ("fractions", "Fraction"), ("uuid", "UUID"),
+    ("pathlib", "PurePosixPath"), ("pathlib", "PureWindowsPath"), ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
 })
+
+
+def _is_safe_stdlib_type(t: type) -> bool:
+    try:
+        module = TYPE_MODULE.__get__(t)
+        name = TYPE_QUALNAME.__get__(t)
+    except Exception:
+        return False
+    if module == "_pydecimal" or module == "pathlib._local":  # implementations' homes
+        module = "decimal" if module == "_pydecimal" else "pathlib"
+    if (module, name) not in _SAFE_REPR_NAMES:
+        return False
+    real = getattr(sys.modules.get(module), name, None)
+    if real is not t:  # a look-alike defined elsewhere
+        return False
+    _SAFE_REPR_TYPES.add(t)
+    return True
 
 
 #: ``type``'s own descriptors: a metaclass property named like them is user code.
@@ -78,6 +108,10 @@ class Renderer:
         self.repr_objects = repr_objects
         self._redact = redact
         self._key_cache: dict[str, bool] = {}
+        # Function names: whole words only (``is_valid_token``, ``getApiKey``), so that
+        # ``tokenize`` or ``sessionmaker`` keep their results.
+        self._redact_words = None if redact is None else re.compile(
+            f"(?<![a-z0-9])(?:{redact.pattern})s?(?![a-z0-9])", re.IGNORECASE)
 
     def is_secret(self, name: str) -> bool:
         """Whether a parameter name or dict key looks like it holds a secret."""
@@ -89,6 +123,14 @@ class Renderer:
             if len(self._key_cache) < 4096:
                 self._key_cache[name] = hit
         return hit
+
+    def is_secret_function(self, name: str) -> bool:
+        """Whether a function's own name (no module or class) has a secret-looking word:
+        words are split at ``_`` and lower-to-upper case changes; a plural ``s`` counts."""
+        if self._redact_words is None:
+            return False
+        words = _CAMEL_BOUNDARY.sub("_", name)
+        return self._redact_words.search(words) is not None
 
     def attribute(self, value: Any) -> AttributeValue:
         """An attribute value: native bool/int64/float/str, else a bounded string."""
@@ -107,7 +149,7 @@ class Renderer:
         return self.text(value)
 
     def text(self, value: Any) -> str:
-        """A bounded string rendering; never raises."""
+        """A bounded string rendering (a ``RenderedText``); never raises."""
         limit = self.max_length
         try:
             out = self._render(value, 0, limit, set())
@@ -115,7 +157,7 @@ class Renderer:
             out = f"<{_type_name(value)} object (unrenderable: {_type_name(exc)})>"
         if len(out) > limit:
             out = out[: limit - 1] + ELLIPSIS
-        return out
+        return RenderedText(out)
 
     def _render(self, obj: Any, depth: int, room: int, seen: set[int]) -> str:
         t = type(obj)
@@ -149,12 +191,25 @@ class Renderer:
             return float.__repr__(obj)
         if issubclass(t, type):  # not isinstance: it would ask obj.__class__ (user code)
             return f"<class '{qualified_type_name(obj)}'>"
-        if t is FunctionType or t is BuiltinFunctionType:
-            return f"<function {qualified_type_name(obj)}>"
+        if t is FunctionType:
+            return f"<function {_function_name(obj)}>"
+        if t is BuiltinFunctionType:
+            owner = object.__getattribute__(obj, "__self__")
+            kind = "function" if owner is None or type(owner) is ModuleType else "method"
+            return f"<built-in {kind} {_function_name(obj)}>"
         if t is MethodType:
-            return f"<bound method {qualified_type_name(obj.__func__)}>"
+            return f"<bound method {_function_name(obj.__func__)}>"
+        if _is_own_proxy(t):  # a traced function passed around: show what it traces
+            try:
+                wrapped = object.__getattribute__(obj, "__wrapped__")
+            except Exception:
+                wrapped = obj
+            if wrapped is not obj and depth < _MAX_DEPTH:
+                return self._render(wrapped, depth + 1, room, seen)
         if t is ModuleType:
             return f"<module '{obj.__name__}'>"
+        if _is_safe_stdlib_type(t):
+            return repr(obj)
         fields = getattr(t, "__dataclass_fields__", None)
         if isinstance(fields, dict) and depth < _MAX_DEPTH and id(obj) not in seen:
             seen.add(id(obj))
@@ -183,7 +238,8 @@ class Renderer:
                     break
                 k = self._render(key, depth + 1, room - used, seen)
                 # b"password" too; issubclass, not isinstance: no key.__class__ lookup
-                if self.is_secret(key if issubclass(type(key), str) else k):
+                if (not not_a_secret(val)
+                        and self.is_secret(key if issubclass(type(key), str) else k)):
                     v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used - len(k), seen)
@@ -197,7 +253,7 @@ class Renderer:
                 if used >= room:
                     parts.append("...")
                     break
-                if isinstance(name, str) and self.is_secret(name):
+                if isinstance(name, str) and self.is_secret(name) and not not_a_secret(val):
                     v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used, seen)
@@ -239,18 +295,61 @@ class Renderer:
             if used >= room:
                 parts.append("...")
                 break
-            if self.is_secret(name):
-                v = repr(REDACTED)
+            try:
+                val = object.__getattribute__(obj, name)
+            except Exception:
+                v = "?"
             else:
-                try:
-                    val = object.__getattribute__(obj, name)
-                except Exception:
-                    v = "?"
+                if self.is_secret(name) and not not_a_secret(val):
+                    v = repr(REDACTED)
                 else:
                     v = self._render(val, depth + 1, room - used, seen)
             parts.append(f"{name}={v}")
             used += len(parts[-1]) + 2
         return f"{t.__name__}(" + ", ".join(parts) + ")"
+
+
+def _function_name(func: Any) -> str:
+    """``module.qualname`` of a function or builtin, read from its own slots (no user code);
+    bare for builtins (``len``), as Python names them."""
+    if type(func) is not FunctionType and type(func) is not BuiltinFunctionType:
+        return _render_proxy_name(func)
+    module = func.__module__
+    name = func.__qualname__
+    if not isinstance(name, str):
+        name = "?"
+    if not isinstance(module, str) or module == "builtins":
+        return name
+    return f"{module}.{name}"
+
+
+def _render_proxy_name(func: Any) -> str:
+    """The name of a bound method's function that is one of autotrace's proxies."""
+    if _is_own_proxy(type(func)):
+        try:
+            return _function_name(object.__getattribute__(func, "__wrapped__"))
+        except Exception:
+            pass
+    return "?"
+
+
+def _is_own_proxy(cls: type) -> bool:
+    """Whether ``cls`` is one of autotrace's wrapt proxies (``autotrace.backends...``),
+    known by its module without importing the backend."""
+    try:
+        module = TYPE_MODULE.__get__(cls)
+    except Exception:
+        return False
+    return isinstance(module, str) and module.startswith("autotrace.")
+
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def not_a_secret(value: Any) -> bool:
+    """``None`` and booleans are shown even where a secret is expected: a yes/no answer
+    (``is_valid_token() -> False``) or an absent value gives nothing away."""
+    return value is None or value is True or value is False
 
 
 def _builtin_len(obj: Any) -> int:

@@ -17,11 +17,15 @@ import random
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+# Not imported from the SDK: importing ``opentelemetry.sdk.trace`` costs tens of ms at
+# the start of every process the command runs, before any span is needed.
+_SDK_DEFAULT = ("opentelemetry.sdk.trace.id_generator", "RandomIdGenerator")
 
 
-class PrivateRandomIdGenerator(RandomIdGenerator):
-    """``RandomIdGenerator`` with its own ``random.Random`` instead of the global one."""
+class PrivateRandomIdGenerator:
+    """The SDK's ``RandomIdGenerator`` with its own ``random.Random`` instead of the global
+    one (an ``IdGenerator`` by its two methods; the SDK checks no type)."""
 
     def __init__(self) -> None:
         self._random = random.Random()
@@ -29,6 +33,9 @@ class PrivateRandomIdGenerator(RandomIdGenerator):
 
     def reseed(self) -> None:
         self._random.seed()
+
+    def is_trace_id_random(self) -> bool:  # IdGenerator's (W3C trace-context level 2)
+        return True
 
     def generate_span_id(self) -> int:
         span_id = self._bits(64)
@@ -52,7 +59,8 @@ if hasattr(os, "register_at_fork"):
 def use_private_ids(tracer: Any) -> None:
     """Give an SDK tracer that uses the default id generator the private one."""
     try:
-        if type(getattr(tracer, "id_generator", None)) is RandomIdGenerator:
+        kind = type(getattr(tracer, "id_generator", None))
+        if (kind.__module__, kind.__qualname__) == _SDK_DEFAULT:
             tracer.id_generator = PRIVATE_IDS
     except Exception:  # a read-only or exotic tracer: keep its ids
         pass

@@ -27,15 +27,18 @@ def boot() -> None:
         from ..core import install
         from ..loading.mainscript import hook_main_script
         from . import propagation
-        from .console import open_stderr_copy
+        from .notices import report_if_nothing_matches
         from .provider import default_provider
+        from .stderr import open_stderr_copy
 
         propagate = propagation.enabled(environ)
         # Before the provider: its exit handler must run after the provider's.
         hook_main_script()
         stream = open_stderr_copy()
         provider = default_provider(environ, stream)
-        install(tracer_provider=provider).replaceable = True
+        installation = install(tracer_provider=provider)
+        installation.replaceable = True
+        report_if_nothing_matches(installation, stream)
         if propagate:  # the parent's context, and TRACEPARENT for this process's children
             propagation.start(environ, getattr(provider, "force_flush", None))
     except (ValueError, TypeError, RuntimeError) as exc:

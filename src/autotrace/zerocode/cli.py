@@ -28,6 +28,8 @@ from ..config import (
 )
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
+from .notices import COMMAND_PID
+from .stderr import STDERR_ENV, append_to_stderr_file, describe_stderr
 from .tracefile import ENV_TRACE_FILE, prepare_trace_file
 
 EXIT_NOT_EXECUTABLE = 126
@@ -113,12 +115,15 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
              if getattr(args, option.name) is not None}
     try:
         env.update(environment_from_flags(given))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:
         parser.error(str(exc))
     if args.exporter is not None:
         env[ENV_EXPORTER] = args.exporter
 
     patterns = OPTIONS_BY_NAME["patterns"]
+    if patterns.env in env and not env[patterns.env].strip():
+        parser.error(f"{patterns.env} is empty; give at least one pattern, e.g. "
+                     f"{ENV.example(patterns)}, or unset it and pass {FLAG.example(patterns)}")
     if not env.get(patterns.env, "").strip():
         parser.error(f"no patterns: pass {FLAG.name(patterns)} PATTERN[,PATTERN...] (e.g. "
                      f"{FLAG.example(patterns)}) or set "
@@ -126,7 +131,7 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
     try:
         make_config(environ=env)
         check_command_settings(env)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: backend cannot run
         parser.error(str(exc))
     problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
     if problem:
@@ -139,6 +144,8 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
     path = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
             if entry and os.path.abspath(entry) != BOOTSTRAP_DIR]
     env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *path])
+    env[COMMAND_PID] = str(os.getpid())  # exec keeps it: the program's own pid
+    env[STDERR_ENV] = describe_stderr()  # children's trees go there too
     return command, env
 
 
@@ -151,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, env = prepare(argv, os.environ)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    append_to_stderr_file()
     if os.name == "nt":  # no real exec on Windows: wait and pass the status on
         try:
             sys.exit(subprocess.call(command, env=env))

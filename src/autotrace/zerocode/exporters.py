@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
 from typing import Callable, TextIO
+from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -63,12 +65,35 @@ def check_exporters(environ: Mapping[str, str], source: str = ENV_EXPORTER) -> s
         if name == "otlp":
             if find_spec_safe(_HTTP_MODULE) is None and find_spec_safe(_GRPC_MODULE) is None:
                 return (f"{source}=otlp needs the OTLP exporter, which is not installed: "
-                        "pip install 'otel-autotrace[otlp]'")
+                        "pip install opentelemetry-exporter-otlp-proto-http")
+            problem = endpoint_problem(environ)
+            if problem:
+                return problem
             continue
         if _entry_point(name) is None:
             return (f"{source}={name!r} is not an exporter; use one of "
                     + ", ".join(KNOWN_EXPORTERS) + " (or an installed "
                     f"{_ENTRY_POINT_GROUP} entry point)")
+    return None
+
+
+def endpoint_problem(environ: Mapping[str, str]) -> str | None:
+    """Why the OTLP/HTTP endpoint variable cannot be a collector's address, or None.
+
+    (gRPC takes ``host:port`` too, so only the HTTP protocol's endpoints are checked.)"""
+    protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+    if protocol == "grpc":
+        return None
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        raw = environ.get(var, "").strip()
+        if not raw:
+            continue
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return (f"{var}={raw!r} is not a URL; give the collector's, e.g. "
+                    f"{var}=http://localhost:4318")
+        return None
     return None
 
 
@@ -127,6 +152,9 @@ def span_processors(environ: Mapping[str, str], stream: TextIO) -> list[SpanProc
 
 
 def _otlp_exporter(environ: Mapping[str, str], stream: TextIO) -> tuple[SpanExporter, str]:
+    problem = endpoint_problem(environ)
+    if problem:
+        raise ValueError(problem)
     timeout = export_timeout(environ)
     protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
@@ -178,6 +206,7 @@ def _warn(stream: TextIO, message: str) -> None:
 class _Quiet(threading.local):
     exporting = False
     reason: str | None = None
+    guard: GuardedExporter | None = None
 
 
 _quiet = _Quiet()
@@ -197,6 +226,13 @@ class _SilenceExport(logging.Filter):
                     _quiet.reason = record.getMessage()
                 except Exception:
                     _quiet.reason = str(record.msg)
+                guard = _quiet.guard
+                if guard is not None:
+                    # An attempt failed: the exporter now backs off and retries (1 + 2 +
+                    # 4 s); at exit, that is time the program waits for nothing.
+                    guard.attempt_failed = True
+                    if guard.closing:
+                        guard.abort()
             return False
         if record.name.startswith("opentelemetry.sdk"):
             if str(record.msg).startswith("Queue full"):
@@ -243,6 +279,9 @@ class GuardedExporter(SpanExporter):
         self.closing = False
         self.dropped = 0
         self._rescanned = False
+        self._aborted = False
+        #: An attempt of the export in progress (or the last one) failed.
+        self.attempt_failed = False
         _silence_export_logs()
         if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork
             reset = weakref.WeakMethod(self._after_fork)
@@ -258,26 +297,39 @@ class GuardedExporter(SpanExporter):
         if not self._rescanned:
             self._rescanned = True
             _silence_export_logs()
-        _quiet.exporting, _quiet.reason = True, None
+        _quiet.exporting, _quiet.reason, _quiet.guard = True, None, self
         try:
             result = self.exporter.export(spans)
             reason = _quiet.reason
         except Exception as exc:
             result, reason = SpanExportResult.FAILURE, f"{type(exc).__name__}: {exc}"
         finally:
-            _quiet.exporting = False
+            _quiet.exporting, _quiet.guard = False, None
         if result is SpanExportResult.SUCCESS:
-            self.failed = False
+            self.failed = self.attempt_failed = False
             return result
         self.failed = True
         self.dropped += len(spans)
         _failing.set()
         _silence_export_logs()
+        cause = _one_line(reason) if reason else ""
+        question = " Is the collector running?" if _CONNECTION.search(cause) else ""
         self.warn(f"could not export spans to {self.target}"
-                  + (f" ({_clip(reason)})" if reason else "")
-                  + "; spans are dropped while this lasts. Is the collector running? "
+                  + (f" ({cause})" if cause else "")
+                  + f"; spans are dropped while this lasts.{question} "
                   "Further export errors are not reported")
         return result
+
+    def abort(self) -> None:
+        """Stop the exporter's retries now (its shutdown interrupts the backoff wait)."""
+        with self._lock:
+            if self._aborted:
+                return
+            self._aborted = True
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            logger.debug("autotrace: exporter shutdown failed", exc_info=True)
 
     def warn(self, message: str) -> None:
         with self._lock:
@@ -287,15 +339,21 @@ class GuardedExporter(SpanExporter):
         _warn(self._stream, message)
 
     def shutdown(self) -> None:
-        self.exporter.shutdown()
+        if not self._aborted:
+            self.exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
 
 
-def _clip(text: str, width: int = 240) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 3] + "..."
+_CONNECTION = re.compile(r"connect|refused|unreachable|resolve|timed? ?out", re.IGNORECASE)
+_RETRYING = re.compile(
+    r"[,;]? *(?:encountered while exporting \w+ batch)?, retrying in [\d.]+s\.?$")
+
+
+def _one_line(text: str) -> str:
+    """The whole cause on one line, without the exporter's "retrying" (it no longer does)."""
+    return _RETRYING.sub("", " ".join(text.split()))
 
 
 class _Helper:
@@ -347,6 +405,8 @@ class BoundedShutdownProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         self.guard.closing = True
+        if self.guard.failed or self.guard.attempt_failed:
+            self.guard.abort()  # known to fail: interrupt an export retrying in the worker
         if not self._helper.run(self.inner.shutdown):
             self.inner.shutdown()
             return

@@ -12,57 +12,102 @@ until then.
 
 from __future__ import annotations
 
+import atexit
+import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO, cast
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import NoOpTracer, ProxyTracer, Span, Tracer, TracerProvider
 
 from ..config import TRUE_WORDS
-from .exporters import exporter_names, span_processors
+from ..record.ids import PRIVATE_IDS, use_private_ids
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 
 def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvider | None:
-    """autotrace's provider for this process, or None when nothing is to be recorded."""
+    """autotrace's provider for this process, or None when nothing is to be recorded.
+
+    The SDK provider and its exporters are built at the first span, not here: importing
+    them costs more than the rest of the start-up, in every process the command runs,
+    most of which never make a span (issue 13.15)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in TRUE_WORDS:
         return None
-    names = exporter_names(environ)
+    names = [name.strip().lower() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",")
+             if name.strip()]  # exporters.exporter_names, without importing the SDK
     if names and all(name == "none" for name in names):
         return None
-    sdk = SdkTracerProvider()
-    for processor in span_processors(environ, stream):
-        sdk.add_span_processor(processor)
-    return FallbackTracerProvider(sdk)
+    environ = dict(environ)
+
+    def build() -> SdkTracerProvider:
+        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+        from .exporters import span_processors
+
+        # Private ids: a seeded program's `random` must not be advanced (nor decide trace
+        # ids). Shut down by our own exit handler, registered now, before the program's.
+        sdk = SdkTracerProvider(id_generator=cast(Any, PRIVATE_IDS), shutdown_on_exit=False)
+        for processor in span_processors(environ, stream):
+            sdk.add_span_processor(processor)
+        return sdk
+
+    provider = FallbackTracerProvider(build)
+    atexit.register(provider.shutdown)
+    return provider
 
 
 class FallbackTracerProvider(TracerProvider):
-    """Hands out tracers that use the global provider once the program has set one."""
+    """Hands out tracers that use the global provider once the program has set one, and
+    until then an SDK provider of autotrace's own, built when first needed."""
 
-    def __init__(self, default: SdkTracerProvider) -> None:
-        self.default = default
+    def __init__(self, build: Callable[[], SdkTracerProvider]) -> None:
+        self._build = build
+        self._default: SdkTracerProvider | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def default(self) -> SdkTracerProvider:
+        default = self._default
+        if default is None:
+            with self._lock:
+                default = self._default
+                if default is None:
+                    default = self._default = self._build()
+        return default
 
     def get_tracer(self, instrumenting_module_name: str,
                    instrumenting_library_version: str | None = None,
                    schema_url: str | None = None,
                    attributes: Any = None) -> Tracer:
         args = (instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
-        return FallbackTracer(self.default.get_tracer(*args), ProxyTracer(*args))
+        return FallbackTracer(lambda: self.default.get_tracer(*args), ProxyTracer(*args))
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.default.force_flush(timeout_millis)
+        return True if self._default is None else self._default.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
-        self.default.shutdown()
+        if self._default is not None:
+            self._default.shutdown()
 
 
 class FallbackTracer(Tracer):
-    """``default`` until the API's proxy resolves to the program's provider, then that."""
+    """The default (built on first use) until the API's proxy resolves to the program's
+    provider, then that."""
 
-    def __init__(self, default: Tracer, probe: ProxyTracer) -> None:
-        self._default = default
+    def __init__(self, default: Callable[[], Tracer], probe: ProxyTracer) -> None:
+        self._make_default = default
+        self._default_tracer: Tracer | None = None
         self._probe = probe
         self._real: Tracer | None = None
+
+    @property
+    def _default(self) -> Tracer:
+        tracer = self._default_tracer
+        if tracer is None:
+            tracer = self._default_tracer = self._make_default()
+        return tracer
 
     def current(self) -> Tracer:
         real = self._real
@@ -76,6 +121,7 @@ class FallbackTracer(Tracer):
             found = self._probe
         if isinstance(found, NoOpTracer):
             return self._default
+        use_private_ids(found)  # the program's provider made it: the default ids are shared
         self._real = found
         return found
 

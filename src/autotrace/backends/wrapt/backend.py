@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import CodeType, ModuleType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..._log import log_once
 from ...describe.function import FunctionInfo
@@ -32,7 +32,13 @@ from ...selection.discovery import (
     modules_to_scan,
 )
 from . import main as wrapt_main
-from .wrappers import TracedFunction, make_wrapper
+
+if TYPE_CHECKING:
+    from .wrappers import TracedFunction
+
+# ``.wrappers`` imports wrapt (~60 ms with its asyncio and importlib.metadata imports): it
+# is imported when the first function is wrapped, not in every process at start-up.
+_WRAPPERS = f"{__package__}.wrappers"
 
 
 @dataclass
@@ -64,6 +70,8 @@ class WraptBackend:
         self._patches: dict[str, list[Patch]] = {}
         self._lock = threading.RLock()
         self._hook = ImportHook(selector, self.instrument, self.compile_main)
+        #: Functions wrapped so far (never decreases): "did the patterns match anything".
+        self.matched = 0
 
     def start(self) -> None:
         for module in modules_to_scan(self._selector):
@@ -126,6 +134,7 @@ class WraptBackend:
         with self._lock:
             kept = [p for p in self._patches.get(key, []) if p.in_place()]
             self._patches[key] = kept + made
+            self.matched += len(made)
         return made
 
     def _repair_aliases(self, module: ModuleType, made: list[Patch]) -> None:
@@ -164,6 +173,8 @@ class WraptBackend:
 
         # staticmethod/classmethod objects are wrapped whole; wrapt binds them.
         wrapped = target.value if target.kind in (STATICMETHOD, CLASSMETHOD) else func
+        from .wrappers import TracedFunction, make_wrapper
+
         return TracedFunction(wrapped, make_wrapper(func, self._recorder, describe))
 
     def _patch(self, target: Target) -> list[Patch]:
@@ -210,6 +221,9 @@ def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> proper
 
 
 def _already_traced(target: Target) -> bool:
-    return isinstance(target.value, TracedFunction) or any(
-        isinstance(f, TracedFunction) for f in target.functions)
+    wrappers = sys.modules.get(_WRAPPERS)
+    if wrappers is None:  # nothing was wrapped yet
+        return False
+    proxy = wrappers.TracedFunction
+    return isinstance(target.value, proxy) or any(isinstance(f, proxy) for f in target.functions)
 
