@@ -162,7 +162,9 @@ def test_each_process_writes_its_own_file(tmp_path: Path) -> None:
                "traces/t.json", sys.executable, "app.py"], tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "[1, 4]\n", "")
     files = sorted(p.name for p in (tmp_path / "traces").iterdir())
-    assert "t.json" in files and len(files) == 3, files  # parent, subprocess, pool worker
+    # the parent and the pool worker; the -c child makes no span, so it writes no file
+    # (its SDK provider is never built: start-up stays cheap)
+    assert "t.json" in files and len(files) == 2, files
     parent = spans_of(load(tmp_path / "traces" / "t.json"))
     assert [e["name"] for e in parent] == ["parent"]
     others = {name: spans_of(load(tmp_path / "traces" / name))
@@ -171,7 +173,7 @@ def test_each_process_writes_its_own_file(tmp_path: Path) -> None:
         pid = int(name.split(".")[1])
         assert {e["pid"] for e in events} <= {pid}
     assert sorted(e["name"] for events in others.values() for e in events) == [
-        "square", "square"]  # the -c child traces nothing of its own
+        "square", "square"]
 
 
 def test_the_span_count_is_bounded_and_says_so(tmp_path: Path) -> None:

@@ -1,0 +1,133 @@
+"""A real program nobody here wrote, plain and traced: the pure-Python build of black.
+
+    python benchmarks/real_program.py                 # this Python, 5 rounds
+    python benchmarks/real_program.py --rounds 3 --only plain,min_duration
+
+Black (the ``py3-none-any`` wheel from the package index, so that its code is
+Python and can be traced; the default wheel is compiled with mypyc) reformats
+one of its own large modules (``black/linegen.py``, ~1,800 lines) to a line
+length of 60, with ``--diff`` so nothing is written and its cache is not used.
+Each contender runs it as a whole process under the ``autotrace`` command with
+the patterns ``black,blib2to3`` (its two packages) and the default output (the
+call tree on stderr, sent to /dev/null):
+
+* ``plain``: no autotrace;
+* ``full``: every call a span;
+* ``min_duration``: ``--min-duration 1ms``;
+* extra contenders given with ``--extra NAME='FLAGS'``.
+
+Rounds alternate the contenders (the order rotates) and the ratios are medians
+of each round's pair with ``plain``, so a noisy neighbour hits both alike. Wall
+time and the peak RSS of the process are measured from the outside
+(``os.wait4``). A venv with the project and black is made once in
+``benchmarks/.work/real-X.Y``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BLACK = "black==26.10.1"
+PATTERNS = "black,blib2to3"
+CONTENDERS: dict[str, list[str] | None] = {
+    "plain": None,
+    "full": [],
+    "min_duration": ["--min-duration", "1ms"],
+}
+
+
+def ensure_venv() -> Path:
+    """A venv with autotrace (editable) and black's pure-Python wheel."""
+    where = HERE / ".work" / f"real-{sys.version_info[0]}.{sys.version_info[1]}"
+    python = where / "bin" / "python"
+    if (where / "ready").exists():
+        return python
+    venv.EnvBuilder(with_pip=True, clear=True).create(where)
+    wheels = Path(tempfile.mkdtemp())
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    subprocess.run([str(python), "-m", "pip", "download", "-q", "--no-deps", "--only-binary",
+                    ":all:", "--platform", "any", "--python-version", version, BLACK,
+                    "-d", str(wheels)], check=True)
+    wheel = next(wheels.glob("black-*-py3-none-any.whl"))
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO), str(wheel)],
+                   check=True)  # black's own dependencies come with it
+    (where / "ready").write_text("")
+    return python
+
+
+def run_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one process."""
+    with open(os.devnull, "wb") as devnull:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=devnull, stderr=devnull, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: black found changes
+        raise SystemExit(f"failed: {shlex.join(command)}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated contenders (plain always runs)")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="NAME='autotrace flags', e.g. hot='--suppress-hot'")
+    parser.add_argument("--backend", default="wrapt")
+    args = parser.parse_args()
+    contenders = dict(CONTENDERS)
+    for extra in args.extra:
+        name, _, flags = extra.partition("=")
+        contenders[name] = shlex.split(flags)
+    if args.only:
+        keep = {"plain", *args.only.split(",")}
+        contenders = {k: v for k, v in contenders.items() if k in keep}
+    python = ensure_venv()
+    source = python.parent.parent / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    target = next(source.glob("site-packages/black/linegen.py"))
+    black = [str(python), "-m", "black", "--line-length", "60", "--diff", "--quiet",
+             str(target)]
+    env = dict(os.environ, BLACK_CACHE_DIR=tempfile.mkdtemp())
+    env.pop("OTEL_TRACES_EXPORTER", None)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for round_ in range(args.rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            flags = contenders[name]
+            command = black if flags is None else [
+                str(python), "-m", "autotrace", "-p", PATTERNS, "--backend", args.backend,
+                *flags, *black]
+            results[name].append(run_once(command, env))
+            print(f"  round {round_ + 1}: {name} {results[name][-1][0]:.2f} s", file=sys.stderr,
+                  flush=True)
+    plain = results["plain"]
+    lines = [f"black {BLACK.split('==')[1]} reformatting black/linegen.py "
+             f"({len(target.read_text().splitlines()):,} lines), Python "
+             f"{'.'.join(map(str, sys.version_info[:3]))}, backend {args.backend}, "
+             f"{args.rounds} rounds",
+             "", "| contender | flags | wall (median) | / plain | peak RSS |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for name, samples in results.items():
+        ratio = statistics.median(a[0] / b[0] for a, b in zip(samples, plain, strict=True))
+        flags = contenders[name]
+        shown = "—" if flags is None else (shlex.join(flags) or "(all calls)")
+        lines.append(f"| {name} | `{shown}` | {statistics.median(s[0] for s in samples):.2f} s "
+                     f"| {ratio:.2f}x | {statistics.median(s[1] for s in samples):.0f} MB |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
