@@ -259,7 +259,11 @@ class Recorder:
             if depth > self.max_depth:
                 parent.hidden += 1
                 return None
-        if frame is None and not suspends:
+        if frame is None and (not suspends or self.pending):
+            # Plain calls, and every call while it may still be dropped: references
+            # only, rendered if the call is kept (a pending generator keeps its
+            # arguments alive until it ends; rendering each one at start would cost
+            # more than the rest of a dropped call).
             call = Call(info, parent, depth, instance, args, kwargs)
         else:
             call = Call(info, parent, depth, None, (), None)
@@ -310,10 +314,10 @@ class Recorder:
             call.frame = frame  # read when the call ends, if it is kept
         else:
             values = self._frame_values(info, frame)
-            if suspends and values is not None:
+            if suspends and values is not None and not self.pending:
                 call.attrs = self._render_values(info, values)
             else:
-                call.values = values
+                call.values = values  # rendered if the call is kept
 
     def _pending_context(self, ctx: Any) -> Any:
         """``ctx`` with a ``PendingSpan`` current, or None if one is current already.
