@@ -253,11 +253,7 @@ class Renderer:
                 if used >= room:
                     parts.append("...")
                     break
-                if isinstance(name, str) and self.is_secret(name) and not not_a_secret(val):
-                    v = repr(REDACTED)
-                else:
-                    v = self._render(val, depth + 1, room - used, seen)
-                parts.append(f"{name}={v}")
+                parts.append(self._field(name, val, depth, room - used, seen))
                 used += len(parts[-1]) + 2
             return f"{t.__name__}(" + ", ".join(parts) + ")"
         if issubclass(t, list):
@@ -298,15 +294,17 @@ class Renderer:
             try:
                 val = object.__getattribute__(obj, name)
             except Exception:
-                v = "?"
+                parts.append(f"{name}=?")
             else:
-                if self.is_secret(name) and not not_a_secret(val):
-                    v = repr(REDACTED)
-                else:
-                    v = self._render(val, depth + 1, room - used, seen)
-            parts.append(f"{name}={v}")
+                parts.append(self._field(name, val, depth, room - used, seen))
             used += len(parts[-1]) + 2
         return f"{t.__name__}(" + ", ".join(parts) + ")"
+
+    def _field(self, name: Any, val: Any, depth: int, room: int, seen: set[int]) -> str:
+        """``name=value`` of a named tuple or dataclass field, redacted by its name."""
+        if isinstance(name, str) and self.is_secret(name) and not not_a_secret(val):
+            return f"{name}={REDACTED!r}"
+        return f"{name}={self._render(val, depth + 1, room, seen)}"
 
 
 def _function_name(func: Any) -> str:
