@@ -1,22 +1,32 @@
 """The wrapt backend: replace each traced function with a ``TracedFunction`` proxy.
 
-Modules are instrumented when the import hook reports them and, at
-``start()``, when already imported. Every replacement is recorded as a
-``Patch`` so that ``stop()`` can put the originals back; a proxy that escaped
-earlier (``from m import f``) keeps working as a pass-through once the
-installation is inactive.
+A matching module imported from source is compiled with each traced ``def``
+wrapped as it is defined (``main.py``), so decorators and registries receive
+the proxy; the same rewrite serves modules that are run (``python app.py``,
+``-m``, ``runpy.run_path``, multiprocessing's ``__mp_main__``). Modules
+without source, and those imported before ``start()``, are wrapped in place
+after their body has run. Every replacement is recorded so that ``stop()``
+can put the originals back; a proxy that escaped (``from m import f``, a
+registry) keeps working as a pass-through once the installation is inactive.
 """
 
 from __future__ import annotations
 
+import ast
+import io
+import os
+import runpy
 import sys
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import CodeType, ModuleType
-from typing import Any, cast
+from importlib.machinery import SourceFileLoader
+from importlib.util import MAGIC_NUMBER
+from types import CodeType, FunctionType, ModuleType
+from typing import Any, Callable
 
-from ..._log import log_once
+from ..._log import log_once, logger
 from ...describe.function import FunctionInfo
 from ...loading.importhook import ImportHook
 from ...record.spans import Tracing
@@ -30,9 +40,10 @@ from ...selection.discovery import (
     Target,
     iter_targets,
     modules_to_scan,
+    namespace_module_name,
 )
 from . import main as wrapt_main
-from .wrappers import TracedFunction, make_wrapper
+from .wrappers import TracedFunction, inspects_stack, make_wrapper
 
 
 @dataclass
@@ -63,23 +74,59 @@ class WraptBackend:
         self._tracing = tracing
         self._patches: dict[str, list[Patch]] = {}
         self._lock = threading.RLock()
-        self._hook = ImportHook(selector, self.instrument, self.compile_main)
+        self._hook = ImportHook(selector, self.instrument, self.compile_main,
+                                self.compile_imported)
+        self._decorators = (self._decorator(False), self._decorator(True))
+        #: Module-level defs wrapped as they were defined: (globals, name, raw, proxy).
+        self._defined: list[tuple[dict[str, Any], str, Any, TracedFunction]] = []
+        #: Descriptions shared by the proxies of one closure (one per outer call).
+        self._closure_infos: weakref.WeakKeyDictionary[CodeType, FunctionInfo] = \
+            weakref.WeakKeyDictionary()
+        self._runpy_original: Any = None
 
     def start(self) -> None:
+        wrapt_main.activate(self)
+        self._patch_runpy()
         for module in modules_to_scan(self._selector):
             self._hook.imported(module)
         self._hook.install()
 
     def stop(self) -> None:
         self._hook.uninstall()
+        wrapt_main.deactivate(self)
+        self._unpatch_runpy()
         with self._lock:
             patches, self._patches = self._patches, {}
+            defined, self._defined = self._defined, []
+        self._restore_defined(defined, patches)
         for module_patches in patches.values():
             for patch in reversed(module_patches):
                 try:
                     patch.undo()
                 except Exception:
                     log_once("undo", "autotrace: could not restore %s", patch.name)
+
+    def _restore_defined(self, defined: list[tuple[dict[str, Any], str, Any, TracedFunction]],
+                         patches: dict[str, list[Patch]]) -> None:
+        """Put raw functions back wherever a module holds a proxy made as it was defined:
+        its own globals and the traced modules that imported it (``from a import f``)."""
+        if not defined:
+            return
+        raw_of = {id(proxy): (proxy, raw) for _, _, raw, proxy in defined}
+        namespaces = {id(ns): ns for ns, _, _, _ in defined}
+        for name in patches:
+            module = sys.modules.get(name)
+            if isinstance(module, ModuleType):
+                namespaces.setdefault(id(module.__dict__), module.__dict__)
+        for namespace in namespaces.values():
+            try:
+                for attr, value in list(namespace.items()):
+                    found = raw_of.get(id(value))
+                    if found is not None and found[0] is value:
+                        namespace[attr] = found[1]
+            except Exception:
+                log_once("undo", "autotrace: could not restore the functions of %s",
+                         namespace.get("__name__"))
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
         """Compile a run module so each top-level definition is wrapped as it is made."""
@@ -88,23 +135,100 @@ class WraptBackend:
     def may_trace(self, module: str) -> bool:
         return self._tracing.active and self._selector.may_contain(module)
 
-    def instrument_name(self, namespace: dict[str, Any], name: str) -> None:
-        """Wrap what a run module just bound to ``name`` (see ``wrapt_main``).
+    def selects(self, module: str, qualname: str) -> bool:
+        return self._selector.matches(module, qualname)
 
-        Discovery looks at a view holding only ``name``; functions found there
-        are patched into the real globals, so uninstall restores them there.
-        """
-        if not self._tracing.active or name not in namespace:
+    def compile_imported(self, loader: Any, module: ModuleType) -> CodeType | None:
+        """An imported module's code with its traced defs wrapped as they are defined;
+        None (the loader runs it, wrapped after its body) without source or nothing
+        to trace."""
+        if not isinstance(loader, SourceFileLoader) or not self._tracing.active:
+            return None
+        name = module.__name__
+        if not self._selector.may_contain(name):
+            return None
+        filename = loader.get_filename(name)
+        source = loader.get_data(filename)
+        try:
+            tree = ast.parse(source, filename, "exec")
+        except (SyntaxError, ValueError):
+            return None  # the loader reports it, in its own words
+        if not wrapt_main.rewrite(tree, name, self.selects):
+            return None
+        return compile(tree, filename, "exec", dont_inherit=True)  # type: ignore[no-any-return]
+
+    def decorator(self, implicit_first: bool) -> Callable[[Any], Any]:
+        return self._decorators[implicit_first]
+
+    def _decorator(self, implicit_first: bool) -> Callable[[Any], Any]:
+        def decorate(func: Any) -> Any:
+            """The innermost decorator of a rewritten def: the proxy, or ``func``."""
+            if type(func) is not FunctionType or not self._tracing.active:
+                return func
+            try:
+                return self._wrap_defined(func, implicit_first)
+            except Exception:
+                log_once(f"wrap:{getattr(func, '__qualname__', '?')}",
+                         "autotrace: could not wrap %s; it runs untraced",
+                         getattr(func, "__qualname__", "?"))
+                return func
+        return decorate
+
+    def _wrap_defined(self, func: FunctionType, implicit_first: bool) -> Any:
+        qualname = func.__qualname__
+        if inspects_stack(func.__code__):
+            logger.debug("autotrace: %s.%s inspects the stack; it runs unwrapped under the "
+                         "wrapt backend", func.__module__, qualname)
+            return func
+        module = namespace_module_name(func.__globals__)
+        wrapper = self._traced_function(func, func, module, qualname, implicit_first)
+        if "." not in qualname:
+            with self._lock:
+                self._defined.append((func.__globals__, func.__name__, func, wrapper))
+        return wrapper
+
+    def _patch_runpy(self) -> None:
+        """``runpy.run_path`` (``__mp_main__`` in spawned workers, ``run_path`` callers)
+        compiles the file itself: give it the rewritten code."""
+        original = getattr(runpy, "_get_code_from_file", None)
+        if original is None or self._runpy_original is not None:
             return
-        view = _Namespace({key: namespace[key] for key in ("__name__", "__spec__", "__file__")
-                           if key in namespace})
-        setattr(view, name, namespace[name])
-        owner = _Namespace(namespace)
-        targets = list(iter_targets(cast(ModuleType, view), self._selector))
-        for target in targets:
-            if target.owner is view:
-                target.owner = owner
-        self._apply(str(namespace.get("__name__")), targets)
+        backend = self
+
+        def _get_code_from_file(*args: Any) -> Any:
+            result = original(*args)
+            try:
+                code = result[0] if isinstance(result, tuple) else result
+                rewritten = backend._run_path_code(code)
+                if rewritten is not None:
+                    return (rewritten, *result[1:]) if isinstance(result, tuple) else rewritten
+            except Exception:
+                log_once("run_path", "autotrace: could not prepare a run_path module; it "
+                         "runs untraced")
+            return result
+
+        _get_code_from_file.__wrapped__ = original  # type: ignore[attr-defined]
+        self._runpy_original = original
+        runpy._get_code_from_file = _get_code_from_file  # type: ignore[attr-defined]
+
+    def _unpatch_runpy(self) -> None:
+        original, self._runpy_original = self._runpy_original, None
+        if original is not None and getattr(runpy._get_code_from_file,  # type: ignore[attr-defined]
+                                            "__wrapped__", None) is original:
+            runpy._get_code_from_file = original  # type: ignore[attr-defined]
+
+    def _run_path_code(self, code: Any) -> CodeType | None:
+        if not isinstance(code, CodeType) or not self._tracing.active:
+            return None
+        filename = code.co_filename
+        stem = os.path.splitext(os.path.basename(filename))[0]
+        if not self._selector.may_contain(stem):
+            return None
+        with io.open_code(filename) as stream:
+            source = stream.read()
+        if source[:len(MAGIC_NUMBER)] == MAGIC_NUMBER:
+            return None  # run from a .pyc: wrapped after it runs, if at all
+        return self.compile_main(source, filename, stem)
 
     def instrument(self, module: ModuleType) -> None:
         """Wrap everything ``module`` defines that the patterns select (idempotent)."""
@@ -116,6 +240,13 @@ class WraptBackend:
         made: list[Patch] = []
         for target in targets:
             if _already_traced(target):
+                undo = _undo_defined(target)
+                if undo is not None:
+                    made.append(undo)
+                continue
+            if any(inspects_stack(getattr(f, "__code__", None)) for f in target.functions):
+                logger.debug("autotrace: %s.%s inspects the stack; it runs unwrapped under "
+                             "the wrapt backend", target.module, target.qualname)
                 continue
             try:
                 made.extend(self._patch(target))
@@ -156,14 +287,32 @@ class WraptBackend:
                     patches.append(Patch(other, attr, value, patch.replacement))
 
     def _traced(self, func: Any, target: Target, implicit_first: bool) -> TracedFunction:
-        formatter = self._tracing.formatter
         qualname = getattr(func, "__qualname__", target.qualname)
-
-        def describe() -> FunctionInfo:
-            return formatter.describe_function(func, target.module, qualname, implicit_first)
-
         # staticmethod/classmethod objects are wrapped whole; wrapt binds them.
         wrapped = target.value if target.kind in (STATICMETHOD, CLASSMETHOD) else func
+        return self._traced_function(func, wrapped, target.module, qualname, implicit_first)
+
+    def _traced_function(self, func: Any, wrapped: Any, module: str, qualname: str,
+                         implicit_first: bool) -> TracedFunction:
+        formatter = self._tracing.formatter
+        infos = self._closure_infos
+        code = getattr(func, "__code__", None)
+        # A closure gets a new proxy each time its outer function runs: describe it
+        # once per code object (defaults are part of the description: not shared).
+        shared = ("<locals>" in qualname and isinstance(code, CodeType)
+                  and not getattr(func, "__defaults__", None)
+                  and not getattr(func, "__kwdefaults__", None))
+
+        def describe() -> FunctionInfo:
+            if shared:
+                found = infos.get(code)  # type: ignore[arg-type]
+                if found is not None:
+                    return found
+            info = formatter.describe_function(func, module, qualname, implicit_first)
+            if shared:
+                infos[code] = info  # type: ignore[index]
+            return info
+
         return TracedFunction(wrapped, make_wrapper(func, self._tracing, describe))
 
     def _patch(self, target: Target) -> list[Patch]:
@@ -187,13 +336,6 @@ class WraptBackend:
         return [Patch(owner, name, value, wrapper)]
 
 
-class _Namespace:
-    """An object whose attributes are a run module's globals dict."""
-
-    def __init__(self, namespace: dict[str, Any]) -> None:
-        self.__dict__ = namespace
-
-
 def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> property:
     """``prop`` with other accessors. A subclass (toolz's ``InstanceProperty``) keeps
     its own state (``__dict__``), and its ``__init__``, user code that may want other
@@ -209,7 +351,45 @@ def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> proper
     return new
 
 
+def _undo_defined(target: Target) -> Patch | None:
+    """The patch that puts the raw method back in place of one wrapped as it was
+    defined (uninstall: a class dict then holds what the class body made untraced)."""
+    owner, name, value, kind = target.owner, target.name, target.value, target.kind
+    if isinstance(owner, ModuleType):
+        return None  # module globals: see WraptBackend._restore_defined
+    try:
+        if kind == METHOD and isinstance(value, TracedFunction):
+            return Patch(owner, name, value.__wrapped__, value)
+        if kind in (STATICMETHOD, CLASSMETHOD) and type(value) in (staticmethod, classmethod):
+            func = value.__func__
+            if isinstance(func, TracedFunction):
+                return Patch(owner, name, type(value)(func.__wrapped__), value)
+        if kind == PROPERTY:
+            raw = [f.__wrapped__ if isinstance(f, TracedFunction) else f
+                   for f in (value.fget, value.fset, value.fdel)]
+            return Patch(owner, name, _rebuilt_property(value, *raw), value)
+        if kind == CACHED_PROPERTY and isinstance(value.func, TracedFunction):
+            return Patch(value, "func", value.func.__wrapped__, value.func)
+    except Exception:
+        return None
+    return None
+
+
 def _already_traced(target: Target) -> bool:
-    return isinstance(target.value, TracedFunction) or any(
-        isinstance(f, TracedFunction) for f in target.functions)
+    """A proxy is in place, or inside a decorator's result (``lru_cache`` of a
+    function wrapped as it was defined): never a second span around it."""
+    return _holds_proxy(target.value) or any(_holds_proxy(f) for f in target.functions)
+
+
+def _holds_proxy(obj: Any) -> bool:
+    for _ in range(8):
+        if isinstance(obj, TracedFunction):
+            return True
+        try:
+            obj = vars(obj).get("__wrapped__") if hasattr(obj, "__dict__") else None
+        except Exception:
+            return False
+        if obj is None:
+            return False
+    return False
 

@@ -58,6 +58,14 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
     __bound_function_wrapper__ = BoundTracedFunction
 
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """A function fetched from its class is itself (``C.m is C.m``, as untraced:
+        class libraries compare ``cls.__setattr__`` with their own); called so, it
+        gets ``self`` among its arguments, which the description expects."""
+        if instance is None and self._self_binding == "function":
+            return self
+        return super().__get__(instance, owner)
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         return self.__qualname__
 
@@ -119,18 +127,19 @@ def _calling_convention(func: Any) -> str:
 def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                     kwargs: Kwargs) -> Any:
-        if tracing.dormant:  # no provider yet: not even the lazy description
-            return wrapped(*args, **kwargs)
-        function_info = info()
-        opened = tracing.open(function_info, instance, args, kwargs)
-        if opened is None:
-            return wrapped(*args, **kwargs)
+        opened = None
         try:
+            if not tracing.dormant:  # no provider yet: not even the lazy description
+                function_info = info()
+                opened = tracing.open(function_info, instance, args, kwargs)
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            tracing.close_failed(opened, function_info, exc, WRAPPER_CODES)
+            if opened is not None:
+                tracing.close_failed(opened, function_info, exc, WRAPPER_CODES)
+            _drop_own_entry(exc)
             raise
-        tracing.close(opened, function_info, result)
+        if opened is not None:
+            tracing.close(opened, function_info, result)
         return result
 
     return traced_call
@@ -155,7 +164,11 @@ class _Owned:
 def _coroutine_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                               kwargs: Kwargs) -> Any:
-        coroutine = wrapped(*args, **kwargs)
+        try:
+            coroutine = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _drop_own_entry(exc)
+            raise
         if not inspect.iscoroutine(coroutine):
             return coroutine  # a decorator changed what the function returns
         driver = _drive_coroutine(_Owned(coroutine), tracing, info(), instance, args, kwargs)
@@ -176,6 +189,7 @@ async def _drive_coroutine(owned: _Owned, tracing: Tracing, info: FunctionInfo,
         result = await coroutine
     except BaseException as exc:
         tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+        _drop_own_entry(exc)
         raise
     tracing.close(opened, info, result)
     return result
@@ -184,7 +198,11 @@ async def _drive_coroutine(owned: _Owned, tracing: Tracing, info: FunctionInfo,
 def _generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                               kwargs: Kwargs) -> Any:
-        generator = wrapped(*args, **kwargs)
+        try:
+            generator = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _drop_own_entry(exc)
+            raise
         if not inspect.isgenerator(generator):
             return generator  # a decorator changed what the function returns
         driver = _drive_generator(generator, tracing, info(), instance, args, kwargs)
@@ -214,6 +232,7 @@ def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
             return stop.value
         except BaseException as exc:
             tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+            _drop_own_entry(exc)
             raise
         finally:
             error = value = None
@@ -237,7 +256,11 @@ def _drive_generator(generator: Generator[Any, Any, Any], tracing: Tracing,
 def _async_generator_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                                     kwargs: Kwargs) -> Any:
-        generator = wrapped(*args, **kwargs)
+        try:
+            generator = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _drop_own_entry(exc)
+            raise
         if not inspect.isasyncgen(generator):
             return generator
         driver = _drive_async_generator(generator, tracing, info(), instance, args, kwargs)
@@ -268,6 +291,7 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: T
         except BaseException as exc:
             if opened is not None:
                 tracing.close_failed(opened, info, exc, WRAPPER_CODES)
+            _drop_own_entry(exc)
             raise
         finally:
             error = value = None
@@ -293,6 +317,38 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], tracing: T
             opened = tracing.resume(opened)
 
 
+def _drop_own_entry(exc: BaseException) -> None:
+    """Give an exception leaving a wrapper the traceback it has untraced: without
+    the wrapper's own entry, which the bare ``raise`` after this does not add back
+    (3.11+; 3.10 re-raises the traceback its handler caught). Code that filters
+    frames by code object, or checks that a ``TypeError`` came from its own call
+    line (arity probing), then sees what it sees untraced."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code in WRAPPER_CODES:
+        exc.__traceback__ = tb.tb_next
+
+
+#: Names a function reads when it inspects the stack (``sys._getframe(1)``,
+#: ``inspect.currentframe().f_back``, ``warnings.warn(..., stacklevel=2)``): a
+#: Python-level wrapper's frame would be one of the frames it finds.
+_STACK_NAMES = frozenset({"_getframe", "currentframe", "f_back", "getouterframes",
+                          "getinnerframes", "extract_stack", "format_stack", "print_stack",
+                          "walk_stack", "_getframemodulename"})
+
+
+def inspects_stack(code: Any) -> bool:
+    """Whether ``code`` looks at its callers' frames (then it runs unwrapped)."""
+    if not isinstance(code, CodeType):
+        return False
+    names = code.co_names
+    if not _STACK_NAMES.isdisjoint(names) or ("stack" in names and "inspect" in names):
+        return True
+    for const in code.co_consts:
+        if type(const) is tuple and "stacklevel" in const:
+            return True  # a keyword argument's name
+    return False
+
+
 def _copy_names(source: Any, target: Any) -> None:
     try:
         target.__name__ = source.__name__
@@ -304,6 +360,9 @@ def _copy_names(source: Any, target: Any) -> None:
 #: Frames of these functions in a traceback mean "an inner traced call was here".
 WRAPPER_CODES: frozenset[CodeType] = frozenset({
     _function_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _coroutine_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _generator_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _async_generator_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
     _drive_coroutine.__code__,
     _drive_generator.__code__,
     _drive_async_generator.__code__,
