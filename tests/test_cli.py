@@ -327,3 +327,25 @@ def test_a_program_that_installs_autotrace_itself_replaces_the_command_s(tmp_pat
     assert "value 8 patterns ['mylib']" in out.stdout
     assert "spans ['twice']" in out.stdout
     assert "RuntimeError" not in out.stderr
+
+
+def test_spawn_workers_trace_the_main_scripts_functions(tmp_path: Path, backend: str) -> None:
+    """A spawn worker re-runs the main script as ``__mp_main__`` (``runpy.run_path``)."""
+    if backend == "monitoring":
+        pytest.xfail("the monitoring backend does not hook runpy.run_path")
+    write(tmp_path, "pool_app.py", '''
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                print("pool", pool.map(square, [3]))
+    ''')
+    out = run([*AUTOTRACE, "-p", "pool_app", "--backend", backend, sys.executable,
+               "pool_app.py"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "pool [9]\n"
+    assert any(line.startswith("  square(x=3) -> 9  ") for line in tree_lines(out.stderr)), \
+        out.stderr

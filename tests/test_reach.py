@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 from types import FunctionType
 
+import pytest
+
 import autotrace
 
 from .conftest import Modules, Traced
@@ -229,3 +231,21 @@ def test_uninstall_restores_functions_wrapped_as_defined(traced: Traced) -> None
     assert traced.names() == []
     importlib.reload(mod)
     assert type(mod.FILTERS["upper"]) is FunctionType and traced.names() == []
+
+
+def test_run_path_modules_are_traced(traced: Traced, tmp_path: Path) -> None:
+    """``runpy.run_path``: what multiprocessing's spawn workers run as ``__mp_main__``."""
+    import runpy
+
+    name = traced.modules.name("script")
+    path = tmp_path / f"{name}.py"
+    path.write_text("REGISTRY = []\n\ndef work(x):\n    return x + 1\n\n"
+                    "REGISTRY.append(work)\nRESULT = work(1)\n")
+    if traced.backend == "monitoring":
+        pytest.xfail("the monitoring backend does not hook runpy.run_path")
+    traced.install([name])
+    namespace = runpy.run_path(str(path), run_name="__mp_main__")
+    assert namespace["RESULT"] == 2 and namespace["REGISTRY"][0](2) == 3
+    assert traced.names() == ["work", "work"]
+    attrs = dict(traced.spans()[0].attributes or {})
+    assert attrs["code.function.name"] == f"{name}.work"
