@@ -42,6 +42,7 @@ from ...selection.discovery import (
     modules_to_scan,
     namespace_module_name,
 )
+from . import cache
 from . import main as wrapt_main
 from .wrappers import TracedFunction, inspects_stack, make_wrapper
 
@@ -71,6 +72,7 @@ class WraptBackend:
 
     def __init__(self, selector: Selector, tracing: Tracing) -> None:
         self._selector = selector
+        self._cache_tag = cache.tag(selector.patterns, selector.exclude)
         self._tracing = tracing
         self._patches: dict[str, list[Patch]] = {}
         self._lock = threading.RLock()
@@ -148,14 +150,24 @@ class WraptBackend:
         if not self._selector.may_contain(name):
             return None
         filename = loader.get_filename(name)
+        stats = loader.path_stats(filename)
+        mtime, size = stats["mtime"], stats.get("size", 0)
+        stored = cache.cache_path(filename, self._cache_tag)
+        if stored is not None:
+            cached = cache.read(stored, mtime, size)
+            if cached is not None:
+                return None if isinstance(cached, str) else cached
         source = loader.get_data(filename)
         try:
             tree = ast.parse(source, filename, "exec")
         except (SyntaxError, ValueError):
             return None  # the loader reports it, in its own words
-        if not wrapt_main.rewrite(tree, name, self.selects):
-            return None
-        return compile(tree, filename, "exec", dont_inherit=True)  # type: ignore[no-any-return]
+        code: CodeType | None = None
+        if wrapt_main.rewrite(tree, name, self.selects):
+            code = compile(tree, filename, "exec", dont_inherit=True)
+        if stored is not None:
+            cache.write(stored, cache.NOTHING if code is None else code, mtime, len(source))
+        return code
 
     def decorator(self, implicit_first: bool) -> Callable[[Any], Any]:
         return self._decorators[implicit_first]
