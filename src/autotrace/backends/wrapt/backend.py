@@ -13,6 +13,7 @@ registry) keeps working as a pass-through once the installation is inactive.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import os
 import runpy
@@ -85,6 +86,8 @@ class WraptBackend:
         self._closure_infos: weakref.WeakKeyDictionary[CodeType, FunctionInfo] = \
             weakref.WeakKeyDictionary()
         self._runpy_original: Any = None
+        #: Imported modules whose code came from the rewrite, until their body has run.
+        self._rewritten: set[str] = set()
 
     def start(self) -> None:
         wrapt_main.activate(self)
@@ -110,12 +113,14 @@ class WraptBackend:
 
     def _restore_defined(self, defined: list[tuple[dict[str, Any], str, Any, TracedFunction]],
                          patches: dict[str, list[Patch]]) -> None:
-        """Put raw functions back wherever a module holds a proxy made as it was defined:
-        its own globals and the traced modules that imported it (``from a import f``)."""
+        """Put raw functions back wherever a module or class holds a proxy made as it
+        was defined: module globals, the traced modules that imported it (``from a
+        import f``), and class dicts (found from the globals by qualname now, so that
+        importing pays nothing for it)."""
         if not defined:
             return
         raw_of = {id(proxy): (proxy, raw) for _, _, raw, proxy in defined}
-        namespaces = {id(ns): ns for ns, _, _, _ in defined}
+        namespaces = {id(ns): ns for ns, qualname, _, _ in defined if "." not in qualname}
         for name in patches:
             module = sys.modules.get(name)
             if isinstance(module, ModuleType):
@@ -129,6 +134,20 @@ class WraptBackend:
             except Exception:
                 log_once("undo", "autotrace: could not restore the functions of %s",
                          namespace.get("__name__"))
+        classes: dict[int, Any] = {}
+        for namespace, qualname, _, _ in defined:
+            if "." in qualname:
+                owner = _class_of(namespace, qualname)
+                if owner is not None:
+                    classes[id(owner)] = owner
+        for cls in classes.values():
+            try:
+                for attr, value in list(vars(cls).items()):
+                    original = _unwrapped(value, raw_of)
+                    if original is not None:
+                        setattr(cls, attr, original)
+            except Exception:
+                log_once("undo", "autotrace: could not restore the methods of %s", cls)
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
         """Compile a run module so each top-level definition is wrapped as it is made."""
@@ -156,7 +175,7 @@ class WraptBackend:
         if stored is not None:
             cached = cache.read(stored, mtime, size)
             if cached is not None:
-                return None if isinstance(cached, str) else cached
+                return self._rewritten_code(name, None if isinstance(cached, str) else cached)
         source = loader.get_data(filename)
         try:
             tree = ast.parse(source, filename, "exec")
@@ -167,6 +186,12 @@ class WraptBackend:
             code = compile(tree, filename, "exec", dont_inherit=True)
         if stored is not None:
             cache.write(stored, cache.NOTHING if code is None else code, mtime, len(source))
+        return self._rewritten_code(name, code)
+
+    def _rewritten_code(self, name: str, code: CodeType | None) -> CodeType | None:
+        if code is not None:
+            with self._lock:
+                self._rewritten.add(name)
         return code
 
     def decorator(self, implicit_first: bool) -> Callable[[Any], Any]:
@@ -194,9 +219,9 @@ class WraptBackend:
             return func
         module = namespace_module_name(func.__globals__)
         wrapper = self._traced_function(func, func, module, qualname, implicit_first)
-        if "." not in qualname:
+        if "<locals>" not in qualname:  # closures: a proxy per call, none kept
             with self._lock:
-                self._defined.append((func.__globals__, func.__name__, func, wrapper))
+                self._defined.append((func.__globals__, qualname, func, wrapper))
         return wrapper
 
     def _patch_runpy(self) -> None:
@@ -243,7 +268,16 @@ class WraptBackend:
         return self.compile_main(source, filename, stem)
 
     def instrument(self, module: ModuleType) -> None:
-        """Wrap everything ``module`` defines that the patterns select (idempotent)."""
+        """Wrap everything ``module`` defines that the patterns select (idempotent).
+
+        A module compiled by the rewrite is skipped: its defs were wrapped as they
+        ran (discovery would cost more than the import, ~5 us per function)."""
+        with self._lock:
+            rewritten = module.__name__ in self._rewritten
+            self._rewritten.discard(module.__name__)
+            if rewritten:
+                self._patches.setdefault(module.__name__, [])
+                return
         made = self._apply(module.__name__, iter_targets(module, self._selector))
         self._repair_aliases(module, made)
 
@@ -361,6 +395,43 @@ def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> proper
     if state:
         new.__dict__.update(state)
     return new
+
+
+def _class_of(namespace: dict[str, Any], qualname: str) -> Any:
+    """The class that ``qualname`` (``Outer.Inner.method``) names in ``namespace``."""
+    parts = qualname.split(".")[:-1]
+    owner = namespace.get(parts[0])
+    for part in parts[1:]:
+        if not isinstance(owner, type):
+            return None
+        owner = vars(owner).get(part)
+    return owner if isinstance(owner, type) else None
+
+
+def _unwrapped(value: Any, raw_of: dict[int, tuple[Any, Any]]) -> Any:
+    """What a class attribute was before its function got a proxy; None: unchanged."""
+    def raw(func: Any) -> Any:
+        found = raw_of.get(id(func))
+        return found[1] if found is not None and found[0] is func else None
+
+    plain = raw(value)
+    if plain is not None:
+        return plain
+    if type(value) in (staticmethod, classmethod):
+        func = raw(value.__func__)
+        return None if func is None else type(value)(func)
+    if isinstance(value, property):
+        accessors = [value.fget, value.fset, value.fdel]
+        originals = [raw(f) for f in accessors]
+        if not any(o is not None for o in originals):
+            return None
+        return _rebuilt_property(value, *(o if o is not None else f
+                                          for o, f in zip(originals, accessors)))
+    if isinstance(value, functools.cached_property):
+        func = raw(value.func)
+        if func is not None:
+            value.func = func
+    return None
 
 
 def _undo_defined(target: Target) -> Patch | None:
