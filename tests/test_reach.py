@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import subprocess
 import sys
-import pickle
 import textwrap
 from pathlib import Path
 from types import FunctionType

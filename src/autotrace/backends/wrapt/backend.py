@@ -80,12 +80,13 @@ class WraptBackend:
         self._hook = ImportHook(selector, self.instrument, self.compile_main,
                                 self.compile_imported)
         self._decorators = (self._decorator(False), self._decorator(True))
-        #: Module-level defs wrapped as they were defined: (globals, name, raw, proxy).
-        self._defined: list[tuple[dict[str, Any], str, Any, TracedFunction]] = []
+        #: Proxies made as module and class bodies ran (not closures), for uninstall.
+        self._defined: list[TracedFunction] = []
         #: Descriptions shared by the proxies of one closure (one per outer call).
         self._closure_infos: weakref.WeakKeyDictionary[CodeType, FunctionInfo] = \
             weakref.WeakKeyDictionary()
         self._runpy_original: Any = None
+        self._last_module: tuple[Any, str] = (None, "")
         #: Imported modules whose code came from the rewrite, until their body has run.
         self._rewritten: set[str] = set()
 
@@ -111,14 +112,16 @@ class WraptBackend:
                 except Exception:
                     log_once("undo", "autotrace: could not restore %s", patch.name)
 
-    def _restore_defined(self, defined: list[tuple[dict[str, Any], str, Any, TracedFunction]],
+    def _restore_defined(self, proxies: list[TracedFunction],
                          patches: dict[str, list[Patch]]) -> None:
         """Put raw functions back wherever a module or class holds a proxy made as it
         was defined: module globals, the traced modules that imported it (``from a
         import f``), and class dicts (found from the globals by qualname now, so that
         importing pays nothing for it)."""
-        if not defined:
+        if not proxies:
             return
+        defined = [(proxy.__wrapped__.__globals__, proxy.__wrapped__.__qualname__,
+                    proxy.__wrapped__, proxy) for proxy in proxies]
         raw_of = {id(proxy): (proxy, raw) for _, _, raw, proxy in defined}
         namespaces = {id(ns): ns for ns, qualname, _, _ in defined if "." not in qualname}
         for name in patches:
@@ -212,16 +215,27 @@ class WraptBackend:
         return decorate
 
     def _wrap_defined(self, func: FunctionType, implicit_first: bool) -> Any:
+        """Runs once per def as a module body runs: kept lean (import cost)."""
         qualname = func.__qualname__
-        if inspects_stack(func.__code__):
+        code = func.__code__
+        if inspects_stack(code):
             logger.debug("autotrace: %s.%s inspects the stack; it runs unwrapped under the "
                          "wrapt backend", func.__module__, qualname)
             return func
-        module = namespace_module_name(func.__globals__)
-        wrapper = self._traced_function(func, func, module, qualname, implicit_first)
-        if "<locals>" not in qualname:  # closures: a proxy per call, none kept
-            with self._lock:
-                self._defined.append((func.__globals__, qualname, func, wrapper))
+        namespace = func.__globals__
+        last = self._last_module
+        if last[0] is namespace:
+            module = last[1]
+        else:
+            module = namespace_module_name(namespace)
+            self._last_module = (namespace, module)
+        if "<locals>" in qualname:  # a proxy per call of the outer function, none kept
+            return self._traced_function(func, func, module, qualname, implicit_first)
+        describe = functools.partial(self._tracing.formatter.describe_function, func, module,
+                                     qualname, implicit_first)
+        wrapper = TracedFunction(func, make_wrapper(func, self._tracing, describe,
+                                                    code.co_flags))
+        self._defined.append(wrapper)  # atomic under the GIL
         return wrapper
 
     def _patch_runpy(self) -> None:
@@ -426,7 +440,7 @@ def _unwrapped(value: Any, raw_of: dict[int, tuple[Any, Any]]) -> Any:
         if not any(o is not None for o in originals):
             return None
         return _rebuilt_property(value, *(o if o is not None else f
-                                          for o, f in zip(originals, accessors)))
+                                          for o, f in zip(originals, accessors, strict=True)))
     if isinstance(value, functools.cached_property):
         func = raw(value.func)
         if func is not None:

@@ -79,8 +79,13 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
         return self
 
 
-def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInfo]) -> Wrapper:
-    """The wrapt wrapper for ``func``, chosen by its calling convention."""
+def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInfo],
+                 flags: int | None = None) -> Wrapper:
+    """The wrapt wrapper for ``func``, chosen by its calling convention (``flags``: the
+    code flags of a plain function, known to the caller)."""
+    kind = _calling_convention(func) if flags is None else _convention_of_flags(flags)
+    if kind is _FUNCTION:
+        return _function_wrapper(tracing, describe)
     cell: list[FunctionInfo | None] = [None]
 
     def info() -> FunctionInfo:
@@ -89,14 +94,11 @@ def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInf
             found = cell[0] = describe()
         return found
 
-    kind = _calling_convention(func)
     if kind is _ASYNC_GENERATOR:
         return _async_generator_wrapper(tracing, info)
     if kind is _COROUTINE:
         return _coroutine_wrapper(tracing, info)
-    if kind is _GENERATOR:
-        return _generator_wrapper(tracing, info)
-    return _function_wrapper(tracing, info)
+    return _generator_wrapper(tracing, info)
 
 
 _FUNCTION, _GENERATOR, _COROUTINE, _ASYNC_GENERATOR = "function", "generator", "coroutine", \
@@ -107,14 +109,7 @@ def _calling_convention(func: Any) -> str:
     """Read from the code flags of a plain function (three ``inspect`` calls cost
     more than the rest of wrapping it); ``inspect`` for anything else."""
     if type(func) is FunctionType and not hasattr(func, "_is_coroutine_marker"):
-        flags = func.__code__.co_flags
-        if flags & CO_ASYNC_GENERATOR:
-            return _ASYNC_GENERATOR
-        if flags & CO_COROUTINE:
-            return _COROUTINE
-        if flags & CO_GENERATOR:
-            return _GENERATOR
-        return _FUNCTION
+        return _convention_of_flags(func.__code__.co_flags)
     if inspect.isasyncgenfunction(func):
         return _ASYNC_GENERATOR
     if inspect.iscoroutinefunction(func):
@@ -124,13 +119,29 @@ def _calling_convention(func: Any) -> str:
     return _FUNCTION
 
 
-def _function_wrapper(tracing: Tracing, info: Callable[[], FunctionInfo]) -> Wrapper:
+def _convention_of_flags(flags: int) -> str:
+    if flags & CO_ASYNC_GENERATOR:
+        return _ASYNC_GENERATOR
+    if flags & CO_COROUTINE:
+        return _COROUTINE
+    if flags & CO_GENERATOR:
+        return _GENERATOR
+    return _FUNCTION
+
+
+def _function_wrapper(tracing: Tracing, describe: Callable[[], FunctionInfo]) -> Wrapper:
+    # Few objects per wrapper (one closure cell): a module wrapped as it is defined
+    # makes one wrapper per def, and each object tracked by the collector costs import time.
+    state: list[Any] = [None, tracing, describe]
+
     def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                     kwargs: Kwargs) -> Any:
+        function_info, tracing, describe = state
         opened = None
         try:
             if not tracing.dormant:  # no provider yet: not even the lazy description
-                function_info = info()
+                if function_info is None:
+                    function_info = state[0] = describe()
                 opened = tracing.open(function_info, instance, args, kwargs)
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
