@@ -185,7 +185,7 @@ class WraptBackend:
         except (SyntaxError, ValueError):
             return None  # the loader reports it, in its own words
         code: CodeType | None = None
-        if wrapt_main.rewrite(tree, name, self.selects):
+        if wrapt_main.rewrite(tree, name, self.selects, source):
             code = compile(tree, filename, "exec", dont_inherit=True)
         if stored is not None:
             cache.write(stored, cache.NOTHING if code is None else code, mtime, len(source))

@@ -75,13 +75,21 @@ def compile_main(backend: WraptBackend, source: Union[str, bytes], filename: str
     if module in ("__main__", "__mp_main__", "<run_path>"):
         module = os.path.splitext(os.path.basename(filename))[0]
     if backend.may_trace(module):
-        rewrite(tree, module, backend.selects)
+        rewrite(tree, module, backend.selects, source)
     return compile(tree, filename, "exec", dont_inherit=True)
 
 
-def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool]) -> int:
-    """Add the tracing decorator to every selected def of ``tree``; how many."""
-    if _rebinds_helper(tree):
+def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
+            source: Union[str, bytes, None] = None) -> int:
+    """Add the tracing decorator to every selected def of ``tree``; how many.
+
+    ``source``, when given, spares the walk for ``__import__`` when it never occurs."""
+    mentioned = True
+    if isinstance(source, bytes):
+        mentioned = b"__import__" in source
+    elif isinstance(source, str):
+        mentioned = "__import__" in source
+    if mentioned and _rebinds_helper(tree):
         return 0
     return _Rewriter(module, selects).block(tree.body, "", False)
 
@@ -144,21 +152,16 @@ def _decorated_with(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
 
 
 def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool) -> ast.expr:
-    helper = ast.Call(
-        func=ast.Name(id=_HELPER, ctx=ast.Load()),
-        args=[ast.Constant(value=__name__)],
-        keywords=[ast.keyword(arg="fromlist",
-                              value=ast.Tuple(elts=[ast.Constant(value="_")], ctx=ast.Load()))],
-    )
-    call = ast.Call(func=ast.Attribute(value=helper, attr="traced", ctx=ast.Load()),
-                    args=[ast.Constant(value=implicit_first)], keywords=[])
     # The def line: no user statement moves, co_firstlineno stays the first user
     # decorator's line (or the def's), and a failure here points at the def.
-    for node in ast.walk(call):
-        if "lineno" in node._attributes:
-            node.lineno = node.end_lineno = stmt.lineno  # type: ignore[attr-defined]
-            node.col_offset = node.end_col_offset = stmt.col_offset  # type: ignore[attr-defined]
-    return call
+    at = {"lineno": stmt.lineno, "end_lineno": stmt.lineno, "col_offset": stmt.col_offset,
+          "end_col_offset": stmt.col_offset}
+    fromlist = ast.Tuple(elts=[ast.Constant(value="_", **at)], ctx=ast.Load(), **at)
+    helper = ast.Call(func=ast.Name(id=_HELPER, ctx=ast.Load(), **at),
+                      args=[ast.Constant(value=__name__, **at)],
+                      keywords=[ast.keyword(arg="fromlist", value=fromlist, **at)], **at)
+    return ast.Call(func=ast.Attribute(value=helper, attr="traced", ctx=ast.Load(), **at),
+                    args=[ast.Constant(value=implicit_first, **at)], keywords=[], **at)
 
 
 def _rebinds_helper(tree: ast.Module) -> bool:
