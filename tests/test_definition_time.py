@@ -75,3 +75,36 @@ def test_source_lines_and_metadata_are_unchanged(traced: Traced) -> None:
         "__name__", "__doc__", "__package__", "__loader__", "__spec__", "__file__",
         "__cached__", "contextlib", "functools", "opened", "Shop", "plain", "alias_of_plain"}
     assert type(mod.__loader__).__name__ == "SourceFileLoader"
+
+
+MEMO = '''
+import functools
+
+def memoize(func):
+    cache = {}
+
+    @functools.wraps(func)
+    def memof(*args):
+        if args not in cache:
+            cache[args] = func(*args)
+        return cache[args]
+    return memof
+
+CALLS = []
+
+@memoize
+def slow(x):
+    CALLS.append(x)
+    return x * 2
+'''
+
+
+def test_functools_wraps_on_a_traced_closure_keeps_the_closure(traced: Traced) -> None:
+    """toolz' memoize and boltons' once: ``update_wrapper`` sets ``memof.__wrapped__``,
+    which on a wrapt proxy would retarget it to the undecorated function."""
+    mod = traced.load("memo", MEMO)
+    traced.clear()  # the body called memoize()
+    assert (mod.slow(2), mod.slow(2)) == (4, 4) and mod.CALLS == [2]
+    assert mod.slow.__name__ == "slow" and mod.slow.__wrapped__.__name__ == "slow"
+    assert inspect.unwrap(mod.slow).__code__.co_name == "slow"
+    assert traced.names() == ["slow", "memoize.<locals>.memof", "memoize.<locals>.memof"]

@@ -45,7 +45,7 @@ from ...selection.discovery import (
 )
 from . import cache
 from . import main as wrapt_main
-from .wrappers import TracedFunction, inspects_stack, make_wrapper
+from .wrappers import TracedFunction, inspects_stack, make_wrapper, raw_target
 
 
 @dataclass
@@ -120,8 +120,8 @@ class WraptBackend:
         importing pays nothing for it)."""
         if not proxies:
             return
-        defined = [(proxy.__wrapped__.__globals__, proxy.__wrapped__.__qualname__,
-                    proxy.__wrapped__, proxy) for proxy in proxies]
+        raws = [(raw_target(proxy), proxy) for proxy in proxies]
+        defined = [(raw.__globals__, raw.__qualname__, raw, proxy) for raw, proxy in raws]
         raw_of = {id(proxy): (proxy, raw) for _, _, raw, proxy in defined}
         namespaces = {id(ns): ns for ns, qualname, _, _ in defined if "." not in qualname}
         for name in patches:
@@ -456,17 +456,17 @@ def _undo_defined(target: Target) -> Patch | None:
         return None  # module globals: see WraptBackend._restore_defined
     try:
         if kind == METHOD and isinstance(value, TracedFunction):
-            return Patch(owner, name, value.__wrapped__, value)
+            return Patch(owner, name, raw_target(value), value)
         if kind in (STATICMETHOD, CLASSMETHOD) and type(value) in (staticmethod, classmethod):
             func = value.__func__
             if isinstance(func, TracedFunction):
-                return Patch(owner, name, type(value)(func.__wrapped__), value)
+                return Patch(owner, name, type(value)(raw_target(func)), value)
         if kind == PROPERTY:
-            raw = [f.__wrapped__ if isinstance(f, TracedFunction) else f
+            raw = [raw_target(f) if isinstance(f, TracedFunction) else f
                    for f in (value.fget, value.fset, value.fdel)]
             return Patch(owner, name, _rebuilt_property(value, *raw), value)
         if kind == CACHED_PROPERTY and isinstance(value.func, TracedFunction):
-            return Patch(value, "func", value.func.__wrapped__, value.func)
+            return Patch(value, "func", raw_target(value.func), value.func)
     except Exception:
         return None
     return None

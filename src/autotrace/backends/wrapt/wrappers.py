@@ -58,6 +58,24 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
     __bound_function_wrapper__ = BoundTracedFunction
 
+    @property
+    def __wrapped__(self) -> Any:
+        """What the function itself names as wrapped (``functools.wraps`` inside a
+        traced decorator: ``memoize(f).__wrapped__ is f``), else the function."""
+        target = _TARGET.__get__(self, type(self))
+        if type(target) is FunctionType:
+            return getattr(target, "__wrapped__", target)
+        return target
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``functools.wraps`` on a traced closure (``memof.__wrapped__ = func``) must not
+        retarget the proxy (wrapt's meaning of setting ``__wrapped__``): the attribute
+        goes to the function, like every other one, and the chain stays unwrappable."""
+        if name == "__wrapped__":
+            setattr(_TARGET.__get__(self, type(self)), name, value)
+        else:
+            super().__setattr__(name, value)
+
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         """A function fetched from its class is itself (``C.m is C.m``, as untraced:
         class libraries compare ``cls.__setattr__`` with their own); called so, it
@@ -77,6 +95,16 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
     def __deepcopy__(self, memo: Any) -> TracedFunction:
         return self
+
+
+#: wrapt's own ``__wrapped__`` slot: the proxied object whatever the subclass says.
+_TARGET: Any = next(vars(k)["__wrapped__"] for k in wrapt.FunctionWrapper.__mro__
+                    if "__wrapped__" in vars(k))
+
+
+def raw_target(proxy: TracedFunction) -> Any:
+    """The object a proxy calls (a function, or a static/class method object)."""
+    return _TARGET.__get__(proxy, type(proxy))
 
 
 def make_wrapper(func: Any, tracing: Tracing, describe: Callable[[], FunctionInfo],
