@@ -154,8 +154,8 @@ def _decorated_with(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
 def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool) -> ast.expr:
     # The def line: no user statement moves, co_firstlineno stays the first user
     # decorator's line (or the def's), and a failure here points at the def.
-    at = {"lineno": stmt.lineno, "end_lineno": stmt.lineno, "col_offset": stmt.col_offset,
-          "end_col_offset": stmt.col_offset}
+    at: dict[str, Any] = {"lineno": stmt.lineno, "end_lineno": stmt.lineno,
+                          "col_offset": stmt.col_offset, "end_col_offset": stmt.col_offset}
     fromlist = ast.Tuple(elts=[ast.Constant(value="_", **at)], ctx=ast.Load(), **at)
     helper = ast.Call(func=ast.Name(id=_HELPER, ctx=ast.Load(), **at),
                       args=[ast.Constant(value=__name__, **at)],

@@ -58,7 +58,7 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
     __bound_function_wrapper__ = BoundTracedFunction
 
-    @property
+    @property  # type: ignore[override]
     def __wrapped__(self) -> Any:
         """What the function itself names as wrapped (``functools.wraps`` inside a
         traced decorator: ``memoize(f).__wrapped__ is f``), else the function."""
