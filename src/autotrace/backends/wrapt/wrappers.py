@@ -58,8 +58,8 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
     __bound_function_wrapper__ = BoundTracedFunction
 
-    @property  # type: ignore[override]
-    def __wrapped__(self) -> Any:
+    @property
+    def __wrapped__(self) -> Any:  # type: ignore[override]
         """What the function itself names as wrapped (``functools.wraps`` inside a
         traced decorator: ``memoize(f).__wrapped__ is f``), else the function."""
         target = _TARGET.__get__(self, type(self))
