@@ -108,3 +108,37 @@ def test_functools_wraps_on_a_traced_closure_keeps_the_closure(traced: Traced) -
     assert mod.slow.__name__ == "slow" and mod.slow.__wrapped__.__name__ == "slow"
     assert inspect.unwrap(mod.slow).__code__.co_name == "slow"
     assert traced.names() == ["slow", "memoize.<locals>.memof", "memoize.<locals>.memof"]
+
+
+def test_a_loader_that_transforms_source_keeps_its_code(traced: Traced) -> None:
+    """typeguard, beartype and other rewriters hand out ``SourceFileLoader`` subclasses
+    with their own ``source_to_code``: compiling from source would drop their work."""
+    import importlib.machinery
+    import sys
+
+    class Shouting(importlib.machinery.SourceFileLoader):
+        def source_to_code(self, data, path, *, _optimize=-1):  # type: ignore[override]
+            return super().source_to_code(data.replace(b"quiet", b"LOUD"), path)
+
+    name = traced.modules.module("loud", "def word():\n    return 'quiet'\n\nW = [word]\n")
+
+    class Finder:
+        @staticmethod
+        def find_spec(fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+            if fullname != name:
+                return None
+            origin = str(traced.modules.root / f"{name}.py")
+            return importlib.util.spec_from_file_location(fullname, origin,
+                                                          loader=Shouting(fullname, origin))
+
+    import importlib.util
+
+    sys.meta_path.insert(0, Finder)
+    try:
+        traced.install()
+        mod = importlib.import_module(name)
+    finally:
+        sys.meta_path.remove(Finder)
+    assert mod.word() == "LOUD" and mod.W[0]() == "LOUD"
+    # wrapt wraps such a module after its body: the registry kept the raw function
+    assert traced.names() == (["word"] if traced.backend == "wrapt" else ["word", "word"])

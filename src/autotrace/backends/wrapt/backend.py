@@ -166,7 +166,7 @@ class WraptBackend:
         """An imported module's code with its traced defs wrapped as they are defined;
         None (the loader runs it, wrapped after its body) without source or nothing
         to trace."""
-        if not isinstance(loader, SourceFileLoader) or not self._tracing.active:
+        if not _plain_source_loader(loader) or not self._tracing.active:
             return None
         name = module.__name__
         if not self._selector.may_contain(name):
@@ -409,6 +409,17 @@ def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> proper
     if state:
         new.__dict__.update(state)
     return new
+
+
+def _plain_source_loader(loader: Any) -> bool:
+    """A ``SourceFileLoader`` that makes code the usual way: one that transforms it
+    (typeguard, beartype, another rewriter) keeps its own, wrapped after the body."""
+    cls = type(loader)
+    return (isinstance(loader, SourceFileLoader)
+            and cls.source_to_code is SourceFileLoader.source_to_code
+            and cls.get_code is SourceFileLoader.get_code
+            and cls.exec_module is SourceFileLoader.exec_module
+            and cls.get_data is SourceFileLoader.get_data)
 
 
 def _class_of(namespace: dict[str, Any], qualname: str) -> Any:
