@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run third-party libraries' own test suites plain and under autotrace; compare.
 
-For each suite (toolz, more-itertools): download the sdist from the package
-index (``pip download --no-binary :all:``), unpack it, install the test
+For each suite (toolz, more-itertools, pyparsing, jinja2, boltons): download the
+sdist from the package index (``pip download --no-binary :all:``), unpack it, install the test
 dependencies it needs, then run its test suite once plain and once per backend
 with autotrace tracing the library's own modules (pattern = its top-level
 package). The library is imported from the unpacked sdist (checked: every
@@ -52,6 +52,7 @@ class Suite:
     runner: str  # "pytest" or "unittest": the runner the project itself uses
     args: tuple[str, ...] = ()
     test_deps: tuple[str, ...] = ()  # importable names; installed with pip when missing
+    source_dir: str = ""  # where the package lives inside the sdist ("src" layouts)
 
 
 SUITES = {
@@ -60,6 +61,26 @@ SUITES = {
     # more-itertools runs ``python -m unittest`` (its Makefile), doctests included.
     "more-itertools": Suite("more-itertools", "more-itertools==11.2.1", ("more_itertools",),
                             "unittest"),
+    # The suites below stress what a Python-level wrapper can change (issue 13).
+    # pyparsing: parse actions called with fewer arguments when the TypeError comes
+    # from the call itself (arity probing by traceback), deep recursive descent,
+    # stack introspection (its tests run with `pytest tests`, per its tox.ini).
+    # Its unit tests of the parser (tests/test_unit.py, ~2,000 tests, 5 min plain on a
+    # loaded CI machine) take far longer traced: the three smaller files keep CI short.
+    "pyparsing": Suite("pyparsing", "pyparsing==3.3.3", ("pyparsing",), "pytest",
+                       args=("tests/test_simple_unit.py", "tests/test_util.py",
+                             "tests/test_testing.py"), test_deps=("pytest",)),
+    # jinja2: rewrites tracebacks dropping internal frames by code object, pickles
+    # module-level registries, inspects the stack for template debugging.
+    # (the two async test modules need trio: left out)
+    "jinja2": Suite("jinja2", "jinja2==3.1.6", ("jinja2",), "pytest",
+                    args=("tests", "--ignore=tests/test_async.py",
+                          "--ignore=tests/test_async_filters.py"),
+                    test_deps=("pytest", "markupsafe"), source_dir="src"),
+    # boltons: class factories, sentinels naming their caller's module, frozen
+    # types, tracebacks utilities, caches, deep recursion helpers.
+    "boltons": Suite("boltons", "boltons==26.2.0", ("boltons",), "pytest", args=("tests",),
+                     test_deps=("pytest",)),
 }
 
 
@@ -137,8 +158,9 @@ def run_suite(suite: Suite, root: Path, mode: str, work: Path) -> Run:
         "AUTOTRACE_SUITE_PATTERNS": ",".join(suite.patterns),
         "AUTOTRACE_SUITE_ROOT": str(root),
         "AUTOTRACE_SUITE_REPORT": str(report),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), str(root),
-                                                    env.get("PYTHONPATH", "")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [
+            str(HERE), str(root / suite.source_dir) if suite.source_dir else "", str(root),
+            env.get("PYTHONPATH", "")])),
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     for var in [v for v in env if v.startswith("OTEL_PYTHON_AUTOTRACE_")]:

@@ -459,3 +459,25 @@ def test_start_up_imports_neither_the_sdk_nor_wrapt_before_they_are_needed(
     out = run([*AUTOTRACE, "-p", "myapp", sys.executable, "-c", probe], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "[]\n"
+
+
+def test_spawn_workers_trace_the_main_scripts_functions(tmp_path: Path, backend: str) -> None:
+    """A spawn worker re-runs the main script as ``__mp_main__`` (``runpy.run_path``)."""
+    if backend == "monitoring":
+        pytest.xfail("the monitoring backend does not hook runpy.run_path")
+    write(tmp_path, "pool_app.py", '''
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                print("pool", pool.map(square, [3]))
+    ''')
+    out = run([*AUTOTRACE, "-p", "pool_app", "--backend", backend, sys.executable,
+               "pool_app.py"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "pool [9]\n"
+    assert any(line.startswith("  square(x=3) -> 9  ") for line in tree_lines(out.stderr)), \
+        out.stderr

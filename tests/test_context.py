@@ -60,11 +60,9 @@ def test_threads_start_their_own_trace_like_start_as_current_span(traced: Traced
     mod = traced.load("ctx", SOURCE)
     mod.in_thread()
     spans = traced.spans()
-    if traced.backend == "monitoring":  # it also traces the closure the thread runs
-        assert parent_name(spans, traced.span("leaf")) == "in_thread.<locals>.run"
-        assert parent_name(spans, traced.span("in_thread.<locals>.run")) is None
-    else:
-        assert parent_name(spans, traced.span("leaf")) is None  # a new thread: no context
+    # both backends trace the closure the thread runs; a new thread starts with no context
+    assert parent_name(spans, traced.span("leaf")) == "in_thread.<locals>.run"
+    assert parent_name(spans, traced.span("in_thread.<locals>.run")) is None
 
 
 def test_suppress_instrumentation_is_honoured(traced: Traced) -> None:

@@ -25,6 +25,8 @@ from ..selection import Selector
 ModuleHook = Callable[[ModuleType], None]
 #: ``(source, filename, module name) -> code`` for modules run by runpy (``-m``).
 CompileHook = Callable[[Union[str, bytes], str, str], CodeType]
+#: ``(loader, module) -> code`` to run instead of the loader's, or None for the loader's.
+ModuleCompileHook = Callable[[Any, ModuleType], Union[CodeType, None]]
 
 
 class _Guard(threading.local):
@@ -55,7 +57,11 @@ class LoaderProxy:
             pass
         finder = self._autotrace_finder
         finder.started(module.__name__)
-        loader.exec_module(module)
+        code = finder.compile_imported(loader, module)
+        if code is None:
+            loader.exec_module(module)
+        else:
+            exec(code, module.__dict__)
         # A module may replace itself in sys.modules while it runs.
         finder.imported(sys.modules.get(module.__name__, module))
 
@@ -75,10 +81,12 @@ class ImportHook:
     """The meta-path finder; install() puts it first, uninstall() removes it."""
 
     def __init__(self, selector: Selector, hook: ModuleHook,
-                 compile_code: CompileHook | None = None) -> None:
+                 compile_code: CompileHook | None = None,
+                 compile_module: ModuleCompileHook | None = None) -> None:
         self._selector = selector
         self._hook = hook
         self._compile = compile_code
+        self._compile_module = compile_module
         self._guard = _Guard()
         # Order in which hooked modules finished, and where each one started in it:
         # what finished in between was imported while that module was running.
@@ -152,6 +160,17 @@ class ImportHook:
         except Exception:
             log_once(f"compile:{fullname}", "autotrace: could not prepare %s to run traced; "
                      "it runs untraced", fullname)
+            return None
+
+    def compile_imported(self, loader: Any, module: ModuleType) -> CodeType | None:
+        """The code to run for an imported module instead of the loader's, or None."""
+        if self._compile_module is None:
+            return None
+        try:
+            return self._compile_module(loader, module)
+        except Exception:
+            log_once(f"compile:{module.__name__}", "autotrace: could not rewrite %s; its "
+                     "functions are wrapped after it runs", module.__name__)
             return None
 
     def started(self, name: str) -> None:

@@ -55,15 +55,31 @@ def module_name(module: ModuleType) -> str:
     ``python -m pkg.mod``, the script's file stem for ``python app.py``.
     """
     name = module.__name__
-    if name != "__main__":
+    if name not in _RUN_NAMES:
         return name
-    spec = getattr(module, "__spec__", None)
-    if spec is not None and getattr(spec, "name", None) and spec.name != "__main__":
-        return str(spec.name)
-    path = getattr(module, "__file__", None)
+    return namespace_module_name(vars(module))
+
+
+_RUN_NAMES = frozenset({"__main__", "__mp_main__", "<run_path>"})
+
+
+def namespace_module_name(namespace: dict[str, Any]) -> str:
+    """``module_name`` from a module's globals (what a function defined there sees).
+
+    multiprocessing's spawn workers re-run the main script as ``__mp_main__``,
+    ``runpy.run_path`` as ``<run_path>``: both are reported like ``__main__``.
+    """
+    name = namespace.get("__name__")
+    if name not in _RUN_NAMES:
+        return str(name)
+    spec = namespace.get("__spec__")
+    spec_name = getattr(spec, "name", None)
+    if spec_name and spec_name not in _RUN_NAMES:
+        return str(spec_name)
+    path = namespace.get("__file__")
     if isinstance(path, str) and path:
         return os.path.splitext(os.path.basename(path))[0]
-    return name
+    return str(name)
 
 
 def _is_generated(func: Any) -> bool:
@@ -172,7 +188,7 @@ def modules_to_scan(selector: Selector) -> list[ModuleType]:
     for mod_name, module in list(sys.modules.items()):
         if not isinstance(module, ModuleType) or type(module).__name__ == "_LazyModule":
             continue
-        if mod_name == "__main__":
+        if mod_name in _RUN_NAMES:
             if selector.may_contain(module_name(module)):
                 found.append(module)
         elif selector.may_contain(mod_name):

@@ -159,6 +159,8 @@ class Selector:
     """Answers "is this name traced?" and "may this module hold traced names?"."""
 
     def __init__(self, config: Config) -> None:
+        self.patterns = tuple(config.patterns)
+        self.exclude = tuple(config.exclude)
         self._include = _compile(config.patterns)
         self._exclude = _compile(config.exclude)
         self._prefixes = [_literal_prefix(p) for p in config.patterns]

@@ -1,156 +1,188 @@
-"""Tracing the functions of a module that is run, not imported (``python app.py``, ``-m``).
+"""Wrapping at definition time: a matching module is compiled with each traced ``def``
+wrapped *as it is defined*.
 
-The wrapt backend wraps a module's functions after its body has run, but a
-run module's body *is* the program: by the time it ends, ``main()`` has
-already been called. So its source is rewritten before it is compiled: after
-every module-level ``def``, ``async def`` and ``class`` statement (also those
-nested in module-level ``if``/``try``/``with``/``for``/``while``/``match``
-blocks, never inside function bodies) one statement is added that wraps that
-name in the module's globals with the backend's usual machinery (discovery
-targets, ``Patch`` records, so methods are covered and uninstall restores)::
+Wrapping a module's attributes after its body has run misses everything the
+body itself kept: ``@app.route`` and ``@click.command`` registries, pytest
+fixtures, ``FILTERS = {"x": f}``, default arguments, ``Thread(target=f)``,
+``main()`` called by a run module. So the source is rewritten before it is
+compiled: every ``def`` / ``async def`` whose ``module.qualname`` the patterns
+select (module level, class bodies, and closures as ``outer.<locals>.inner``)
+gets one more decorator, the innermost, so every decorator the user wrote
+receives the traced function::
 
-    def main(): ...
-    __import__("autotrace.backends.wrapt.main", fromlist=["_"]).instrument_name(
-        globals(), "main", 1)
+    @app.route("/")
+    @__import__("autotrace.backends.wrapt.main", fromlist=("_",)).traced(False)
+    def index(): ...
 
-The added statement binds no new name in the user's globals and carries the
-location of the ``def`` it follows, so user statements keep their line
-numbers. A source that rebinds ``globals`` or ``__import__`` at module level
-is compiled unchanged.
+The added decorator binds no name in the user's module, carries the location
+of the ``def`` (so line numbers, ``co_firstlineno`` and ``inspect.getsource``
+are unchanged), and calls the active wrapt backend; with none active it
+returns the function untouched. A source that could rebind ``__import__``
+anywhere is compiled unchanged.
 """
 
 from __future__ import annotations
 
 import ast
-import itertools
 import os
 import threading
-import weakref
-from collections.abc import Iterator
 from types import CodeType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..._log import log_once
+from ...selection.discovery import TRACED_DUNDERS
 
 if TYPE_CHECKING:
     from .backend import WraptBackend
 
-_HELPER_NAMES = frozenset({"globals", "__import__"})
-_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_HELPER = "__import__"
+_NO_TRACE = "no_trace"
+_STATIC = "staticmethod"
 
-_tokens = itertools.count(1)
 _lock = threading.Lock()
-_backends: weakref.WeakValueDictionary[int, WraptBackend] = weakref.WeakValueDictionary()
+_active: WraptBackend | None = None
+
+
+def _identity(func: Any) -> Any:
+    return func
+
+
+def activate(backend: WraptBackend | None) -> None:
+    """Route the decorators of rewritten code to ``backend`` (None: pass-through)."""
+    global _active
+    with _lock:
+        _active = backend
+
+
+def deactivate(backend: WraptBackend) -> None:
+    global _active
+    with _lock:
+        if _active is backend:
+            _active = None
+
+
+def traced(implicit_first: bool) -> Callable[[Any], Any]:
+    """Called by rewritten code: the decorator that makes the traced function."""
+    backend = _active
+    if backend is None:
+        return _identity
+    return backend.decorator(implicit_first)
 
 
 def compile_main(backend: WraptBackend, source: Union[str, bytes], filename: str,
                  module: str) -> CodeType:
-    """Compile ``source`` so that ``backend`` wraps each top-level definition as it is made."""
+    """Compile a run module (``__main__``, ``-m``, ``run_path``) with its defs wrapped."""
     tree = ast.parse(source, filename, "exec")
-    stem = os.path.splitext(os.path.basename(filename))[0] if module == "__main__" else module
-    if not backend.may_trace(stem) or _rebinds_helpers(tree):
-        return compile(tree, filename, "exec", dont_inherit=True)
-    with _lock:
-        token = next(_tokens)
-        _backends[token] = backend
-    tree.body = _instrument_block(tree.body, token)
-    ast.fix_missing_locations(tree)
+    if module in ("__main__", "__mp_main__", "<run_path>"):
+        module = os.path.splitext(os.path.basename(filename))[0]
+    if backend.may_trace(module):
+        rewrite(tree, module, backend.selects, source)
     return compile(tree, filename, "exec", dont_inherit=True)
 
 
-def instrument_name(namespace: dict[str, Any], name: str, token: int) -> None:
-    """Called by the rewritten module right after ``name`` was (re)bound."""
-    backend = _backends.get(token)
-    if backend is None:
-        return
-    try:
-        backend.instrument_name(namespace, name)
-    except Exception:
-        log_once(f"main:{name}", "autotrace: could not wrap %s in the main module; it runs "
-                 "untraced", name)
+def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
+            source: Union[str, bytes, None] = None) -> int:
+    """Add the tracing decorator to every selected def of ``tree``; how many.
+
+    ``source``, when given, spares the walk for ``__import__`` when it never occurs."""
+    mentioned = True
+    if isinstance(source, bytes):
+        mentioned = b"__import__" in source
+    elif isinstance(source, str):
+        mentioned = "__import__" in source
+    if mentioned and _rebinds_helper(tree):
+        return 0
+    return _Rewriter(module, selects).block(tree.body, "", False)
 
 
-def _instrument_block(body: list[ast.stmt], token: int) -> list[ast.stmt]:
-    out: list[ast.stmt] = []
-    for stmt in body:
-        _instrument_children(stmt, token)
-        out.append(stmt)
-        if isinstance(stmt, _DEFINITIONS):
-            out.append(_call_for(stmt, token))
-    return out
+class _Rewriter:
+    def __init__(self, module: str, selects: Callable[[str, str], bool]) -> None:
+        self.module = module
+        self.selects = selects
+
+    def block(self, body: list[ast.stmt], prefix: str, in_class: bool) -> int:
+        count = 0
+        for stmt in body:
+            count += self.statement(stmt, prefix, in_class)
+        return count
+
+    def statement(self, stmt: ast.stmt, prefix: str, in_class: bool) -> int:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            qualname = prefix + stmt.name
+            count = 0
+            if self._wanted(stmt, qualname, in_class):
+                implicit = in_class and not _decorated_with(stmt, _STATIC)
+                stmt.decorator_list.append(_decorator(stmt, implicit))
+                count = 1
+            return count + self.block(stmt.body, qualname + ".<locals>.", False)
+        if isinstance(stmt, ast.ClassDef):
+            if _decorated_with(stmt, _NO_TRACE):
+                return 0  # opted out whole, nested classes included
+            return self.block(stmt.body, prefix + stmt.name + ".", True)
+        count = 0
+        for field in ("body", "orelse", "finalbody"):
+            inner = getattr(stmt, field, None)
+            if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+                count += self.block(inner, prefix, in_class)
+        for handler in getattr(stmt, "handlers", ()) or ():
+            count += self.block(handler.body, prefix, in_class)
+        for case in getattr(stmt, "cases", ()) or ():
+            count += self.block(case.body, prefix, in_class)
+        return count
+
+    def _wanted(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
+                in_class: bool) -> bool:
+        name = stmt.name
+        if name.startswith("__") and name.endswith("__") and not (
+                in_class and name in TRACED_DUNDERS):
+            return False  # the same rule as discovery after the body runs
+        if _decorated_with(stmt, _NO_TRACE):
+            return False
+        return self.selects(self.module, qualname)
 
 
-def _instrument_children(stmt: ast.stmt, token: int) -> None:
-    """Recurse into the blocks of module-level compound statements (not defs)."""
-    if isinstance(stmt, _DEFINITIONS):
-        return
-    for field in ("body", "orelse", "finalbody"):
-        block = getattr(stmt, field, None)
-        if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
-            setattr(stmt, field, _instrument_block(block, token))
-    for handler in getattr(stmt, "handlers", ()) or ():
-        handler.body = _instrument_block(handler.body, token)
-    for case in getattr(stmt, "cases", ()) or ():
-        case.body = _instrument_block(case.body, token)
-
-
-def _call_for(definition: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
-              token: int) -> ast.stmt:
-    helper = ast.Call(
-        func=ast.Name(id="__import__", ctx=ast.Load()),
-        args=[ast.Constant(value=__name__)],
-        keywords=[ast.keyword(arg="fromlist", value=ast.List(elts=[ast.Constant(value="_")],
-                                                             ctx=ast.Load()))],
-    )
-    call = ast.Call(
-        func=ast.Attribute(value=helper, attr="instrument_name", ctx=ast.Load()),
-        args=[ast.Call(func=ast.Name(id="globals", ctx=ast.Load()), args=[], keywords=[]),
-              ast.Constant(value=definition.name), ast.Constant(value=token)],
-        keywords=[],
-    )
-    stmt = ast.Expr(value=call)
-    # The def line itself: tracebacks through the helper point at the def,
-    # and no user statement moves.
-    for node in ast.walk(stmt):
-        if "lineno" in node._attributes:
-            for attr, value in (("lineno", definition.lineno),
-                                ("col_offset", definition.col_offset),
-                                ("end_lineno", definition.lineno),
-                                ("end_col_offset", definition.col_offset)):
-                setattr(node, attr, value)
-    return stmt
-
-
-def _rebinds_helpers(tree: ast.Module) -> bool:
-    """Whether module-level code could rebind ``globals`` or ``__import__``."""
-    for node in _module_level_nodes(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            if node.id in _HELPER_NAMES:
-                return True
-        elif isinstance(node, _DEFINITIONS) and node.name in _HELPER_NAMES:
+def _decorated_with(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
+                    name: str) -> bool:
+    for dec in stmt.decorator_list:
+        target = dec.func if isinstance(dec, ast.Call) else dec
+        if isinstance(target, ast.Name) and target.id == name:
             return True
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if (alias.asname or alias.name.split(".", 1)[0]) in _HELPER_NAMES:
-                    return True
-        elif isinstance(node, (ast.Global, ast.Nonlocal)) and _HELPER_NAMES & set(node.names):
+        if isinstance(target, ast.Attribute) and target.attr == name:
             return True
     return False
 
 
-def _module_level_nodes(tree: ast.Module) -> Iterator[ast.AST]:
-    """Every node that can bind a module-level name.
+def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool) -> ast.expr:
+    # The def line: no user statement moves, co_firstlineno stays the first user
+    # decorator's line (or the def's), and a failure here points at the def.
+    at: dict[str, Any] = {"lineno": stmt.lineno, "end_lineno": stmt.lineno,
+                          "col_offset": stmt.col_offset, "end_col_offset": stmt.col_offset}
+    fromlist = ast.Tuple(elts=[ast.Constant(value="_", **at)], ctx=ast.Load(), **at)
+    helper = ast.Call(func=ast.Name(id=_HELPER, ctx=ast.Load(), **at),
+                      args=[ast.Constant(value=__name__, **at)],
+                      keywords=[ast.keyword(arg="fromlist", value=fromlist, **at)], **at)
+    return ast.Call(func=ast.Attribute(value=helper, attr="traced", ctx=ast.Load(), **at),
+                    args=[ast.Constant(value=implicit_first, **at)], keywords=[], **at)
 
-    Function and class bodies bind their own names, except through a
-    ``global`` statement, which is still reported.
-    """
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (*_DEFINITIONS, ast.Lambda)):
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Global):
-                    yield inner
-            continue
-        stack.extend(ast.iter_child_nodes(node))
+
+def _rebinds_helper(tree: ast.Module) -> bool:
+    """Whether any scope could bind ``__import__`` (the rewrite would call that instead)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            if node.id == _HELPER and not isinstance(node.ctx, ast.Load):
+                return True
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == _HELPER:
+                return True
+        elif isinstance(node, ast.arg):
+            if node.arg == _HELPER:
+                return True
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if (alias.asname or alias.name.split(".", 1)[0]) == _HELPER:
+                    return True
+        elif isinstance(node, (ast.Global, ast.Nonlocal)) and _HELPER in node.names:
+            return True
+        elif isinstance(node, ast.ExceptHandler) and node.name == _HELPER:
+            return True
+    return False
+

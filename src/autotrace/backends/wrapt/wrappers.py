@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import inspect
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
-from types import FunctionType
+from types import CodeType, FunctionType
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
 
 from ...describe.function import FunctionInfo
 from ...record import RAISED, RETURNED, Recorder
+from .stack import inspects_stack  # noqa: F401  (re-exported for the backend)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -58,6 +59,32 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
     __bound_function_wrapper__ = BoundTracedFunction
 
+    @property
+    def __wrapped__(self) -> Any:  # type: ignore[override]
+        """What the function itself names as wrapped (``functools.wraps`` inside a
+        traced decorator: ``memoize(f).__wrapped__ is f``), else the function."""
+        target = _TARGET.__get__(self, type(self))
+        if type(target) is FunctionType:
+            return getattr(target, "__wrapped__", target)
+        return target
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``functools.wraps`` on a traced closure (``memof.__wrapped__ = func``) must not
+        retarget the proxy (wrapt's meaning of setting ``__wrapped__``): the attribute
+        goes to the function, like every other one, and the chain stays unwrappable."""
+        if name == "__wrapped__":
+            setattr(_TARGET.__get__(self, type(self)), name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """A function fetched from its class is itself (``C.m is C.m``, as untraced:
+        class libraries compare ``cls.__setattr__`` with their own); called so, it
+        gets ``self`` among its arguments, which the description expects."""
+        if instance is None and self._self_binding == "function":
+            return self
+        return super().__get__(instance, owner)
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         return self.__qualname__
 
@@ -71,9 +98,21 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
         return self
 
 
-def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionInfo]) -> Wrapper:
-    """The wrapt wrapper for ``func``, chosen by its calling convention."""
-    kind = _calling_convention(func)
+#: wrapt's own ``__wrapped__`` slot: the proxied object whatever the subclass says.
+_TARGET: Any = next(vars(k)["__wrapped__"] for k in wrapt.FunctionWrapper.__mro__
+                    if "__wrapped__" in vars(k))
+
+
+def raw_target(proxy: TracedFunction) -> Any:
+    """The object a proxy calls (a function, or a static/class method object)."""
+    return _TARGET.__get__(proxy, type(proxy))
+
+
+def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionInfo],
+                 flags: int | None = None) -> Wrapper:
+    """The wrapt wrapper for ``func``, chosen by its calling convention (``flags``: the
+    code flags of a plain function, known to the caller)."""
+    kind = _calling_convention(func) if flags is None else _convention_of_flags(flags)
     if kind is _FUNCTION:
         return _function_wrapper(recorder, describe)
     cell: list[FunctionInfo | None] = [None]
@@ -99,14 +138,7 @@ def _calling_convention(func: Any) -> str:
     """Read from the code flags of a plain function (three ``inspect`` calls cost
     more than the rest of wrapping it); ``inspect`` for anything else."""
     if type(func) is FunctionType and not hasattr(func, "_is_coroutine_marker"):
-        flags = func.__code__.co_flags
-        if flags & CO_ASYNC_GENERATOR:
-            return _ASYNC_GENERATOR
-        if flags & CO_COROUTINE:
-            return _COROUTINE
-        if flags & CO_GENERATOR:
-            return _GENERATOR
-        return _FUNCTION
+        return _convention_of_flags(func.__code__.co_flags)
     if inspect.isasyncgenfunction(func):
         return _ASYNC_GENERATOR
     if inspect.iscoroutinefunction(func):
@@ -116,25 +148,38 @@ def _calling_convention(func: Any) -> str:
     return _FUNCTION
 
 
+def _convention_of_flags(flags: int) -> str:
+    if flags & CO_ASYNC_GENERATOR:
+        return _ASYNC_GENERATOR
+    if flags & CO_COROUTINE:
+        return _COROUTINE
+    if flags & CO_GENERATOR:
+        return _GENERATOR
+    return _FUNCTION
+
+
 def _function_wrapper(recorder: Recorder, describe: Callable[[], FunctionInfo]) -> Wrapper:
-    cell: list[FunctionInfo | None] = [None]  # described on the first traced call
+    # Few objects per wrapper (one closure cell): a module wrapped as it is defined
+    # makes one wrapper per def, and each object tracked by the collector costs import time.
+    state: list[Any] = [None, recorder, describe]
 
     def traced_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                     kwargs: Kwargs) -> Any:
-        if recorder.dormant:  # no provider yet: not even the lazy description
-            return wrapped(*args, **kwargs)
-        function_info = cell[0]
-        if function_info is None:
-            function_info = cell[0] = describe()
-        call = recorder.start(function_info, instance, args, kwargs)
-        if call is None:
-            return wrapped(*args, **kwargs)
+        function_info, recorder, describe = state
+        call = None
         try:
+            if not recorder.dormant:  # no provider yet: not even the lazy description
+                if function_info is None:
+                    function_info = state[0] = describe()
+                call = recorder.start(function_info, instance, args, kwargs)
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            recorder.finish(call, RAISED, exc)
+            if call is not None:
+                recorder.finish(call, RAISED, exc)
+            _drop_own_entry(exc)
             raise
-        recorder.finish(call, RETURNED, result)
+        if call is not None:
+            recorder.finish(call, RETURNED, result)
         return result
 
     return traced_call
@@ -159,7 +204,11 @@ class _Owned:
 def _coroutine_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                               kwargs: Kwargs) -> Any:
-        coroutine = wrapped(*args, **kwargs)
+        try:
+            coroutine = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _drop_own_entry(exc)
+            raise
         if not inspect.iscoroutine(coroutine):
             return coroutine  # a decorator changed what the function returns
         driver = _drive_coroutine(_Owned(coroutine), recorder, info(), instance, args, kwargs)
@@ -180,6 +229,7 @@ async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo
         result = await coroutine
     except BaseException as exc:
         recorder.finish(call, RAISED, exc)
+        _drop_own_entry(exc)
         raise
     recorder.finish(call, RETURNED, result)
     return result
@@ -188,7 +238,11 @@ async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo
 def _generator_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                               kwargs: Kwargs) -> Any:
-        generator = wrapped(*args, **kwargs)
+        try:
+            generator = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _drop_own_entry(exc)
+            raise
         if not inspect.isgenerator(generator):
             return generator  # a decorator changed what the function returns
         driver = _drive_generator(generator, recorder, info(), instance, args, kwargs)
@@ -218,6 +272,7 @@ def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
             return stop.value
         except BaseException as exc:
             recorder.finish(call, RAISED, exc)
+            _drop_own_entry(exc)
             raise
         finally:
             error = value = None
@@ -241,7 +296,11 @@ def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
 def _async_generator_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
     def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                                     kwargs: Kwargs) -> Any:
-        generator = wrapped(*args, **kwargs)
+        try:
+            generator = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _drop_own_entry(exc)
+            raise
         if not inspect.isasyncgen(generator):
             return generator
         driver = _drive_async_generator(generator, recorder, info(), instance, args, kwargs)
@@ -272,6 +331,7 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: 
         except BaseException as exc:
             if call is not None:
                 recorder.finish(call, RAISED, exc)
+            _drop_own_entry(exc)
             raise
         finally:
             error = value = None
@@ -297,9 +357,32 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: 
             recorder.resume(call)
 
 
+def _drop_own_entry(exc: BaseException) -> None:
+    """Give an exception leaving a wrapper the traceback it has untraced: without
+    the wrapper's own entry, which the bare ``raise`` after this does not add back
+    (3.11+; 3.10 re-raises the traceback its handler caught). Code that filters
+    frames by code object, or checks that a ``TypeError`` came from its own call
+    line (arity probing), then sees what it sees untraced."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code in WRAPPER_CODES:
+        exc.__traceback__ = tb.tb_next
+
+
 def _copy_names(source: Any, target: Any) -> None:
     try:
         target.__name__ = source.__name__
         target.__qualname__ = source.__qualname__
     except (AttributeError, TypeError):
         pass
+
+
+#: The wrappers' and drivers' code: their entry is dropped from escaping tracebacks.
+WRAPPER_CODES: frozenset[CodeType] = frozenset({
+    _function_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _coroutine_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _generator_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _async_generator_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _drive_coroutine.__code__,
+    _drive_generator.__code__,
+    _drive_async_generator.__code__,
+})
