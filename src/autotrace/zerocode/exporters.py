@@ -277,7 +277,6 @@ class GuardedExporter(SpanExporter):
         self._warned = False
         self.failed = False
         self.closing = False
-        self.dropped = 0
         self._rescanned = False
         self._aborted = False
         #: An attempt of the export in progress (or the last one) failed.
@@ -292,7 +291,6 @@ class GuardedExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self.closing and self.failed:
-            self.dropped += len(spans)
             return SpanExportResult.FAILURE
         if not self._rescanned:
             self._rescanned = True
@@ -309,7 +307,6 @@ class GuardedExporter(SpanExporter):
             self.failed = self.attempt_failed = False
             return result
         self.failed = True
-        self.dropped += len(spans)
         _failing.set()
         _silence_export_logs()
         cause = _one_line(reason) if reason else ""
