@@ -386,9 +386,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("trace_file", parse_text, "autotrace-trace.json", "command only, with --exporter "
            "trace-file: where the Chrome trace JSON goes (children add their pid)",
            "'trace.json'", "trace.json", flag="--trace-file", api=False),
+    Option("spans", parse_bool, True, "make spans (off: metrics or the profile only)",
+           "False", "false", flag="--spans"),
+    Option("metrics", parse_bool, False, "a histogram autotrace.function.duration of every "
+           "traced call, span or not", "True", "true", flag="--metrics"),
+    Option("profile", parse_bool, False, "at exit, a table on stderr of the traced "
+           "functions by total time", "True", "true", flag="--profile"),
     Option("tracer_provider", parse_provider, None, "the TracerProvider (default: the "
            "global one, looked up lazily)", "TracerProvider()", "", env_var=False,
            provider_method="get_tracer"),
+    Option("meter_provider", parse_provider, None, "with metrics: the MeterProvider "
+           "(default: the global one, looked up lazily)", "MeterProvider()", "",
+           env_var=False, provider_method="get_meter"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -412,7 +421,11 @@ class Config:
     keep_errors: bool = True
     require_parent: bool = False
     max_depth: int | None = None
+    spans: bool = True
+    metrics: bool = False
+    profile: bool = False
     tracer_provider: Any = None
+    meter_provider: Any = None
 
 
 assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Config != OPTIONS"

@@ -7,10 +7,12 @@ and leaves the program untraced rather than broken.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Sequence
 from types import CodeType
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._log import log_once, logger
@@ -84,7 +86,11 @@ def install(
     keep_errors: bool | None = None,
     require_parent: bool | None = None,
     max_depth: int | None = None,
+    spans: bool | None = None,
+    metrics: bool | None = None,
+    profile: bool | None = None,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> Installation:
     """Trace every function whose ``module.qualname`` matches ``patterns``.
 
@@ -124,6 +130,10 @@ def install(
                          "runs untraced", chosen.name)
             return installation
         _active = installation
+        if config.profile and recorder.stats is not None:
+            from .record.profile import print_profile
+
+            atexit.register(print_profile, recorder.stats)
         logger.debug("autotrace installed: %r", installation)
         return installation
 

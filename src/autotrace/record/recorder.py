@@ -49,6 +49,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 from .._log import log_once
 from ..config import Config
 from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
+from .metrics import Aggregates
 from .spans import DEPTH_LIMITED_KEY, PendingSpan, TracerSource, record_failure
 
 #: How a call ended (``Recorder.finish``).
@@ -120,7 +121,7 @@ class Call:
     a call that is dropped cheap.
     """
 
-    __slots__ = ("__dict__", "args", "closed", "depth", "frame", "generation", "info",
+    __slots__ = ("__dict__", "args", "child_ns", "closed", "depth", "frame", "generation", "info",
                  "instance", "kwargs", "parent", "parent_ctx", "run_ctx", "saved", "span",
                  "start_ns", "token", "under_pending")
 
@@ -142,8 +143,9 @@ class Call:
         self.run_ctx: Any = None  # the context current in the body (re-attached at resume)
         self.parent_ctx: Any = None  # pending calls: the context the call started in
         self.under_pending = False  # started while its parent's PendingSpan was current
-        self.start_ns = 0  # pending calls (eager ones are timed by their span)
-        self.closed = False
+        self.start_ns = 0  # pending calls, and all when aggregated (metrics, profile)
+        self.child_ns = 0  # aggregated: time in traced children that finished
+        self.closed = False  # set at start: counted only (no span, not current)
         # Where the arguments come from, rendered only if a span records them:
         self.instance = instance
         self.args = args
@@ -189,6 +191,10 @@ class Recorder:
         self.require_parent = config.require_parent
         self.max_depth = config.max_depth or _NO_DEPTH_LIMIT
         self.active = True
+        self.spans = config.spans
+        #: Per-function aggregates of every call (metrics, profile), or None.
+        self.stats = (Aggregates(config.metrics, config.meter_provider)
+                      if config.metrics or config.profile else None)
         self._source = TracerSource(config.tracer_provider, self)
         self._on_ready: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -238,9 +244,13 @@ class Recorder:
             current = _get_current_span(_get_current())
             if current is INVALID_SPAN or (type(current) is not PendingSpan
                                            and not current.get_span_context().is_valid):
-                return None
+                if self.stats is None or not self.active or _local.busy:
+                    return None
+                return self._counted(info, _current.get(), 0)
         if not self.active or _local.busy:
             return None
+        if not self.spans:
+            return self._unrecorded(info)
         if self.tracer is None:
             if self.dormant:
                 return None
@@ -258,7 +268,8 @@ class Recorder:
             depth = parent.depth + 1
             if depth > self.max_depth:
                 parent.hidden += 1
-                return None
+                return None if self.stats is None else self._counted(info, parent,
+                                                                     parent.depth)
         if frame is None and not suspends:
             call = Call(info, parent, depth, instance, args, kwargs)
         else:
@@ -281,6 +292,8 @@ class Recorder:
                 call.token = _attach(run_ctx)
             _current.set(call)
             return call
+        if self.stats is not None:
+            call.start_ns = time_ns()
         local = _local
         local.busy = True
         try:
@@ -296,6 +309,25 @@ class Recorder:
         call.span = span
         if suspends:
             call.run_ctx = run_ctx
+        _current.set(call)
+        return call
+
+    def _counted(self, info: FunctionInfo, parent: Call | None, depth: int) -> Call:
+        """A call that makes no span but is aggregated: it is not made current, so its
+        time counts as its enclosing call's own time (``closed`` marks it)."""
+        call = Call(info, parent, depth, None, (), None)
+        call.closed = True
+        call.start_ns = time_ns()
+        return call
+
+    def _unrecorded(self, info: FunctionInfo) -> Call | None:
+        """Spans off: the call is only aggregated, and current (for its children's own
+        time), with nothing attached to the OpenTelemetry context."""
+        if self.stats is None:
+            return None
+        parent = _current.get()
+        call = Call(info, parent, 1 if parent is None else parent.depth + 1, None, (), None)
+        call.start_ns = time_ns()
         _current.set(call)
         return call
 
@@ -367,8 +399,25 @@ class Recorder:
             return
         span = call.span
         end_ns = 0
-        if span is None:  # pending: keep it?
+        stats = self.stats
+        if stats is not None:
             end_ns = time_ns()
+            try:
+                duration = end_ns - call.start_ns
+                if call.parent is not None and not call.closed:
+                    call.parent.child_ns += duration
+                stats.finished(call.info, duration, call.child_ns,
+                               value if outcome == RAISED and isinstance(value, Exception)
+                               else None)
+            except Exception:
+                log_once("aggregate", "autotrace: could not count a call of %s",
+                         call.info.span_name)
+            if span is None and (call.closed or not self.pending):
+                return  # counted only
+            if span is not None and not self.pending:
+                end_ns = 0  # eager: the span keeps its own clock
+        if span is None:  # pending: keep it?
+            end_ns = end_ns or time_ns()
             if end_ns - call.start_ns < self.min_ns and not (
                     outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
                 call.closed = True
@@ -390,7 +439,7 @@ class Recorder:
             try:
                 if span.is_recording():
                     attrs = self._arguments(call)
-                    if call.start_ns == 0:  # eager: the static attributes were held back
+                    if not self.pending:  # eager: the static attributes were held back
                         attrs.update(call.info.static_attributes)
                     if outcome == RETURNED and self.capture_return:
                         attrs[RETURN_KEY] = self.formatter.return_value(call.info, value)
