@@ -390,6 +390,13 @@ OPTIONS: tuple[Option, ...] = (
            "False", "false", flag="--spans"),
     Option("metrics", parse_bool, False, "a histogram autotrace.function.duration of every "
            "traced call, span or not", "True", "true", flag="--metrics"),
+    Option("suppress_hot", parse_bool, False, "once a function has made hot_calls spans "
+           "with a median under hot_duration, its later calls make none (still counted; "
+           "failures still do)", "True", "true", flag="--suppress-hot"),
+    Option("hot_calls", parse_int, 1000, "with suppress_hot: spans a function makes before "
+           "it may be found hot", "1000", "1000", flag="--hot-calls", minimum=1),
+    Option("hot_duration", parse_duration, 100e-6, "with suppress_hot: a median span "
+           "duration under this is hot", "'100us'", "100us", flag="--hot-duration"),
     Option("profile", parse_bool, False, "at exit, a table on stderr of the traced "
            "functions by total time", "True", "true", flag="--profile"),
     Option("tracer_provider", parse_provider, None, "the TracerProvider (default: the "
@@ -423,6 +430,9 @@ class Config:
     max_depth: int | None = None
     spans: bool = True
     metrics: bool = False
+    suppress_hot: bool = False
+    hot_calls: int = 1000
+    hot_duration: float = 100e-6  # seconds
     profile: bool = False
     tracer_provider: Any = None
     meter_provider: Any = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import CodeType
 
 from opentelemetry.metrics import MeterProvider
@@ -38,6 +39,7 @@ class Installation:
         #: Made by the ``autotrace`` command's bootstrap: an explicit ``install()``
         #: in the program replaces it instead of failing.
         self.replaceable = False
+        self._at_exit: Callable[[], None] | None = None  # the profile, if asked for
 
     @property
     def active(self) -> bool:
@@ -55,6 +57,8 @@ class Installation:
             if not self._recorder.active:
                 return
             self._recorder.active = False
+            if self._at_exit is not None:
+                atexit.unregister(self._at_exit)
             try:
                 self._backend.stop()
             except Exception:
@@ -88,6 +92,9 @@ def install(
     max_depth: int | None = None,
     spans: bool | None = None,
     metrics: bool | None = None,
+    suppress_hot: bool | None = None,
+    hot_calls: int | None = None,
+    hot_duration: float | str | None = None,
     profile: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
@@ -133,7 +140,8 @@ def install(
         if config.profile and recorder.stats is not None:
             from .record.profile import print_profile
 
-            atexit.register(print_profile, recorder.stats)
+            installation._at_exit = partial(print_profile, recorder.stats)
+            atexit.register(installation._at_exit)
         logger.debug("autotrace installed: %r", installation)
         return installation
 
