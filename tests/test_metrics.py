@@ -282,3 +282,47 @@ def test_the_profile_at_exit_works_with_spans_off(tmp_path: Any, how: str) -> No
     assert (first[0], first[5], first[6]) == ("1", "0", "app.run")
     assert (second[0], second[5], second[6]) == ("4", "1", "app.step")
     assert len(lines) == 4  # no call tree: spans are off
+
+
+def test_the_command_prints_metrics_with_the_console_exporter(tmp_path: Any) -> None:
+    import json
+
+    from .clihelp import AUTOTRACE
+
+    write(tmp_path, "app.py", PROFILED_APP)
+    env = clean_env(OTEL_METRICS_EXPORTER="console", OTEL_TRACES_EXPORTER="none")
+    out = run([*AUTOTRACE, "-p", "app", "--metrics", sys.executable, "app.py"], tmp_path,
+              env=env)
+    assert (out.returncode, out.stdout) == (0, "4\n"), out.stderr
+    start = out.stderr.index("{")
+    data = json.loads(out.stderr[start:])
+    metrics = {m["name"]: m for rm in data["resource_metrics"] for sm in rm["scope_metrics"]
+               for m in sm["metrics"]}
+    counts = {(p["attributes"]["code.function.name"], p["attributes"].get("error.type")):
+              p["count"] for p in metrics["autotrace.function.duration"]["data"]["data_points"]}
+    assert counts == {("app.run", None): 1, ("app.step", None): 3, ("app.step", "KeyError"): 1}
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"OTEL_METRICS_EXPORTER": "prometheus"}, "OTEL_METRICS_EXPORTER='prometheus'"),
+    ({"OTEL_PYTHON_AUTOTRACE_HOT_CALLS": "0"}, "OTEL_PYTHON_AUTOTRACE_HOT_CALLS=0"),
+])
+def test_bad_metrics_settings_stop_the_command(tmp_path: Any, env: dict[str, str],
+                                               fragment: str) -> None:
+    from .clihelp import AUTOTRACE
+
+    write(tmp_path, "app.py", PROFILED_APP)
+    out = run([*AUTOTRACE, "-p", "app", "--metrics", sys.executable, "app.py"], tmp_path,
+              env=clean_env(**env))
+    assert out.returncode == 2
+    assert fragment in out.stderr
+    assert out.stdout == ""
+
+
+def test_metrics_off_by_default_under_the_command(tmp_path: Any) -> None:
+    from .clihelp import AUTOTRACE
+
+    write(tmp_path, "app.py", PROFILED_APP)
+    out = run([*AUTOTRACE, "-p", "app", sys.executable, "app.py"], tmp_path,
+              env=clean_env(OTEL_METRICS_EXPORTER="console", OTEL_TRACES_EXPORTER="none"))
+    assert (out.returncode, out.stdout, out.stderr) == (0, "4\n", "")

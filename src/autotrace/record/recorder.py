@@ -177,6 +177,20 @@ def _drain_deferred() -> None:
         local.busy = False
 
 
+class _SpanWait:
+    """Waits for a tracer on behalf of a recorder that keeps aggregates: its calls are
+    counted while no provider exists, so the recorder itself is never dormant."""
+
+    dormant = False
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def global_provider_set(self) -> None:
+        self.dormant = False
+        self._recorder.global_provider_set()
+
+
 class Recorder:
     """What is kept of the traced calls of one installation (see module docstring)."""
 
@@ -195,7 +209,10 @@ class Recorder:
         #: Per-function aggregates of every call (metrics, profile), or None.
         self.stats = (Aggregates(config.metrics, config.meter_provider)
                       if config.metrics or config.profile else None)
-        self._source = TracerSource(config.tracer_provider, self)
+        #: Who waits for a tracer: the recorder itself (``dormant`` tells the backends
+        #: to pass calls through), unless aggregates need every call meanwhile.
+        self._waiting: Any = self if self.stats is None else _SpanWait(self)
+        self._source = TracerSource(config.tracer_provider, self._waiting)
         self._on_ready: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._pending_cache: tuple[Any, Any] = (None, None)
@@ -251,12 +268,12 @@ class Recorder:
             return None
         if not self.spans:
             return self._unrecorded(info)
-        if self.tracer is None:
-            if self.dormant:
-                return None
+        if self.tracer is None:  # no spans to make yet; aggregates are still kept
+            if self._waiting.dormant:
+                return self._unrecorded(info)
             tracer = self._source.resolve()
             if tracer is None:
-                return None
+                return self._unrecorded(info)
             self.tracer = tracer
         ctx = _get_current()
         if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
