@@ -49,6 +49,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 from .._log import log_once
 from ..config import Config
 from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
+from .hot import HotBudget, suppressed_attributes
 from .metrics import Aggregates
 from .spans import DEPTH_LIMITED_KEY, PendingSpan, TracerSource, record_failure
 
@@ -127,6 +128,7 @@ class Call:
 
     # rarely set: defaults on the class
     escaped: BaseException | None = None  # what a kept child raised
+    suppressed: dict[str, int] | None = None  # calls inside it suppressed as hot
     hidden = 0  # traced calls below the depth limit
     values: list[Any] | None = None  # arguments read from a frame
     attrs: dict[str, Any] | None = None  # arguments rendered at start
@@ -209,6 +211,9 @@ class Recorder:
         #: Per-function aggregates of every call (metrics, profile), or None.
         self.stats = (Aggregates(config.metrics, config.meter_provider)
                       if config.metrics or config.profile else None)
+        self.hot = HotBudget(config) if config.suppress_hot and config.spans else None
+        #: Every call is timed (aggregates, or the durations of spans for ``hot``).
+        self.timed = self.stats is not None or self.hot is not None
         #: Who waits for a tracer: the recorder itself (``dormant`` tells the backends
         #: to pass calls through), unless aggregates need every call meanwhile.
         self._waiting: Any = self if self.stats is None else _SpanWait(self)
@@ -268,6 +273,13 @@ class Recorder:
             return None
         if not self.spans:
             return self._unrecorded(info)
+        if self.hot is not None and info in self.hot.hot:
+            call = self._counted(info, _current.get(), -1)  # depth -1: suppressed as hot
+            call.parent_ctx = _get_current()
+            call.instance, call.args, call.kwargs = instance, args, kwargs
+            if frame is not None:
+                call.frame = frame
+            return call
         if self.tracer is None:  # no spans to make yet; aggregates are still kept
             if self._waiting.dormant:
                 return self._unrecorded(info)
@@ -309,7 +321,7 @@ class Recorder:
                 call.token = _attach(run_ctx)
             _current.set(call)
             return call
-        if self.stats is not None:
+        if self.timed:
             call.start_ns = time_ns()
         local = _local
         local.busy = True
@@ -416,23 +428,27 @@ class Recorder:
             return
         span = call.span
         end_ns = 0
-        stats = self.stats
-        if stats is not None:
-            end_ns = time_ns()
-            try:
-                duration = end_ns - call.start_ns
-                if call.parent is not None and not call.closed:
-                    call.parent.child_ns += duration
-                stats.finished(call.info, duration, call.child_ns,
-                               value if outcome == RAISED and isinstance(value, Exception)
-                               else None)
-            except Exception:
-                log_once("aggregate", "autotrace: could not count a call of %s",
-                         call.info.span_name)
+        duration = 0
+        if self.timed:
+            now = time_ns()
+            duration = now - call.start_ns
+            stats = self.stats
+            if stats is not None:
+                try:
+                    if call.parent is not None and not call.closed:
+                        call.parent.child_ns += duration
+                    stats.finished(call.info, duration, call.child_ns,
+                                   value if outcome == RAISED and isinstance(value, Exception)
+                                   else None)
+                except Exception:
+                    log_once("aggregate", "autotrace: could not count a call of %s",
+                             call.info.span_name)
             if span is None and (call.closed or not self.pending):
+                if call.depth == -1:  # suppressed as hot
+                    self._hot_finished(call, outcome, value, now)
                 return  # counted only
-            if span is not None and not self.pending:
-                end_ns = 0  # eager: the span keeps its own clock
+            if self.pending:
+                end_ns = now
         if span is None:  # pending: keep it?
             end_ns = end_ns or time_ns()
             if end_ns - call.start_ns < self.min_ns and not (
@@ -446,7 +462,39 @@ class Recorder:
             if span is None:
                 return
         call.closed = True
+        if self.hot is not None:
+            self.hot.observe(call.info, duration)
         self._end(call, span, outcome, value, end_ns)
+
+    def _hot_finished(self, call: Call, outcome: int, value: Any, end_ns: int) -> None:
+        """A call suppressed as hot ended: counted on its enclosing call; one that raised
+        becomes a span after all (no children: they ran under the enclosing call)."""
+        parent = call.parent
+        if outcome == RAISED and isinstance(value, Exception) and self.tracer is not None:
+            info = call.info
+            local = _local
+            busy = local.busy
+            local.busy = True
+            try:
+                span = self.tracer.start_span(info.span_name, call.parent_ctx, _INTERNAL,
+                                              info.static_attributes,
+                                              start_time=call.start_ns)
+            except Exception:
+                log_once("open", "autotrace: could not start a span for %s", info.span_name)
+                return
+            finally:
+                local.busy = busy
+            self._end(call, span, outcome, value, end_ns)
+            return
+        call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
+        call.frame = None
+        if parent is not None:
+            counts = parent.suppressed
+            if counts is None:
+                counts = parent.suppressed = {}
+            name = str(call.info.static_attributes.get("code.function.name",
+                                                       call.info.span_name))
+            counts[name] = counts.get(name, 0) + 1
 
     def _end(self, call: Call, span: Span, outcome: int, value: Any, end_ns: int) -> None:
         local = _local
@@ -462,6 +510,8 @@ class Recorder:
                         attrs[RETURN_KEY] = self.formatter.return_value(call.info, value)
                     if call.hidden:
                         attrs[DEPTH_LIMITED_KEY] = call.hidden
+                    if call.suppressed:
+                        attrs.update(suppressed_attributes(call.suppressed))
                     if attrs:
                         span.set_attributes(attrs)
                     if outcome == RAISED:
