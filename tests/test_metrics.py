@@ -326,3 +326,52 @@ def test_metrics_off_by_default_under_the_command(tmp_path: Any) -> None:
     out = run([*AUTOTRACE, "-p", "app", sys.executable, "app.py"], tmp_path,
               env=clean_env(OTEL_METRICS_EXPORTER="console", OTEL_TRACES_EXPORTER="none"))
     assert (out.returncode, out.stdout, out.stderr) == (0, "4\n", "")
+
+
+ASYNC_SOURCE = """
+import asyncio
+import time
+
+async def child():
+    time.sleep(0.003)        # runs
+    await asyncio.sleep(0.05)  # suspended
+    time.sleep(0.003)
+    return 1
+
+async def parent():
+    time.sleep(0.004)
+    return await child() + await child()
+
+def gen(n):
+    for i in range(n):
+        time.sleep(0.002)
+        yield i
+
+def consume():
+    out = []
+    for item in gen(3):
+        time.sleep(0.01)  # the generator is suspended meanwhile
+        out.append(item)
+    return out
+"""
+
+
+def test_own_time_of_generators_and_coroutines_is_the_time_their_body_ran(
+        traced: Traced, meter_provider: MeterProvider) -> None:
+    import asyncio
+
+    m = traced.load("a", ASYNC_SOURCE, profile=True, spans=False)
+    asyncio.run(m.parent())
+    m.consume()
+    stats = {s.name.rsplit(".", 1)[1]: s
+             for s in traced.installation._recorder.stats.by_info.values()}  # type: ignore[union-attr]
+    child, parent, gen, consume = (stats[n] for n in ("child", "parent", "gen", "consume"))
+    assert child.total_ns >= 2 * 50_000_000  # suspended in the wall time
+    assert parent.total_ns >= child.total_ns
+    if traced.backend == "monitoring":  # wrapt awaits a coroutine whole: no suspensions
+        assert 2 * 6_000_000 <= child.own_ns < 2 * 50_000_000  # but not in its own time
+        assert 4_000_000 <= parent.own_ns < 50_000_000
+    assert gen.total_ns >= 20_000_000 + 6_000_000
+    assert 6_000_000 <= gen.own_ns < 20_000_000
+    assert consume.own_ns + gen.own_ns <= consume.total_ns
+    assert consume.own_ns >= 30_000_000

@@ -121,9 +121,10 @@ class Aggregates:
                 stats = self.by_info[info] = FunctionStats(name)
             return stats
 
-    def finished(self, info: FunctionInfo, duration: int, child_ns: int, failed: Any) -> None:
-        """One call of ``info`` took ``duration`` ns, ``child_ns`` of them in traced
-        children; ``failed``: the exception it raised, or None."""
+    def finished(self, info: FunctionInfo, duration: int, own_ns: int, failed: Any) -> None:
+        """One call of ``info`` took ``duration`` ns, ``own_ns`` of them running its own
+        body (not suspended, not in traced children); ``failed``: the exception it
+        raised, or None."""
         stats = self.by_info.get(info)
         if stats is None:
             stats = self.stats(info)
@@ -136,7 +137,7 @@ class Aggregates:
                 stats.failed.append((duration, qualified_type_name(type(failed))))
         stats.calls += 1  # after the append: a collection never counts it as lost
         stats.total_ns += duration
-        stats.own_ns += duration - child_ns
+        stats.own_ns += own_ns
         if duration > stats.max_ns:
             stats.max_ns = duration
 

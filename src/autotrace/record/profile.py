@@ -5,8 +5,14 @@ with module-qualified names. ``own`` is a call's total minus the totals of its
 traced children that were current in it (spans, pending calls, or every call
 with spans off); calls that made no span because of ``require_parent``,
 ``max_depth`` or ``suppress_hot`` are counted and timed, and their time stays
-in their enclosing call's own time. Generators and coroutines are timed from
-their first start to their end, suspensions included.
+in their enclosing call's own time. Generators and coroutines: ``total`` (and
+the histogram) is from the first start to the end, suspensions included;
+``own`` counts only the time the body ran (between resume and suspension),
+minus the time its traced children ran, which is what it adds to its caller's
+children; so own times add up to the wall time spent in traced code. The
+wrapt backend awaits a coroutine as a whole (it sees no suspensions), so
+there a coroutine's own time includes the time it was suspended; generators
+and async generators are exact on both backends, coroutines on monitoring.
 """
 
 from __future__ import annotations

@@ -129,6 +129,10 @@ class Call:
     # rarely set: defaults on the class
     escaped: BaseException | None = None  # what a kept child raised
     suppressed: dict[str, int] | None = None  # calls inside it suppressed as hot
+    # timed generators and coroutines: time the body ran before its last suspension,
+    # and when it last resumed (0: never suspended; -1: suspended now)
+    ran_ns = 0
+    resumed_ns = 0
     hidden = 0  # traced calls below the depth limit
     values: list[Any] | None = None  # arguments read from a frame
     attrs: dict[str, Any] | None = None  # arguments rendered at start
@@ -401,11 +405,17 @@ class Recorder:
             call.token = None
             _detach(token)
         _current.set(call.saved)
+        if self.timed:
+            resumed = call.resumed_ns
+            call.ran_ns += time_ns() - (resumed if resumed > 0 else call.start_ns)
+            call.resumed_ns = -1
 
     def resume(self, call: Call) -> None:
         """The body runs again, maybe in another context: make the call current there."""
         call.saved = _current.get()
         _current.set(call)
+        if self.timed:
+            call.resumed_ns = time_ns()
         if call.run_ctx is not None:
             call.token = _attach(call.run_ctx)
 
@@ -435,9 +445,12 @@ class Recorder:
             stats = self.stats
             if stats is not None:
                 try:
+                    resumed = call.resumed_ns
+                    ran = duration if resumed == 0 else call.ran_ns + (
+                        now - resumed if resumed > 0 else 0)
                     if call.parent is not None and not call.closed:
-                        call.parent.child_ns += duration
-                    stats.finished(call.info, duration, call.child_ns,
+                        call.parent.child_ns += ran
+                    stats.finished(call.info, duration, ran - call.child_ns,
                                    value if outcome == RAISED and isinstance(value, Exception)
                                    else None)
                 except Exception:
