@@ -92,3 +92,58 @@ def test_bad_hot_settings_fail_at_install(options: dict[str, Any], fragment: str
     with pytest.raises((ValueError, TypeError)) as info:
         autotrace.install(["nothing_here"], **options)
     assert fragment in str(info.value)
+
+
+def test_the_span_counter_names_the_hottest_functions_past_its_limit() -> None:
+    import io
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from autotrace.zerocode.spancount import SpanCounter
+
+    stream = io.StringIO()
+    counter = SpanCounter(stream, limit=20)
+    provider = TracerProvider()
+    provider.add_span_processor(counter)
+    autotrace_tracer = provider.get_tracer("autotrace")
+    other = provider.get_tracer("someone.else")
+    for i in range(30):
+        name = f"app.f{i % 7 if i < 21 else 0}"
+        autotrace_tracer.start_span("f", attributes={"code.function.name": name}).end()
+        other.start_span("g").end()
+    assert counter.total == 30
+    counter.report()
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert line.startswith("autotrace: this run made 30 spans; the most came from "
+                           "app.f0 (12), app.f1 (3), app.f2 (3), app.f3 (3), app.f4 (3). ")
+    assert "--min-duration" in line and "--suppress-hot" in line
+    assert "--exclude app.f0" in line
+    quiet = io.StringIO()
+    SpanCounter(quiet, limit=30).report()
+    assert quiet.getvalue() == ""
+
+
+HOT_APP = """
+def tiny(i):
+    return i
+
+for i in range(100_100):
+    tiny(i)
+"""
+
+
+def test_a_run_with_more_than_100000_spans_says_how_to_cut_them(tmp_path: Any) -> None:
+    import sys
+
+    from .clihelp import AUTOTRACE, clean_env, run, write
+
+    write(tmp_path, "app.py", HOT_APP)
+    out = run([*AUTOTRACE, "-p", "app", "--exporter", "trace-file", "--no-capture-args",
+               "--no-capture-return", sys.executable, "app.py"], tmp_path, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "spans; the most" in line]
+    assert lines == ["autotrace: this run made 100,100 spans; the most came from "
+                     "app.tiny (100,100). To cut them: --min-duration 1ms (keep only slower "
+                     "calls), --suppress-hot (stop spans of small hot functions), or "
+                     "--exclude app.tiny"]
