@@ -218,6 +218,7 @@ class Recorder:
         self.hot = HotBudget(config) if config.suppress_hot and config.spans else None
         #: Every call is timed (aggregates, or the durations of spans for ``hot``).
         self.timed = self.stats is not None or self.hot is not None
+        self._no_span_rules = not self.spans or self.hot is not None
         #: Who waits for a tracer: the recorder itself (``dormant`` tells the backends
         #: to pass calls through), unless aggregates need every call meanwhile.
         self._waiting: Any = self if self.stats is None else _SpanWait(self)
@@ -275,15 +276,16 @@ class Recorder:
                 return self._counted(info, _current.get(), 0)
         if not self.active or _local.busy:
             return None
-        if not self.spans:
-            return self._unrecorded(info)
-        if self.hot is not None and info in self.hot.hot:
-            call = self._counted(info, _current.get(), -1)  # depth -1: suppressed as hot
-            call.parent_ctx = _get_current()
-            call.instance, call.args, call.kwargs = instance, args, kwargs
-            if frame is not None:
-                call.frame = frame
-            return call
+        if self._no_span_rules:  # spans off, or suppress_hot
+            if not self.spans:
+                return self._unrecorded(info)
+            if self.hot is not None and info in self.hot.hot:
+                call = self._counted(info, _current.get(), -1)  # depth -1: suppressed as hot
+                call.parent_ctx = _get_current()
+                call.instance, call.args, call.kwargs = instance, args, kwargs
+                if frame is not None:
+                    call.frame = frame
+                return call
         if self.tracer is None:  # no spans to make yet; aggregates are still kept
             if self._waiting.dormant:
                 return self._unrecorded(info)
@@ -438,7 +440,6 @@ class Recorder:
             return
         span = call.span
         end_ns = 0
-        duration = 0
         if self.timed:
             now = time_ns()
             duration = now - call.start_ns
