@@ -171,7 +171,8 @@ class Collector:
         self.process = subprocess.Popen(
             [binary, "start", "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
              "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}", "--exporter", "blackhole",
-             "--debug-log", "traces", "--debug-log-verbosity", "detailed"],
+             "--debug-log", "traces", "--debug-log", "metrics",
+             "--debug-log-verbosity", "detailed"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, errors="replace", cwd=workdir, env=_agent_env())
         self._reader = threading.Thread(target=self._read, daemon=True)

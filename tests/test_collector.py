@@ -7,6 +7,7 @@ without gzip, OTLP/gRPC, and a collector stopped in the middle of a run.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -167,7 +168,56 @@ def test_a_collector_stopped_mid_run_costs_one_warning_and_a_bounded_exit(
     assert delay < timeout + 8, f"exit took {delay:.1f} s"
 
 
-@pytest.mark.skip(reason="metrics are the metrics issue's; not implemented yet "
-                         "(rotel can show them: --debug-log metrics)")
-def test_metrics_reach_a_real_collector() -> None:  # pragma: no cover
-    raise AssertionError("to be written with the metrics issue")
+METRICS_APP = """
+def leaf(i):
+    if i == 3:
+        raise KeyError(i)
+    return i
+
+def run(n):
+    total = 0
+    for i in range(n):
+        try:
+            total += leaf(i)
+        except KeyError:
+            pass
+    return total
+
+print(run(1000))
+"""
+
+_HISTOGRAM_POINT = re.compile(
+    r"HistogramDataPoints #\d+\s*\nData point attributes:\n(?P<attrs>(?: {5}-> .*\n)+)"
+    r"StartTimestamp: \d+\s*\nTimestamp: \d+\s*\nCount: (?P<count>\d+)")
+
+
+def histogram_counts(output: str) -> dict[tuple[str, ...], int]:
+    """{(attribute: value, ...): count} of the last histogram points rotel printed."""
+    found: dict[tuple[str, ...], int] = {}
+    for match in _HISTOGRAM_POINT.finditer(output):
+        attrs = tuple(sorted(line.strip()[3:] for line in match["attrs"].splitlines()))
+        found[attrs] = int(match["count"])
+    return found
+
+
+def test_metrics_reach_a_real_collector(tmp_path: Path, collector: Collector) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.metric_exporter")
+    write(tmp_path, "app.py", METRICS_APP)
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint)
+    out = run([*AUTOTRACE, "-p", "app", "--metrics", "--min-duration", "1s", "--exporter",
+               "otlp", sys.executable, "app.py"], tmp_path, env=env)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "499497\n", "")
+    spans = collector.wait_for(2)  # the failed call and its caller, kept (keep_errors)
+    assert sorted(s.name for s in spans) == ["leaf", "run"]
+    deadline = time.monotonic() + 60
+    expected = {
+        ("code.function.name: Str(app.leaf)",): 999,
+        ("code.function.name: Str(app.leaf)", "error.type: Str(KeyError)"): 1,
+        ("code.function.name: Str(app.run)",): 1,
+    }
+    while histogram_counts(collector.output()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert histogram_counts(collector.output()) == expected
+    assert "InstrumentationScope autotrace " in collector.output()
+    assert "-> Name: autotrace.function.duration" in collector.output()
+    assert "-> Unit: s" in collector.output()

@@ -386,9 +386,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("trace_file", parse_text, "autotrace-trace.json", "command only, with --exporter "
            "trace-file: where the Chrome trace JSON goes (children add their pid)",
            "'trace.json'", "trace.json", flag="--trace-file", api=False),
+    Option("spans", parse_bool, True, "make spans (off: metrics or the profile only)",
+           "False", "false", flag="--spans"),
+    Option("metrics", parse_bool, False, "a histogram autotrace.function.duration of every "
+           "traced call, span or not", "True", "true", flag="--metrics"),
+    Option("suppress_hot", parse_bool, False, "once a function has made hot_calls spans "
+           "with a median under hot_duration, its later calls make none (still counted; "
+           "failures still do)", "True", "true", flag="--suppress-hot"),
+    Option("hot_calls", parse_int, 1000, "with suppress_hot: spans a function makes before "
+           "it may be found hot", "1000", "1000", flag="--hot-calls", minimum=1),
+    Option("hot_duration", parse_duration, 100e-6, "with suppress_hot: a median span "
+           "duration under this is hot", "'100us'", "100us", flag="--hot-duration"),
+    Option("profile", parse_bool, False, "at exit, a table on stderr of the traced "
+           "functions by total time", "True", "true", flag="--profile"),
     Option("tracer_provider", parse_provider, None, "the TracerProvider (default: the "
            "global one, looked up lazily)", "TracerProvider()", "", env_var=False,
            provider_method="get_tracer"),
+    Option("meter_provider", parse_provider, None, "with metrics: the MeterProvider "
+           "(default: the global one, looked up lazily)", "MeterProvider()", "",
+           env_var=False, provider_method="get_meter"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -412,7 +428,14 @@ class Config:
     keep_errors: bool = True
     require_parent: bool = False
     max_depth: int | None = None
+    spans: bool = True
+    metrics: bool = False
+    suppress_hot: bool = False
+    hot_calls: int = 1000
+    hot_duration: float = 100e-6  # seconds
+    profile: bool = False
     tracer_provider: Any = None
+    meter_provider: Any = None
 
 
 assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Config != OPTIONS"

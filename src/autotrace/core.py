@@ -7,10 +7,13 @@ and leaves the program untraced rather than broken.
 
 from __future__ import annotations
 
+import atexit
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import CodeType
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._log import log_once, logger
@@ -36,6 +39,7 @@ class Installation:
         #: Made by the ``autotrace`` command's bootstrap: an explicit ``install()``
         #: in the program replaces it instead of failing.
         self.replaceable = False
+        self._at_exit: Callable[[], None] | None = None  # the profile, if asked for
 
     @property
     def active(self) -> bool:
@@ -53,6 +57,8 @@ class Installation:
             if not self._recorder.active:
                 return
             self._recorder.active = False
+            if self._at_exit is not None:
+                atexit.unregister(self._at_exit)
             try:
                 self._backend.stop()
             except Exception:
@@ -84,7 +90,14 @@ def install(
     keep_errors: bool | None = None,
     require_parent: bool | None = None,
     max_depth: int | None = None,
+    spans: bool | None = None,
+    metrics: bool | None = None,
+    suppress_hot: bool | None = None,
+    hot_calls: int | None = None,
+    hot_duration: float | str | None = None,
+    profile: bool | None = None,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> Installation:
     """Trace every function whose ``module.qualname`` matches ``patterns``.
 
@@ -124,6 +137,11 @@ def install(
                          "runs untraced", chosen.name)
             return installation
         _active = installation
+        if config.profile and recorder.stats is not None:
+            from .record.profile import print_profile
+
+            installation._at_exit = partial(print_profile, recorder.stats)
+            atexit.register(installation._at_exit)
         logger.debug("autotrace installed: %r", installation)
         return installation
 

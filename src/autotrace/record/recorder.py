@@ -49,6 +49,8 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 from .._log import log_once
 from ..config import Config
 from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
+from .hot import HotBudget, suppressed_attributes
+from .metrics import Aggregates
 from .spans import DEPTH_LIMITED_KEY, PendingSpan, TracerSource, record_failure
 
 #: How a call ended (``Recorder.finish``).
@@ -120,12 +122,17 @@ class Call:
     a call that is dropped cheap.
     """
 
-    __slots__ = ("__dict__", "args", "closed", "depth", "frame", "generation", "info",
+    __slots__ = ("__dict__", "args", "child_ns", "closed", "depth", "frame", "generation", "info",
                  "instance", "kwargs", "parent", "parent_ctx", "run_ctx", "saved", "span",
                  "start_ns", "token", "under_pending")
 
     # rarely set: defaults on the class
     escaped: BaseException | None = None  # what a kept child raised
+    suppressed: dict[str, int] | None = None  # calls inside it suppressed as hot
+    # timed generators and coroutines: time the body ran before its last suspension,
+    # and when it last resumed (0: never suspended; -1: suspended now)
+    ran_ns = 0
+    resumed_ns = 0
     hidden = 0  # traced calls below the depth limit
     values: list[Any] | None = None  # arguments read from a frame
     attrs: dict[str, Any] | None = None  # arguments rendered at start
@@ -142,8 +149,9 @@ class Call:
         self.run_ctx: Any = None  # the context current in the body (re-attached at resume)
         self.parent_ctx: Any = None  # pending calls: the context the call started in
         self.under_pending = False  # started while its parent's PendingSpan was current
-        self.start_ns = 0  # pending calls (eager ones are timed by their span)
-        self.closed = False
+        self.start_ns = 0  # pending calls, and all when aggregated (metrics, profile)
+        self.child_ns = 0  # aggregated: time in traced children that finished
+        self.closed = False  # set at start: counted only (no span, not current)
         # Where the arguments come from, rendered only if a span records them:
         self.instance = instance
         self.args = args
@@ -175,6 +183,20 @@ def _drain_deferred() -> None:
         local.busy = False
 
 
+class _SpanWait:
+    """Waits for a tracer on behalf of a recorder that keeps aggregates: its calls are
+    counted while no provider exists, so the recorder itself is never dormant."""
+
+    dormant = False
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def global_provider_set(self) -> None:
+        self.dormant = False
+        self._recorder.global_provider_set()
+
+
 class Recorder:
     """What is kept of the traced calls of one installation (see module docstring)."""
 
@@ -189,7 +211,18 @@ class Recorder:
         self.require_parent = config.require_parent
         self.max_depth = config.max_depth or _NO_DEPTH_LIMIT
         self.active = True
-        self._source = TracerSource(config.tracer_provider, self)
+        self.spans = config.spans
+        #: Per-function aggregates of every call (metrics, profile), or None.
+        self.stats = (Aggregates(config.metrics, config.meter_provider)
+                      if config.metrics or config.profile else None)
+        self.hot = HotBudget(config) if config.suppress_hot and config.spans else None
+        #: Every call is timed (aggregates, or the durations of spans for ``hot``).
+        self.timed = self.stats is not None or self.hot is not None
+        self._no_span_rules = not self.spans or self.hot is not None
+        #: Who waits for a tracer: the recorder itself (``dormant`` tells the backends
+        #: to pass calls through), unless aggregates need every call meanwhile.
+        self._waiting: Any = self if self.stats is None else _SpanWait(self)
+        self._source = TracerSource(config.tracer_provider, self._waiting)
         self._on_ready: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._pending_cache: tuple[Any, Any] = (None, None)
@@ -238,15 +271,27 @@ class Recorder:
             current = _get_current_span(_get_current())
             if current is INVALID_SPAN or (type(current) is not PendingSpan
                                            and not current.get_span_context().is_valid):
-                return None
+                if self.stats is None or not self.active or _local.busy:
+                    return None
+                return self._counted(info, _current.get(), 0)
         if not self.active or _local.busy:
             return None
-        if self.tracer is None:
-            if self.dormant:
-                return None
+        if self._no_span_rules:  # spans off, or suppress_hot
+            if not self.spans:
+                return self._unrecorded(info)
+            if self.hot is not None and info in self.hot.hot:
+                call = self._counted(info, _current.get(), -1)  # depth -1: suppressed as hot
+                call.parent_ctx = _get_current()
+                call.instance, call.args, call.kwargs = instance, args, kwargs
+                if frame is not None:
+                    call.frame = frame
+                return call
+        if self.tracer is None:  # no spans to make yet; aggregates are still kept
+            if self._waiting.dormant:
+                return self._unrecorded(info)
             tracer = self._source.resolve()
             if tracer is None:
-                return None
+                return self._unrecorded(info)
             self.tracer = tracer
         ctx = _get_current()
         if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
@@ -258,7 +303,8 @@ class Recorder:
             depth = parent.depth + 1
             if depth > self.max_depth:
                 parent.hidden += 1
-                return None
+                return None if self.stats is None else self._counted(info, parent,
+                                                                     parent.depth)
         if frame is None and (not suspends or self.pending):
             # Plain calls, and every call while it may still be dropped: references
             # only, rendered if the call is kept (a pending generator keeps its
@@ -285,6 +331,8 @@ class Recorder:
                 call.token = _attach(run_ctx)
             _current.set(call)
             return call
+        if self.timed:
+            call.start_ns = time_ns()
         local = _local
         local.busy = True
         try:
@@ -300,6 +348,25 @@ class Recorder:
         call.span = span
         if suspends:
             call.run_ctx = run_ctx
+        _current.set(call)
+        return call
+
+    def _counted(self, info: FunctionInfo, parent: Call | None, depth: int) -> Call:
+        """A call that makes no span but is aggregated: it is not made current, so its
+        time counts as its enclosing call's own time (``closed`` marks it)."""
+        call = Call(info, parent, depth, None, (), None)
+        call.closed = True
+        call.start_ns = time_ns()
+        return call
+
+    def _unrecorded(self, info: FunctionInfo) -> Call | None:
+        """Spans off: the call is only aggregated, and current (for its children's own
+        time), with nothing attached to the OpenTelemetry context."""
+        if self.stats is None:
+            return None
+        parent = _current.get()
+        call = Call(info, parent, 1 if parent is None else parent.depth + 1, None, (), None)
+        call.start_ns = time_ns()
         _current.set(call)
         return call
 
@@ -344,11 +411,17 @@ class Recorder:
             call.token = None
             _detach(token)
         _current.set(call.saved)
+        if self.timed:
+            resumed = call.resumed_ns
+            call.ran_ns += time_ns() - (resumed if resumed > 0 else call.start_ns)
+            call.resumed_ns = -1
 
     def resume(self, call: Call) -> None:
         """The body runs again, maybe in another context: make the call current there."""
         call.saved = _current.get()
         _current.set(call)
+        if self.timed:
+            call.resumed_ns = time_ns()
         if call.run_ctx is not None:
             call.token = _attach(call.run_ctx)
 
@@ -371,8 +444,31 @@ class Recorder:
             return
         span = call.span
         end_ns = 0
+        if self.timed:
+            now = time_ns()
+            duration = now - call.start_ns
+            stats = self.stats
+            if stats is not None:
+                try:
+                    resumed = call.resumed_ns
+                    ran = duration if resumed == 0 else call.ran_ns + (
+                        now - resumed if resumed > 0 else 0)
+                    if call.parent is not None and not call.closed:
+                        call.parent.child_ns += ran
+                    stats.finished(call.info, duration, ran - call.child_ns,
+                                   value if outcome == RAISED and isinstance(value, Exception)
+                                   else None)
+                except Exception:
+                    log_once("aggregate", "autotrace: could not count a call of %s",
+                             call.info.span_name)
+            if span is None and (call.closed or not self.pending):
+                if call.depth == -1:  # suppressed as hot
+                    self._hot_finished(call, outcome, value, now)
+                return  # counted only
+            if self.pending:
+                end_ns = now
         if span is None:  # pending: keep it?
-            end_ns = time_ns()
+            end_ns = end_ns or time_ns()
             if end_ns - call.start_ns < self.min_ns and not (
                     outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
                 call.closed = True
@@ -384,7 +480,39 @@ class Recorder:
             if span is None:
                 return
         call.closed = True
+        if self.hot is not None:
+            self.hot.observe(call.info, duration)
         self._end(call, span, outcome, value, end_ns)
+
+    def _hot_finished(self, call: Call, outcome: int, value: Any, end_ns: int) -> None:
+        """A call suppressed as hot ended: counted on its enclosing call; one that raised
+        becomes a span after all (no children: they ran under the enclosing call)."""
+        parent = call.parent
+        if outcome == RAISED and isinstance(value, Exception) and self.tracer is not None:
+            info = call.info
+            local = _local
+            busy = local.busy
+            local.busy = True
+            try:
+                span = self.tracer.start_span(info.span_name, call.parent_ctx, _INTERNAL,
+                                              info.static_attributes,
+                                              start_time=call.start_ns)
+            except Exception:
+                log_once("open", "autotrace: could not start a span for %s", info.span_name)
+                return
+            finally:
+                local.busy = busy
+            self._end(call, span, outcome, value, end_ns)
+            return
+        call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
+        call.frame = None
+        if parent is not None:
+            counts = parent.suppressed
+            if counts is None:
+                counts = parent.suppressed = {}
+            name = str(call.info.static_attributes.get("code.function.name",
+                                                       call.info.span_name))
+            counts[name] = counts.get(name, 0) + 1
 
     def _end(self, call: Call, span: Span, outcome: int, value: Any, end_ns: int) -> None:
         local = _local
@@ -394,12 +522,14 @@ class Recorder:
             try:
                 if span.is_recording():
                     attrs = self._arguments(call)
-                    if call.start_ns == 0:  # eager: the static attributes were held back
+                    if not self.pending:  # eager: the static attributes were held back
                         attrs.update(call.info.static_attributes)
                     if outcome == RETURNED and self.capture_return:
                         attrs[RETURN_KEY] = self.formatter.return_value(call.info, value)
                     if call.hidden:
                         attrs[DEPTH_LIMITED_KEY] = call.hidden
+                    if call.suppressed:
+                        attrs.update(suppressed_attributes(call.suppressed))
                     if attrs:
                         span.set_attributes(attrs)
                     if outcome == RAISED:

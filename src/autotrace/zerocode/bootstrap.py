@@ -27,6 +27,7 @@ def boot() -> None:
         from ..core import install
         from ..loading.mainscript import hook_main_script
         from . import propagation
+        from .meters import default_meter_provider
         from .notices import report_if_nothing_matches
         from .provider import default_provider
         from .stderr import open_stderr_copy
@@ -36,7 +37,8 @@ def boot() -> None:
         hook_main_script()
         stream = open_stderr_copy()
         provider = default_provider(environ, stream)
-        installation = install(tracer_provider=provider)
+        meter_provider = default_meter_provider(environ, stream)
+        installation = install(tracer_provider=provider, meter_provider=meter_provider)
         installation.replaceable = True
         report_if_nothing_matches(installation, stream)
         if propagate:  # the parent's context, and TRACEPARENT for this process's children

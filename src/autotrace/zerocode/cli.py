@@ -28,6 +28,7 @@ from ..config import (
 )
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
+from .meters import check_metric_exporters
 from .notices import COMMAND_PID
 from .stderr import STDERR_ENV, append_to_stderr_file, describe_stderr
 from .tracefile import ENV_TRACE_FILE, prepare_trace_file
@@ -54,7 +55,9 @@ def _epilog() -> str:
 
 _EPILOG_TAIL = """\
 The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
-OTEL_SDK_DISABLED variables apply; a program that configures OpenTelemetry
+OTEL_SDK_DISABLED variables apply; with --metrics, OTEL_METRICS_EXPORTER (console,
+otlp, none; unset: otlp if spans go there, else console) and
+OTEL_METRIC_EXPORT_INTERVAL; a program that configures OpenTelemetry
 itself gets autotrace's spans in its own provider.
 
 autotrace view PATH shows a --exporter trace-file file in a local Perfetto UI
@@ -134,6 +137,9 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
     except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: backend cannot run
         parser.error(str(exc))
     problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
+    if problem:
+        parser.error(problem)
+    problem = check_metric_exporters(env)
     if problem:
         parser.error(problem)
     problem = prepare_trace_file(env, "--trace-file" if args.trace_file is not None

@@ -49,6 +49,9 @@ def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvid
         # Private ids: a seeded program's `random` must not be advanced (nor decide trace
         # ids). Shut down by our own exit handler, registered now, before the program's.
         sdk = SdkTracerProvider(id_generator=cast(Any, PRIVATE_IDS), shutdown_on_exit=False)
+        from .spancount import SpanCounter
+
+        sdk.add_span_processor(SpanCounter(stream))
         for processor in span_processors(environ, stream):
             sdk.add_span_processor(processor)
         return sdk
