@@ -124,10 +124,10 @@ def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionI
         return found
 
     if kind is _ASYNC_GENERATOR:
-        return _async_generator_wrapper(recorder, info)
+        return _suspending_wrapper(recorder, info, inspect.isasyncgen, _drive_async_generator)
     if kind is _COROUTINE:
-        return _coroutine_wrapper(recorder, info)
-    return _generator_wrapper(recorder, info)
+        return _suspending_wrapper(recorder, info, inspect.iscoroutine, _start_coroutine)
+    return _suspending_wrapper(recorder, info, inspect.isgenerator, _drive_generator)
 
 
 _FUNCTION, _GENERATOR, _COROUTINE, _ASYNC_GENERATOR = "function", "generator", "coroutine", \
@@ -201,21 +201,29 @@ class _Owned:
         self.coroutine.close()
 
 
-def _coroutine_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_coroutine_call(wrapped: Callable[..., Any], instance: Any, args: Args,
-                              kwargs: Kwargs) -> Any:
+def _suspending_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo],
+                        made: Callable[[Any], bool], drive: Callable[..., Any]) -> Wrapper:
+    """Generators, coroutines, async generators: the call makes the object at once (bad
+    arguments raise where they used to) and returns ``drive``'s driver around it."""
+    def traced_suspending_call(wrapped: Callable[..., Any], instance: Any, args: Args,
+                               kwargs: Kwargs) -> Any:
         try:
-            coroutine = wrapped(*args, **kwargs)
+            inner = wrapped(*args, **kwargs)
         except BaseException as exc:
             _drop_own_entry(exc)
             raise
-        if not inspect.iscoroutine(coroutine):
-            return coroutine  # a decorator changed what the function returns
-        driver = _drive_coroutine(_Owned(coroutine), recorder, info(), instance, args, kwargs)
-        _copy_names(coroutine, driver)
+        if not made(inner):
+            return inner  # a decorator changed what the function returns
+        driver = drive(inner, recorder, info(), instance, args, kwargs)
+        _copy_names(inner, driver)
         return driver
 
-    return traced_coroutine_call
+    return traced_suspending_call
+
+
+def _start_coroutine(coroutine: Coroutine[Any, Any, Any], *rest: Any) -> Any:
+    """The coroutine's driver, holding it through ``_Owned`` from before it starts."""
+    return _drive_coroutine(_Owned(coroutine), *rest)
 
 
 async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo,
@@ -233,23 +241,6 @@ async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo
         raise
     recorder.finish(call, RETURNED, result)
     return result
-
-
-def _generator_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
-                              kwargs: Kwargs) -> Any:
-        try:
-            generator = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _drop_own_entry(exc)
-            raise
-        if not inspect.isgenerator(generator):
-            return generator  # a decorator changed what the function returns
-        driver = _drive_generator(generator, recorder, info(), instance, args, kwargs)
-        _copy_names(generator, driver)
-        return driver
-
-    return traced_generator_call
 
 
 def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
@@ -291,23 +282,6 @@ def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
         except BaseException as exc:
             error, value = exc, None
         recorder.resume(call)
-
-
-def _async_generator_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo]) -> Wrapper:
-    def traced_async_generator_call(wrapped: Callable[..., Any], instance: Any, args: Args,
-                                    kwargs: Kwargs) -> Any:
-        try:
-            generator = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _drop_own_entry(exc)
-            raise
-        if not inspect.isasyncgen(generator):
-            return generator
-        driver = _drive_async_generator(generator, recorder, info(), instance, args, kwargs)
-        _copy_names(generator, driver)
-        return driver
-
-    return traced_async_generator_call
 
 
 async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: Recorder,
@@ -379,9 +353,7 @@ def _copy_names(source: Any, target: Any) -> None:
 #: The wrappers' and drivers' code: their entry is dropped from escaping tracebacks.
 WRAPPER_CODES: frozenset[CodeType] = frozenset({
     _function_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
-    _coroutine_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
-    _generator_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
-    _async_generator_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
+    _suspending_wrapper(None, None, None, None).__code__,  # type: ignore[arg-type, attr-defined]
     _drive_coroutine.__code__,
     _drive_generator.__code__,
     _drive_async_generator.__code__,
