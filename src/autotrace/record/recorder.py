@@ -228,8 +228,7 @@ class Recorder:
         self._pending_cache: tuple[Any, Any] = (None, None)
         #: Nothing to record (no provider yet, or a no-op one): calls pass through.
         self.dormant = False
-        self.tracer: Tracer | None = None
-        self.tracer = self._source.resolve()
+        self.tracer: Tracer | None = self._source.resolve()
 
     # -- set-up -----------------------------------------------------------------------
 
