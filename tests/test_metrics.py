@@ -375,3 +375,74 @@ def test_own_time_of_generators_and_coroutines_is_the_time_their_body_ran(
     assert 6_000_000 <= gen.own_ns < 20_000_000
     assert consume.own_ns + gen.own_ns <= consume.total_ns
     assert consume.own_ns >= 30_000_000
+
+
+def _histogram_points(provider_views: list[Any], temporality: Any, feed: Any) -> list[Any]:
+    from opentelemetry.sdk.metrics import Histogram
+
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: temporality})
+    provider = MeterProvider(metric_readers=[reader], views=provider_views)
+    histogram = provider.get_meter("autotrace").create_histogram(DURATION, unit="s")
+    out = []
+    for batch in feed:
+        batch(histogram)
+        data = reader.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        out.append({key: getattr(point, key) for key in (
+                            "attributes", "count", "sum", "bucket_counts", "explicit_bounds",
+                            "min", "max", "value") if hasattr(point, key)})
+    provider.shutdown()
+    return out
+
+
+@pytest.mark.parametrize("views", ["default", "buckets", "keys", "sum", "drop", "exponential"])
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_a_batch_gives_the_sdk_exactly_what_one_record_per_value_gives(
+        views: str, temporality: str) -> None:
+    """The batched hand-over (SDK internals) against the public API, value for value."""
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    from opentelemetry.sdk.metrics.view import (
+        DropAggregation,
+        ExponentialBucketHistogramAggregation,
+        SumAggregation,
+    )
+
+    from autotrace.record import metrics
+
+    chosen = {
+        "default": [],
+        "buckets": [View(instrument_name=DURATION,
+                         aggregation=ExplicitBucketHistogramAggregation([1e-6, 1e-4, 0.01]))],
+        "keys": [View(instrument_name=DURATION, attribute_keys={"error.type"})],
+        "sum": [View(instrument_name=DURATION, aggregation=SumAggregation())],
+        "drop": [View(instrument_name=DURATION, aggregation=DropAggregation())],
+        "exponential": [View(instrument_name=DURATION,
+                             aggregation=ExponentialBucketHistogramAggregation())],
+    }[views]
+    kind = {"cumulative": AggregationTemporality.CUMULATIVE,
+            "delta": AggregationTemporality.DELTA}[temporality]
+    # awkward floats (their sum depends on the order), across all the buckets
+    values = [(i * 7919 % 1000003) / 3e7 + 1e-9 * i for i in range(2000)]
+    attrs = {"code.function.name": "m.f"}
+    failed = {**attrs, "error.type": "ValueError"}
+
+    def one_by_one(part: list[float], where: dict[str, str]) -> Any:
+        return lambda h: [h.record(v, where) for v in part]
+
+    def batched(part: list[float], where: dict[str, str]) -> Any:
+        return lambda h: metrics._hand_over(h, part, where)
+
+    feeds = [(values[:1500], attrs), (values[1500:], attrs), (values[:7], failed)]
+    expected = _histogram_points(chosen, kind, [one_by_one(*f) for f in feeds])
+    got = _histogram_points(chosen, kind, [batched(*f) for f in feeds])
+    assert got == expected
+    if views != "drop":
+        assert expected  # the comparison compared something
+    if views in ("default", "buckets", "keys"):  # the fast path was taken, not the fallback
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()], views=chosen)
+        histogram = provider.get_meter("autotrace").create_histogram(DURATION, unit="s")
+        histogram.record(0.5, attrs)
+        assert metrics._SdkBatch.targets(histogram, attrs)
