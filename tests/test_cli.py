@@ -140,6 +140,22 @@ def test_python_dash_m_traces_the_module_run_as_main(tmp_path: Path, backend: st
     assert lines[1].startswith("    double(x=21) -> 42  ")
 
 
+@pytest.mark.parametrize("how", ["script", "-m", "-c"])
+def test_the_main_script_audit_hook_is_added_only_where_a_script_runs(
+        tmp_path: Path, how: str) -> None:
+    """An audit hook costs every audited call (``sys._getframe`` at each monitoring
+    event) and cannot be removed: none for ``-m`` and ``-c``."""
+    probe = (
+        "import sys\n"
+        "m = sys.modules.get('autotrace.loading.mainscript')\n"
+        "print(bool(m and m._registered))\n")
+    write(tmp_path, "probe.py", probe)
+    command = {"script": ["probe.py"], "-m": ["-m", "probe"], "-c": ["-c", probe]}[how]
+    out = run([*AUTOTRACE, "-p", "probe", sys.executable, *command], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ("True\n" if how == "script" else "False\n")
+
+
 def test_child_processes_are_traced_too(tmp_path: Path) -> None:
     write(tmp_path, "workers.py", '''
         def square(x):
