@@ -14,7 +14,15 @@ call tree on stderr, sent to /dev/null):
 * ``plain``: no autotrace;
 * ``full``: every call a span;
 * ``min_duration``: ``--min-duration 1ms``;
+* ``suppress_hot``: ``--suppress-hot``;
+* ``metrics_min_duration``: ``--metrics --min-duration 1ms`` (metrics to the console,
+  on stderr, at exit);
+* ``metrics_only``: ``--no-spans --metrics``;
 * extra contenders given with ``--extra NAME='FLAGS'``.
+
+Bytecode is written as on a user's machine (``PYTHONDONTWRITEBYTECODE`` is removed),
+and each contender runs once before the timed rounds, so the rewritten modules come
+from autotrace's cache as they would from the second run on.
 
 Rounds alternate the contenders (the order rotates) and the ratios are medians
 of each round's pair with ``plain``, so a noisy neighbour hits both alike. Wall
@@ -44,6 +52,9 @@ CONTENDERS: dict[str, list[str] | None] = {
     "plain": None,
     "full": [],
     "min_duration": ["--min-duration", "1ms"],
+    "suppress_hot": ["--suppress-hot"],
+    "metrics_min_duration": ["--metrics", "--min-duration", "1ms"],
+    "metrics_only": ["--no-spans", "--metrics"],
 }
 
 
@@ -66,6 +77,22 @@ def ensure_venv() -> Path:
     return python
 
 
+def first_lines(path: Path, count: int) -> Path:
+    """A copy of the first ``count`` lines of ``path``, cut back to a whole statement."""
+    import ast
+
+    lines = path.read_text().splitlines()[:count]
+    while lines:
+        try:
+            ast.parse("\n".join(lines))
+            break
+        except SyntaxError:
+            lines.pop()
+    out = Path(tempfile.mkdtemp()) / "linegen_part.py"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def run_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one process."""
     with open(os.devnull, "wb") as devnull:
@@ -86,6 +113,9 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[],
                         help="NAME='autotrace flags', e.g. hot='--suppress-hot'")
     parser.add_argument("--backend", default="wrapt")
+    parser.add_argument("--lines", type=int, default=0,
+                        help="reformat only the first N lines of linegen.py (whole "
+                             "statements), for a quicker run")
     args = parser.parse_args()
     contenders = dict(CONTENDERS)
     for extra in args.extra:
@@ -97,25 +127,34 @@ def main() -> None:
     python = ensure_venv()
     source = python.parent.parent / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     target = next(source.glob("site-packages/black/linegen.py"))
+    if args.lines:
+        target = first_lines(target, args.lines)
     black = [str(python), "-m", "black", "--line-length", "60", "--diff", "--quiet",
              str(target)]
     env = dict(os.environ, BLACK_CACHE_DIR=tempfile.mkdtemp())
     env.pop("OTEL_TRACES_EXPORTER", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     names = list(contenders)
+
+    def command_of(name: str) -> list[str]:
+        flags = contenders[name]
+        return black if flags is None else [
+            str(python), "-m", "autotrace", "-p", PATTERNS, "--backend", args.backend,
+            *flags, *black]
+
+    for name in names:  # warm-up: bytecode and rewrite caches
+        run_once(command_of(name), env)
     for round_ in range(args.rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            flags = contenders[name]
-            command = black if flags is None else [
-                str(python), "-m", "autotrace", "-p", PATTERNS, "--backend", args.backend,
-                *flags, *black]
-            results[name].append(run_once(command, env))
+            results[name].append(run_once(command_of(name), env))
             print(f"  round {round_ + 1}: {name} {results[name][-1][0]:.2f} s", file=sys.stderr,
                   flush=True)
     plain = results["plain"]
     lines = [f"black {BLACK.split('==')[1]} reformatting black/linegen.py "
-             f"({len(target.read_text().splitlines()):,} lines), Python "
+             + (f"(first {args.lines} lines) " if args.lines else "")
+             + f"({len(target.read_text().splitlines()):,} lines), Python "
              f"{'.'.join(map(str, sys.version_info[:3]))}, backend {args.backend}, "
              f"{args.rounds} rounds",
              "", "| contender | flags | wall (median) | / plain | peak RSS |",
