@@ -159,3 +159,30 @@ def test_a_backend_that_cannot_run_is_a_bad_option_of_the_command(tmp_path: Path
     assert shown in out.stderr and "needs Python 3.12" in out.stderr
     fix = "--backend wrapt" if how == "flag" else "OTEL_PYTHON_AUTOTRACE_BACKEND=wrapt"
     assert fix in out.stderr
+
+
+def test_spans_off_with_nothing_else_to_record_is_refused_on_every_surface(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``spans=False`` alone would trace nothing at a cost: told in each surface's words."""
+    with pytest.raises(ValueError) as api:
+        autotrace.install("x", spans=False)
+    assert "spans=False" in str(api.value)
+    assert "metrics=True" in str(api.value) and "profile=True" in str(api.value)
+
+    monkeypatch.setenv("OTEL_PYTHON_AUTOTRACE_PATTERNS", "x")
+    monkeypatch.setenv("OTEL_PYTHON_AUTOTRACE_SPANS", "false")
+    with pytest.raises(ValueError) as env:
+        autotrace.install()
+    assert "OTEL_PYTHON_AUTOTRACE_SPANS=false" in str(env.value)
+    assert "OTEL_PYTHON_AUTOTRACE_METRICS=true" in str(env.value)
+    monkeypatch.delenv("OTEL_PYTHON_AUTOTRACE_SPANS")
+
+    flag = _flag_error(["-p", "x", "--no-spans"])
+    assert "--no-spans" in flag and "--metrics" in flag and "--profile" in flag
+    assert "OTEL_" not in flag and "=" not in flag
+    # with something to record, each surface accepts it
+    for extra in (["--metrics"], ["--profile"]):
+        _command, environ = cli.prepare(["-p", "x", "--no-spans", *extra, "python", "a.py"],
+                                        {})
+        assert environ["OTEL_PYTHON_AUTOTRACE_SPANS"] == "false"
+    autotrace.install("x", spans=False, profile=True).uninstall()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -442,9 +442,13 @@ assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Confi
 
 
 def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = None,
-                **options: Any) -> Config:
-    """Merge arguments over the environment over defaults, and validate."""
+                flags: Collection[str] = (), **options: Any) -> Config:
+    """Merge arguments over the environment over defaults, and validate.
+
+    ``flags``: the options the ``autotrace`` command got as flags (already in
+    ``environ``), so that a conflict between options is told in flag syntax."""
     env = os.environ if environ is None else environ
+    given_on: dict[str, Surface] = {}
     unknown = set(options) - {option.name for option in API_OPTIONS}
     if unknown:
         names = ", ".join(sorted(unknown))
@@ -456,10 +460,12 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
         given = options.get(option.name)
         if given is not None:
             values[option.name] = option.parse(option, given, API)
+            given_on[option.name] = API
             continue
         raw = env.get(option.env) if option.env_var else None
         if raw is not None and raw.strip():
             values[option.name] = option.parse(option, raw, ENV)
+            given_on[option.name] = FLAG if option.name in flags else ENV
         elif option.required and raw is not None:  # set, but empty: the variable is wrong
             raise ValueError(f"{option.env} is empty; give at least one pattern, e.g. "
                              f"{ENV.example(option)}, or unset it and pass "
@@ -472,7 +478,24 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
             values[option.name] = ()  # set but empty: explicitly none
         else:
             values[option.name] = option.default
+    if not values["spans"] and not values["metrics"] and not values["profile"]:
+        surface = given_on.get("spans", API)
+        spans, metrics, profile = (OPTIONS_BY_NAME[name] for name in
+                                   ("spans", "metrics", "profile"))
+        raise ValueError(
+            f"{_switch(surface, spans, False)} turns spans off, and with neither "
+            f"{_switch(surface, metrics, True)} nor {_switch(surface, profile, True)} "
+            f"nothing would be recorded: add one of them, or leave spans on")
     return Config(**values)
+
+
+def _switch(surface: Surface, option: Option, on: bool) -> str:
+    """A boolean option set to ``on`` in ``surface``'s syntax."""
+    if surface is FLAG and option.flag:
+        return option.flag if on else f"--no-{option.flag[2:]}"
+    if surface is ENV:
+        return f"{option.env}={'true' if on else 'false'}"
+    return f"{option.name}={on}"
 
 
 def command_setting(name: str, environ: Mapping[str, str]) -> Any:

@@ -10,9 +10,9 @@ the histogram) is from the first start to the end, suspensions included;
 ``own`` counts only the time the body ran (between resume and suspension),
 minus the time its traced children ran, which is what it adds to its caller's
 children; so own times add up to the wall time spent in traced code. The
-wrapt backend awaits a coroutine as a whole (it sees no suspensions), so
-there a coroutine's own time includes the time it was suspended; generators
-and async generators are exact on both backends, coroutines on monitoring.
+wrapt backend steps a traced coroutine through its suspensions while
+aggregates are kept (a plain ``await`` would hide them), so this holds on
+both backends.
 """
 
 from __future__ import annotations

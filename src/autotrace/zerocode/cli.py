@@ -132,7 +132,7 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
                      f"{FLAG.example(patterns)}) or set "
                      f"{ENV.example(patterns)}")
     try:
-        make_config(environ=env)
+        make_config(environ=env, flags=given)
         check_command_settings(env)
     except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: backend cannot run
         parser.error(str(exc))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
-from types import CodeType, FunctionType
+from types import CodeType, FunctionType, coroutine
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
@@ -234,13 +234,43 @@ async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo
     if call is None:
         return await coroutine
     try:
-        result = await coroutine
+        if recorder.timed:  # own time: the body's, not while it waits (see _step)
+            result = await _step(coroutine, recorder, call)
+        else:
+            result = await coroutine
     except BaseException as exc:
         recorder.finish(call, RAISED, exc)
         _drop_own_entry(exc)
         raise
     recorder.finish(call, RETURNED, result)
     return result
+
+
+@coroutine
+def _step(awaited: Coroutine[Any, Any, Any], recorder: Recorder, call: Any) -> Any:
+    """Await ``awaited`` one step at a time, telling the recorder when its body stops
+    and starts again, as ``_drive_generator`` does (a plain ``await`` hides the
+    suspensions, so the coroutine would own the time it spent waiting)."""
+    value: Any = None
+    error: BaseException | None = None
+    box: list[Any] = []  # the item in flight; see _drive_generator
+    while True:
+        try:
+            box.append(awaited.send(value) if error is None else awaited.throw(error))
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            error = value = None
+        recorder.suspend(call)
+        try:
+            value = yield box.pop()
+        except GeneratorExit:
+            recorder.resume(call)
+            awaited.close()
+            raise
+        except BaseException as exc:
+            error, value = exc, None
+        recorder.resume(call)
 
 
 def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
@@ -339,7 +369,10 @@ def _drop_own_entry(exc: BaseException) -> None:
     line (arity probing), then sees what it sees untraced."""
     tb = exc.__traceback__
     if tb is not None and tb.tb_frame.f_code in WRAPPER_CODES:
-        exc.__traceback__ = tb.tb_next
+        tb = tb.tb_next
+        while tb is not None and tb.tb_frame.f_code is _STEP_CODE:
+            tb = tb.tb_next  # a coroutine stepped through (_step)
+        exc.__traceback__ = tb
 
 
 def _copy_names(source: Any, target: Any) -> None:
@@ -350,11 +383,13 @@ def _copy_names(source: Any, target: Any) -> None:
         pass
 
 
+_STEP_CODE = _step.__code__
 #: The wrappers' and drivers' code: their entry is dropped from escaping tracebacks.
 WRAPPER_CODES: frozenset[CodeType] = frozenset({
     _function_wrapper(None, None).__code__,  # type: ignore[arg-type, attr-defined]
     _suspending_wrapper(None, None, None, None).__code__,  # type: ignore[arg-type, attr-defined]
     _drive_coroutine.__code__,
+    _step.__code__,
     _drive_generator.__code__,
     _drive_async_generator.__code__,
 })
