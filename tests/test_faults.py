@@ -79,6 +79,38 @@ def test_internal_failure_never_reaches_user_code(traced: Traced, caplog: Any) -
     assert len(warnings) == 1 and "runs untraced" in warnings[0].getMessage()
 
 
+def test_a_function_that_cannot_be_described_runs_untraced(
+        traced: Traced, caplog: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure of autotrace's own (here: describing the function, done at its first
+    call) never reaches the call: plain functions, generators and coroutines."""
+    import asyncio
+
+    from autotrace.describe.function import Formatter
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("describe exploded")
+
+    monkeypatch.setattr(Formatter, "describe_function", explode)
+    monkeypatch.setattr(Formatter, "describe_code", explode)
+    mod = traced.load("mod", """
+def plain(x):
+    return x + 1
+
+def gen(n):
+    yield from range(n)
+
+async def coro(x):
+    return x * 2
+""")
+    with caplog.at_level("WARNING", logger="autotrace"):
+        for _ in range(2):
+            assert mod.plain(1) == 2
+            assert list(mod.gen(3)) == [0, 1, 2]
+            assert asyncio.run(mod.coro(4)) == 8
+    assert traced.spans() == []
+    assert any("runs untraced" in r.getMessage() for r in caplog.records)
+
+
 class _GetTracerFails:
     def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no tracer for you")

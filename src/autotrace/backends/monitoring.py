@@ -278,7 +278,8 @@ class MonitoringBackend:
             if entry.suspends and frame.f_trace is None and sys.gettrace() is None:
                 frame.f_trace = _FrameSentinel(self, key)
         except Exception:
-            log_once("monitoring:start", "autotrace: error at a traced call's start")
+            log_once("monitoring:start", "autotrace: error at a traced call's start; it "
+                     "runs untraced")
         return None
 
     def _on_return(self, code: CodeType, offset: int, retval: Any) -> Any:

@@ -68,6 +68,7 @@ class FunctionInfo:
         "keyword_only",
         "params",
         "positional",
+        "qualified_name",
         "secret_return",
         "span_name",
         "static_attributes",
@@ -79,6 +80,8 @@ class FunctionInfo:
                  params: list[Param], implicit_first: bool, secret_return: bool) -> None:
         self.span_name = span_name
         self.static_attributes = static_attributes
+        #: ``module.qualname`` (metrics, the profile, the hot-function counts)
+        self.qualified_name = str(static_attributes.get(CODE_FUNCTION_NAME, span_name))
         self.params = tuple(params)
         self.implicit_first = implicit_first
         self.secret_return = secret_return

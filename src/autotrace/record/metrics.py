@@ -124,8 +124,7 @@ class Aggregates:
         with self._lock:
             stats = self.by_info.get(info)
             if stats is None:
-                name = str(info.static_attributes.get(FUNCTION_KEY, info.span_name))
-                stats = self.by_info[info] = FunctionStats(name)
+                stats = self.by_info[info] = FunctionStats(info.qualified_name)
             return stats
 
     def finished(self, info: FunctionInfo, duration: int, own_ns: int, failed: Any) -> None:

@@ -509,8 +509,7 @@ class Recorder:
             counts = parent.suppressed
             if counts is None:
                 counts = parent.suppressed = {}
-            name = str(call.info.static_attributes.get("code.function.name",
-                                                       call.info.span_name))
+            name = call.info.qualified_name
             counts[name] = counts.get(name, 0) + 1
 
     def _end(self, call: Call, span: Span, outcome: int, value: Any, end_ns: int) -> None:

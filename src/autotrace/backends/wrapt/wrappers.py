@@ -26,6 +26,7 @@ from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
 
+from ..._log import log_once
 from ...describe.function import FunctionInfo
 from ...record import RAISED, RETURNED, Recorder
 from .stack import inspects_stack  # noqa: F401  (re-exported for the backend)
@@ -167,11 +168,14 @@ def _function_wrapper(recorder: Recorder, describe: Callable[[], FunctionInfo]) 
                     kwargs: Kwargs) -> Any:
         function_info, recorder, describe = state
         call = None
-        try:
-            if not recorder.dormant:  # no provider yet: not even the lazy description
+        if not recorder.dormant:  # no provider yet: not even the lazy description
+            try:
                 if function_info is None:
                     function_info = state[0] = describe()
                 call = recorder.start(function_info, instance, args, kwargs)
+            except Exception:  # autotrace's own failure: the call runs untraced
+                _failed_start(wrapped)
+        try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             if call is not None:
@@ -214,7 +218,12 @@ def _suspending_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo],
             raise
         if not made(inner):
             return inner  # a decorator changed what the function returns
-        driver = drive(inner, recorder, info(), instance, args, kwargs)
+        try:
+            function_info = info()
+        except Exception:
+            _failed_start(wrapped)
+            return inner
+        driver = drive(inner, recorder, function_info, instance, args, kwargs)
         _copy_names(inner, driver)
         return driver
 
@@ -229,7 +238,7 @@ def _start_coroutine(coroutine: Coroutine[Any, Any, Any], *rest: Any) -> Any:
 async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo,
                            instance: Any, args: Args, kwargs: Kwargs) -> Any:
     coroutine = owned.coroutine
-    call = recorder.start(info, instance, args, kwargs, suspends=True)
+    call = _start(recorder, info, instance, args, kwargs)
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     if call is None:
         return await coroutine
@@ -276,7 +285,7 @@ def _step(awaited: Coroutine[Any, Any, Any], recorder: Recorder, call: Any) -> A
 def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
                      info: FunctionInfo, instance: Any, args: Args,
                      kwargs: Kwargs) -> Generator[Any, Any, Any]:
-    call = recorder.start(info, instance, args, kwargs, suspends=True)
+    call = _start(recorder, info, instance, args, kwargs)
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     if call is None:
         return (yield from generator)
@@ -317,7 +326,7 @@ def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
 async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: Recorder,
                                  info: FunctionInfo, instance: Any, args: Args,
                                  kwargs: Kwargs) -> AsyncGenerator[Any, Any]:
-    call = recorder.start(info, instance, args, kwargs, suspends=True)
+    call = _start(recorder, info, instance, args, kwargs)
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     value: Any = None
     error: BaseException | None = None
@@ -359,6 +368,22 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: 
             error, value = exc, None
         if call is not None:
             recorder.resume(call)
+
+
+def _start(recorder: Recorder, info: FunctionInfo, instance: Any, args: Args,
+           kwargs: Kwargs) -> Any:
+    """A suspending call's start (once per generator, not per item); never raises."""
+    try:
+        return recorder.start(info, instance, args, kwargs, suspends=True)
+    except Exception:
+        _failed_start(info.span_name)
+        return None
+
+
+def _failed_start(what: Any) -> None:
+    name = what if isinstance(what, str) else getattr(what, "__qualname__", repr(what))
+    log_once(f"start:{name}", "autotrace: could not start tracing a call of %s; it runs "
+             "untraced", name)
 
 
 def _drop_own_entry(exc: BaseException) -> None:
