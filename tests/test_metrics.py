@@ -445,3 +445,50 @@ def test_a_batch_gives_the_sdk_exactly_what_one_record_per_value_gives(
         histogram = provider.get_meter("autotrace").create_histogram(DURATION, unit="s")
         histogram.record(0.5, attrs)
         assert metrics._SdkBatch.targets(histogram, attrs)
+
+
+def test_after_a_collection_calls_are_aggregated_in_the_providers_buckets(
+        traced: Traced) -> None:
+    """The first collection shows the SDK's buckets; later calls are counted in them
+    in-process (no buffer), and the provider still ends with exact counts."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=[View(
+        instrument_name=DURATION,
+        aggregation=ExplicitBucketHistogramAggregation([0.001, 0.003, 1.0]))])
+    m = load(traced, provider, spans=False)
+    for _ in range(40):
+        m.leaf(0)
+    first = points(reader)[(f"{m.__name__}.leaf", None)]
+    assert first.count == 40
+    stats = {s.name: s for s in traced.installation._recorder.stats.by_info.values()}  # type: ignore[union-attr]
+    leaf_stats = stats[f"{m.__name__}.leaf"]
+    assert leaf_stats.bounds == (0.001, 0.003, 1.0)  # aggregated from now on
+    for _ in range(3):
+        m.slow()  # 5 ms each; the buffer path for slow, which is new
+    for _ in range(40):
+        m.leaf(0)
+    assert not leaf_stats.durations  # counted in the buckets, not buffered
+    found = points(reader)
+    leaf = found[(f"{m.__name__}.leaf", None)]
+    assert leaf.count == 83 and sum(leaf.bucket_counts) == 83  # 3 calls inside slow()
+    assert leaf.sum == pytest.approx(leaf_stats.total_ns / 1e9, rel=1e-9)
+    assert leaf.max == pytest.approx(leaf_stats.max_ns / 1e9, rel=1e-9)
+    assert list(found[(f"{m.__name__}.slow", None)].bucket_counts) == [0, 0, 3, 0]
+    for _ in range(3):
+        m.slow()  # now aggregated too
+    assert list(points(reader)[(f"{m.__name__}.slow", None)].bucket_counts) == [0, 0, 6, 0]
+
+
+def test_a_collection_inside_a_pending_call_does_not_keep_it(traced: Traced) -> None:
+    """Handing durations over runs the SDK's exemplar filter, which reads the current
+    span: it must not ask the pending call for one (that would keep it)."""
+    reader = InMemoryMetricReader()
+    m = traced.load("c", """
+def work(collect):
+    return collect()
+""", meter_provider=MeterProvider(metric_readers=[reader]), metrics=True,
+                    min_duration="1s")
+    m.work(lambda: None)
+    data = m.work(reader.get_metrics_data)
+    assert data is not None
+    assert traced.spans() == []

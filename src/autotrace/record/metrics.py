@@ -17,22 +17,29 @@ through ``Histogram.record()``, so the provider's own views pick the stream,
 its buckets and its aggregation; the rest of the batch is added to those very
 aggregations at once (``_SdkBatch``) where they are the SDK's explicit-bucket
 histograms (the default), or replayed one ``record()`` each otherwise (another
-provider, another aggregation, an SDK whose internals differ). Either way the
-provider ends with exactly what one ``record()`` per call would have given it:
-counts, sums (added in call order), bucket counts, min and max; only exemplars
-are not offered for the batched values (they are handed over outside the
-calls' context, where a trace-based exemplar filter finds no span anyway). A
-``record()`` costs about 20 us; the batch, under 1 us a value. A buffer holds at
-most ``BUFFER_LIMIT`` durations per function; a function called more often
-than that between two collections loses the oldest ones (logged once, with the
-number) and its histogram is short by that many: collect more often
-(``OTEL_METRIC_EXPORT_INTERVAL``). The calls counter and the profile are exact
-regardless. After ``os.fork`` the child starts with empty buffers and
-aggregates: the parent reports what happened before the fork.
+provider, another aggregation, an SDK whose internals differ). Once a
+collection has shown a function's buckets (one explicit-bucket stream, or
+several with the same boundaries), its later calls are no longer buffered:
+they are counted in those buckets in-process (``bisect_left``, the sum, min and
+max, as the SDK's ``aggregate()`` does), and each collection merges the counts.
+Either way the provider ends with what one ``record()`` per call would have
+given it: counts, bucket counts, min and max exactly, and the sum up to float
+rounding (added per batch rather than per call). Exemplars are not offered:
+the durations are handed over in a context of their own (``_replay_context``),
+never the current one, where a trace-based exemplar filter would ask a pending
+call for its span and so keep it. A ``record()`` costs about 20 us; a batched
+value under 1 us; an aggregated call nothing at collection. A buffer holds at
+most ``BUFFER_LIMIT`` durations per function (~36 bytes each), which only
+matters before the first collection or for a provider that is not the SDK's:
+beyond it the oldest are lost (logged once, with the number) and the histogram
+is short by that many. The calls counter and the profile are exact regardless.
+After ``os.fork`` the child starts with empty buffers and aggregates: the parent
+reports what happened before the fork.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from bisect import bisect_left
@@ -68,8 +75,8 @@ class FunctionStats:
     """What is known of one traced function's calls (its successful ones; failures are
     counted here and timed per exception type in ``failed``)."""
 
-    __slots__ = ("calls", "drained", "durations", "failed", "failures", "max_ns", "name",
-                 "own_ns", "total_ns")
+    __slots__ = ("bounds", "calls", "counts", "drained", "durations", "failed", "failures",
+                 "high", "low", "max_ns", "name", "own_ns", "sum_s", "total_ns")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -81,6 +88,14 @@ class FunctionStats:
         self.drained = 0  # durations handed to the SDK (or lost to the buffer bound)
         self.durations: deque[int] = deque(maxlen=BUFFER_LIMIT)  # successful calls
         self.failed: deque[tuple[int, str]] = deque(maxlen=BUFFER_LIMIT)
+        # Once the provider's buckets for this function are known (``bounds``), the
+        # successful calls are aggregated here instead of buffered: the bucket counts,
+        # the sum (seconds), min and max since the last collection.
+        self.bounds: tuple[float, ...] | None = None
+        self.counts: list[int] = []
+        self.sum_s = 0.0
+        self.low = math.inf
+        self.high = -math.inf
 
 
 class Aggregates:
@@ -136,7 +151,17 @@ class Aggregates:
             stats = self.stats(info)
         if failed is None:
             if self.metrics:
-                stats.durations.append(duration)
+                bounds = stats.bounds
+                if bounds is not None:  # what the SDK's aggregate() does, per call
+                    seconds = duration / 1e9
+                    stats.counts[bisect_left(bounds, seconds)] += 1
+                    stats.sum_s += seconds
+                    if seconds < stats.low:
+                        stats.low = seconds
+                    if seconds > stats.high:
+                        stats.high = seconds
+                else:  # until the first collection has shown the buckets
+                    stats.durations.append(duration)
         else:
             stats.failures += 1
             if self.metrics:
@@ -166,7 +191,7 @@ class Aggregates:
                              "(more than %d calls between two metric collections); "
                              "collect more often (OTEL_METRIC_EXPORT_INTERVAL)", lost,
                              stats.name, BUFFER_LIMIT)
-                observations.append(Observation(stats.calls, attrs))
+                observations.append(Observation(stats.calls, attrs, _replay_context()))
         except Exception:
             log_once("metrics-collect", "autotrace: could not hand the call durations to "
                      "the meter provider")
@@ -178,10 +203,71 @@ class Aggregates:
         by_error: dict[str, list[float]] = {}
         for duration, error in _drain(stats.failed):
             by_error.setdefault(error, []).append(duration / 1e9)
-        handed = _hand_over(histogram, values, attrs)
+        handed = len(values)
+        if values:
+            targets = _hand_over(histogram, values, attrs)
+            if stats.bounds is None:
+                _learn_bounds(stats, targets)
+        if stats.bounds is not None:
+            handed += _hand_over_counts(histogram, stats, attrs)
         for error, errors in by_error.items():
-            handed += _hand_over(histogram, errors, {**attrs, ERROR_KEY: error})
+            _hand_over(histogram, errors, {**attrs, ERROR_KEY: error})
+            handed += len(errors)
         return handed
+
+
+_REPLAY_CONTEXT: Any = None
+
+
+def _replay_context() -> Any:
+    """The context durations are handed over in: not the current one, where a trace-based
+    exemplar filter would ask a pending call for its span and so keep it (nor empty,
+    which the SDK replaces with the current one)."""
+    global _REPLAY_CONTEXT
+    if _REPLAY_CONTEXT is None:
+        from opentelemetry.context import Context
+
+        _REPLAY_CONTEXT = Context({"autotrace.metrics-hand-over": True})
+    return _REPLAY_CONTEXT
+
+
+def _learn_bounds(stats: FunctionStats, targets: list[Any] | None) -> None:
+    """From now on aggregate ``stats``'s calls in the SDK's buckets, if all the
+    aggregations its stream feeds have the same ones."""
+    if targets and all(t._boundaries == targets[0]._boundaries for t in targets):
+        bounds = tuple(targets[0]._boundaries)
+        stats.counts = [0] * (len(bounds) + 1)
+        stats.bounds = bounds
+
+
+def _hand_over_counts(histogram: Any, stats: FunctionStats, attrs: dict[str, str]) -> int:
+    """Hand over the calls aggregated since the last collection; how many."""
+    counts = stats.counts
+    stats.counts = [0] * len(counts)
+    total, low, high = stats.sum_s, stats.low, stats.high
+    stats.sum_s, stats.low, stats.high = 0.0, math.inf, -math.inf
+    count = sum(counts)
+    if not count:
+        return 0
+    targets = _SdkBatch.targets(histogram, attrs)
+    if targets:
+        for aggregation in targets:
+            _SdkBatch.merge(aggregation, counts, total, low, high)
+        return count
+    # The aggregations went away (not seen with the SDK): the count, the sum, min and
+    # max stay exact; the buckets become approximate. Back to buffering.
+    log_once("metrics-merge", "autotrace: could not add aggregated call durations to the "
+             "meter provider's histograms; they are recorded approximately")
+    stats.bounds = None
+    record, context = histogram.record, _replay_context()
+    record(low, attrs, context)
+    if count > 1:
+        record(high, attrs, context)
+    if count > 2:
+        rest = (total - low - high) / (count - 2)
+        for _ in range(count - 2):
+            record(rest, attrs, context)
+    return count
 
 
 def _drain(buffer: deque[Any]) -> list[Any]:
@@ -194,22 +280,23 @@ def _drain(buffer: deque[Any]) -> list[Any]:
             return out
 
 
-def _hand_over(histogram: Any, values: list[float], attrs: dict[str, str]) -> int:
-    """Give ``values`` to ``histogram`` as if each had been recorded; how many."""
+def _hand_over(histogram: Any, values: list[float], attrs: dict[str, str]) -> list[Any] | None:
+    """Give ``values`` to ``histogram`` as if each had been recorded; the SDK aggregations
+    they went to (None: not known, recorded one by one)."""
     if not values:
-        return 0
-    histogram.record(values[0], attrs)  # the provider's views decide where it goes
+        return None
+    context = _replay_context()
+    histogram.record(values[0], attrs, context)  # the provider's views decide where it goes
+    targets = _SdkBatch.targets(histogram, attrs)
     rest = values[1:]
-    if rest:
-        targets = _SdkBatch.targets(histogram, attrs)
-        if targets is None:
-            record = histogram.record
-            for value in rest:
-                record(value, attrs)
-        else:
-            for aggregation in targets:
-                _SdkBatch.add(aggregation, rest)
-    return len(values)
+    if targets is None:
+        record = histogram.record
+        for value in rest:
+            record(value, attrs, context)
+    elif rest:
+        for aggregation in targets:
+            _SdkBatch.add(aggregation, rest)
+    return targets
 
 
 _FIELDS = ("_lock", "_value", "_get_empty_bucket_counts", "_boundaries", "_sum",
@@ -284,6 +371,22 @@ class _SdkBatch:
             return found
         except Exception:
             return None
+
+    @staticmethod
+    def merge(aggregation: Any, counts: list[int], total: float, low: float,
+              high: float) -> None:
+        """Add values already counted in ``aggregation``'s own buckets."""
+        with aggregation._lock:
+            if aggregation._value is None:
+                aggregation._value = aggregation._get_empty_bucket_counts()
+            value = aggregation._value
+            for index, count in enumerate(counts):
+                if count:
+                    value[index] += count
+            aggregation._sum += total
+            if aggregation._record_min_max:
+                aggregation._min = min(aggregation._min, low)
+                aggregation._max = max(aggregation._max, high)
 
     @staticmethod
     def add(aggregation: Any, values: list[float]) -> None:
