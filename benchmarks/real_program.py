@@ -12,7 +12,8 @@ the patterns ``black,blib2to3`` (its two packages) and the default output (the
 call tree on stderr, sent to /dev/null):
 
 * ``plain``: no autotrace;
-* ``full``: every call a span;
+* ``full``: every call a span (only with ``--only full`` or ``--lines``: on the
+  whole file it takes over ten minutes a run);
 * ``min_duration``: ``--min-duration 1ms``;
 * ``suppress_hot``: ``--suppress-hot``;
 * ``metrics_min_duration``: ``--metrics --min-duration 1ms`` (metrics to the console,
@@ -121,9 +122,11 @@ def main() -> None:
     for extra in args.extra:
         name, _, flags = extra.partition("=")
         contenders[name] = shlex.split(flags)
-    if args.only:
-        keep = {"plain", *args.only.split(",")}
-        contenders = {k: v for k, v in contenders.items() if k in keep}
+    # "full" (every call a span) takes over ten minutes a run on the whole file: only
+    # when asked for (--only full, or with --lines).
+    keep = {"plain", *args.only.split(",")} if args.only else set(contenders) - (
+        set() if args.lines else {"full"})
+    contenders = {k: v for k, v in contenders.items() if k in keep}
     python = ensure_venv()
     source = python.parent.parent / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     target = next(source.glob("site-packages/black/linegen.py"))
