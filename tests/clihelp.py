@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 AUTOTRACE = [sys.executable, "-m", "autotrace"]
+
+
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a child the test stops with SIGINT: a shell that starts jobs in
+    the background without job control (``(cmd &)``, some CI runners) makes them ignore
+    SIGINT, and Python keeps an ignored SIGINT ignored, so Ctrl+C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .clihelp import clean_env
+from .clihelp import clean_env, ctrl_c_works
 from .collector import CollectedSpan, running_collector
 
 for _module in ("flask", "requests", "opentelemetry.distro",
@@ -95,7 +95,8 @@ def test_one_request_makes_one_tree(upstream: str, backend: str, tmp_path: Path)
             OTEL_SERVICE_NAME="flask-example", OTEL_PYTHON_AUTOTRACE_BACKEND=backend)
         server = subprocess.Popen(
             [str(OTEL_INSTRUMENT), "--autotrace_patterns", "app", sys.executable, "app.py"],
-            cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=ctrl_c_works)
         try:
             reply = json.loads(get(f"http://127.0.0.1:{port}/fetch"))
             spans = collector.wait_for_names({"GET /fetch", "fetch_upstream", "summarize",

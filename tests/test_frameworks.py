@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .clihelp import AUTOTRACE, clean_env, run, tree_lines, write
+from .clihelp import AUTOTRACE, clean_env, ctrl_c_works, run, tree_lines, write
 from .conftest import Traced, parent_name
 
 flask = pytest.importorskip("flask")
@@ -129,7 +129,7 @@ def test_flask_run_under_the_autotrace_command(tmp_path: Path) -> None:
     process = __import__("subprocess").Popen(
         [*AUTOTRACE, "-p", "notes", flask_exe, "--app", "notes.app", "run", "--port",
          str(port)], cwd=tmp_path, env=env, stdout=__import__("subprocess").PIPE,
-        stderr=__import__("subprocess").PIPE, text=True)
+        stderr=__import__("subprocess").PIPE, text=True, preexec_fn=ctrl_c_works)
     try:
         body = b""
         deadline = time.monotonic() + 60
