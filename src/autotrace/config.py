@@ -73,6 +73,10 @@ class Surface:
         """``text`` given for ``option`` on this surface (``patterns='myapp.db'``)."""
         return f"{option.name}={text!r}"
 
+    def switch(self, option: Option, on: bool) -> str:
+        """A boolean option set to ``on`` (``spans=False``)."""
+        return f"{option.name}={on}"
+
 
 class EnvSurface(Surface):
     """An environment variable: ``VAR=value``."""
@@ -90,6 +94,9 @@ class EnvSurface(Surface):
 
     def example_value(self, option: Option, text: str) -> str:
         return f"{option.env}={_quote(text)}"
+
+    def switch(self, option: Option, on: bool) -> str:
+        return f"{option.env}={'true' if on else 'false'}"
 
 
 class FlagSurface(Surface):
@@ -110,6 +117,11 @@ class FlagSurface(Surface):
 
     def example_value(self, option: Option, text: str) -> str:
         return f"{option.short or option.flag} {_quote(text)}"
+
+    def switch(self, option: Option, on: bool) -> str:
+        if not option.flag:
+            return super().switch(option, on)
+        return option.flag if on else f"--no-{option.flag[2:]}"
 
 
 def _quote(text: str) -> str:
@@ -483,19 +495,10 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
         spans, metrics, profile = (OPTIONS_BY_NAME[name] for name in
                                    ("spans", "metrics", "profile"))
         raise ValueError(
-            f"{_switch(surface, spans, False)} turns spans off, and with neither "
-            f"{_switch(surface, metrics, True)} nor {_switch(surface, profile, True)} "
+            f"{surface.switch(spans, False)} turns spans off, and with neither "
+            f"{surface.switch(metrics, True)} nor {surface.switch(profile, True)} "
             f"nothing would be recorded: add one of them, or leave spans on")
     return Config(**values)
-
-
-def _switch(surface: Surface, option: Option, on: bool) -> str:
-    """A boolean option set to ``on`` in ``surface``'s syntax."""
-    if surface is FLAG and option.flag:
-        return option.flag if on else f"--no-{option.flag[2:]}"
-    if surface is ENV:
-        return f"{option.env}={'true' if on else 'false'}"
-    return f"{option.name}={on}"
 
 
 def command_setting(name: str, environ: Mapping[str, str]) -> Any:
