@@ -184,17 +184,22 @@ def test_threads_are_counted_exactly(
 
     def work() -> None:
         barrier.wait()
-        for i in range(500):
+        for i in range(2000):
             m.leaf(i)
-            if i % 100 == 0:
+            if i % 50 == 0:
                 counts.append(len(points(reader)))  # collections while calls run
 
     threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert points(reader)[(f"{m.__name__}.leaf", None)].count == 2000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert points(reader)[(f"{m.__name__}.leaf", None)].count == 8000
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
