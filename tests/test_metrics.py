@@ -7,12 +7,17 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from bisect import bisect_left
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+from autotrace.record import metrics
 
 from .clihelp import clean_env, run, write
 from .conftest import Traced
@@ -116,7 +121,7 @@ def test_the_histogram_has_the_exact_durations_in_the_providers_own_buckets(
     provider = MeterProvider(metric_readers=[reader], views=[View(
         instrument_name=DURATION,
         aggregation=ExplicitBucketHistogramAggregation([0.001, 0.003, 1.0]))])
-    m = load(traced, provider, min_duration="1s")
+    m = load(traced, provider, min_duration="1s", profile=True)
     for _ in range(40):
         m.leaf(0)
     for _ in range(3):
@@ -460,7 +465,7 @@ def test_after_a_collection_calls_are_aggregated_in_the_providers_buckets(
     provider = MeterProvider(metric_readers=[reader], views=[View(
         instrument_name=DURATION,
         aggregation=ExplicitBucketHistogramAggregation([0.001, 0.003, 1.0]))])
-    m = load(traced, provider, spans=False)
+    m = load(traced, provider, spans=False, profile=True)
     for _ in range(40):
         m.leaf(0)
     first = points(reader)[(f"{m.__name__}.leaf", None)]
@@ -497,3 +502,22 @@ def work(collect):
     data = m.work(reader.get_metrics_data)
     assert data is not None
     assert traced.spans() == []
+
+
+DEFAULT_BOUNDS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                  7.5, 10.0)
+
+
+@given(st.lists(st.floats(min_value=-1.0, max_value=1e12, allow_nan=False), min_size=1,
+                max_size=20, unique=True).map(sorted),
+       st.lists(st.integers(min_value=0, max_value=1 << 61), min_size=1, max_size=50))
+def test_nanosecond_thresholds_pick_the_sdks_bucket(bounds: list[float],
+                                                    durations: list[int]) -> None:
+    """The in-process count finds a call's bucket in integer nanoseconds; it must be the
+    bucket the SDK finds for the same duration in seconds, at every boundary."""
+    for bound_set in (bounds, DEFAULT_BOUNDS):
+        thresholds = [metrics._threshold_ns(bound) for bound in bound_set]
+        near = [t + delta for t in thresholds for delta in (-1, 0, 1)
+                if 0 <= t + delta < metrics._NO_LOW]  # longer than any call: 146 years
+        for ns in [*durations, *near]:
+            assert bisect_left(thresholds, ns) == bisect_left(bound_set, ns / 1e9), ns

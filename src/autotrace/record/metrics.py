@@ -21,7 +21,9 @@ provider, another aggregation, an SDK whose internals differ). Once a
 collection has shown a function's buckets (one explicit-bucket stream, or
 several with the same boundaries), its later calls are no longer buffered:
 they are counted in those buckets in-process (``bisect_left``, the sum, min and
-max, as the SDK's ``aggregate()`` does), and each collection merges the counts.
+max, as the SDK's ``aggregate()`` does, in integer nanoseconds), and each
+collection merges the counts. No lock per call: a call's updates make no call
+out, so under the GIL another thread (a collection) never sees half of them.
 Either way the provider ends with what one ``record()`` per call would have
 given it: counts, bucket counts, min and max exactly, and the sum up to float
 rounding (added per batch rather than per call). Exemplars are not offered:
@@ -76,7 +78,8 @@ class FunctionStats:
     counted here and timed per exception type in ``failed``)."""
 
     __slots__ = ("bounds", "calls", "counts", "drained", "durations", "failed", "failures",
-                 "high", "low", "max_ns", "name", "own_ns", "sum_s", "total_ns")
+                 "high_ns", "low_ns", "max_ns", "name", "own_ns", "sum_ns", "thresholds",
+                 "total_ns")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -88,21 +91,27 @@ class FunctionStats:
         self.drained = 0  # durations handed to the SDK (or lost to the buffer bound)
         self.durations: deque[int] = deque(maxlen=BUFFER_LIMIT)  # successful calls
         self.failed: deque[tuple[int, str]] = deque(maxlen=BUFFER_LIMIT)
-        # Once the provider's buckets for this function are known (``bounds``), the
-        # successful calls are aggregated here instead of buffered: the bucket counts,
-        # the sum (seconds), min and max since the last collection.
+        # Once the provider's buckets for this function are known (``bounds``, seconds),
+        # the successful calls are aggregated here instead of buffered: the bucket
+        # counts, the sum, min and max since the last collection, all in nanoseconds.
+        # ``thresholds[i]`` is the longest duration (ns) whose value in seconds the SDK
+        # would count at or below ``bounds[i]``, so ``bisect_left(thresholds, ns)``
+        # picks the bucket ``bisect_left(bounds, ns / 1e9)`` would, with no float work.
         self.bounds: tuple[float, ...] | None = None
+        self.thresholds: tuple[int, ...] = ()
         self.counts: list[int] = []
-        self.sum_s = 0.0
-        self.low = math.inf
-        self.high = -math.inf
+        self.sum_ns = 0
+        self.low_ns = _NO_LOW
+        self.high_ns = -1
 
 
 class Aggregates:
     """Per-function aggregates (``FunctionInfo`` -> ``FunctionStats``) and the meter."""
 
-    def __init__(self, metrics: bool, meter_provider: Any) -> None:
+    def __init__(self, metrics: bool, profile: bool, meter_provider: Any) -> None:
         self.metrics = metrics
+        #: Keep the times the profile shows (total, own, max): not needed by metrics.
+        self.profile = profile
         self.by_info: dict[FunctionInfo, FunctionStats] = {}
         self._lock = threading.Lock()
         self._histogram: Any = None
@@ -144,38 +153,36 @@ class Aggregates:
 
     def finished(self, info: FunctionInfo, duration: int, own_ns: int, failed: Any) -> None:
         """One call of ``info`` took ``duration`` ns, ``own_ns`` of them running its own
-        body (not suspended, not in traced children); ``failed``: the exception it
-        raised, or None."""
+        body (not suspended, not in traced children; 0 without the profile);
+        ``failed``: the exception it raised, or None."""
         stats = self.by_info.get(info)
         if stats is None:
             stats = self.stats(info)
         if failed is None:
-            if self.metrics:
-                bounds = stats.bounds
-                if bounds is not None:  # what the SDK's aggregate() does, per call
-                    seconds = duration / 1e9
-                    index = bisect_left(bounds, seconds)
-                    # From loading ``counts`` to the last store below nothing calls out,
-                    # so no other thread runs in between (the GIL switches threads only
-                    # at calls and backward jumps): a collection swapping ``counts``
-                    # never misses this call's increment.
-                    stats.counts[index] += 1
-                    stats.sum_s += seconds
-                    if seconds < stats.low:
-                        stats.low = seconds
-                    if seconds > stats.high:
-                        stats.high = seconds
-                else:  # until the first collection has shown the buckets
-                    stats.durations.append(duration)
+            if stats.bounds is not None:  # metrics, buckets known: what aggregate() does
+                index = bisect_left(stats.thresholds, duration)
+                # From loading ``counts`` to the last store below nothing calls out, so
+                # no other thread runs in between (the GIL switches threads only at
+                # calls and backward jumps): a collection swapping ``counts`` never
+                # misses this call's increment.
+                stats.counts[index] += 1
+                stats.sum_ns += duration
+                if duration < stats.low_ns:
+                    stats.low_ns = duration
+                if duration > stats.high_ns:
+                    stats.high_ns = duration
+            elif self.metrics:  # until the first collection has shown the buckets
+                stats.durations.append(duration)
         else:
             stats.failures += 1
             if self.metrics:
                 stats.failed.append((duration, qualified_type_name(type(failed))))
         stats.calls += 1  # after the append: a collection never counts it as lost
-        stats.total_ns += duration
-        stats.own_ns += own_ns
-        if duration > stats.max_ns:
-            stats.max_ns = duration
+        if self.profile:
+            stats.total_ns += duration
+            stats.own_ns += own_ns
+            if duration > stats.max_ns:
+                stats.max_ns = duration
 
     # -- collection (the SDK's thread) -------------------------------------------------
 
@@ -241,19 +248,41 @@ def _learn_bounds(stats: FunctionStats, targets: list[Any] | None) -> None:
     aggregations its stream feeds have the same ones."""
     if targets and all(t._boundaries == targets[0]._boundaries for t in targets):
         bounds = tuple(targets[0]._boundaries)
+        stats.thresholds = tuple(_threshold_ns(bound) for bound in bounds)
         stats.counts = [0] * (len(bounds) + 1)
         stats.bounds = bounds
 
 
+#: Longer than any call (146 years): the bound past which every duration counts as below.
+_NO_LOW = 1 << 62
+
+
+def _threshold_ns(bound: float) -> int:
+    """The largest duration ``ns`` (nanoseconds) with ``ns / 1e9 <= bound``. Division is
+    correctly rounded, hence monotonic, so every shorter duration is at or below
+    ``bound`` in seconds and every longer one above it."""
+    if bound != bound or bound >= _NO_LOW / 1e9:  # NaN, or beyond any call
+        return _NO_LOW
+    if bound < 0:
+        return -1
+    ns = math.floor(bound * 1e9)
+    while ns / 1e9 > bound:
+        ns -= 1
+    while (ns + 1) / 1e9 <= bound:
+        ns += 1
+    return ns
+
+
 def _hand_over_counts(histogram: Any, stats: FunctionStats, attrs: dict[str, str]) -> int:
     """Hand over the calls aggregated since the last collection; how many."""
-    counts = stats.counts
-    stats.counts = [0] * len(counts)
-    total, low, high = stats.sum_s, stats.low, stats.high
-    stats.sum_s, stats.low, stats.high = 0.0, math.inf, -math.inf
+    fresh = [0] * len(stats.counts)
+    # One statement, no call inside: no call's updates are half in it (see ``finished``).
+    counts, total_ns, low_ns, high_ns = stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns
+    stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns = fresh, 0, _NO_LOW, -1
     count = sum(counts)
     if not count:
         return 0
+    total, low, high = total_ns / 1e9, low_ns / 1e9, high_ns / 1e9
     targets = _SdkBatch.targets(histogram, attrs)
     if targets:
         for aggregation in targets:

@@ -11,7 +11,7 @@ the histogram) is from the first start to the end, suspensions included;
 minus the time its traced children ran, which is what it adds to its caller's
 children; so own times add up to the wall time spent in traced code. The
 wrapt backend steps a traced coroutine through its suspensions while
-aggregates are kept (a plain ``await`` would hide them), so this holds on
+the profile is on (a plain ``await`` would hide them), so this holds on
 both backends.
 """
 

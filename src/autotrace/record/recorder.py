@@ -213,11 +213,14 @@ class Recorder:
         self.active = True
         self.spans = config.spans
         #: Per-function aggregates of every call (metrics, profile), or None.
-        self.stats = (Aggregates(config.metrics, config.meter_provider)
+        self.stats = (Aggregates(config.metrics, config.profile, config.meter_provider)
                       if config.metrics or config.profile else None)
         self.hot = HotBudget(config) if config.suppress_hot and config.spans else None
         #: Every call is timed (aggregates, or the durations of spans for ``hot``).
         self.timed = self.stats is not None or self.hot is not None
+        #: A call's own time is worked out (the profile): the time its body ran, less
+        #: its traced children's; generators and coroutines are timed per step.
+        self.own_time = config.profile
         self._no_span_rules = not self.spans or self.hot is not None
         #: Who waits for a tracer: the recorder itself (``dormant`` tells the backends
         #: to pass calls through), unless aggregates need every call meanwhile.
@@ -410,7 +413,7 @@ class Recorder:
             call.token = None
             _detach(token)
         _current.set(call.saved)
-        if self.timed:
+        if self.own_time:
             resumed = call.resumed_ns
             call.ran_ns += time_ns() - (resumed if resumed > 0 else call.start_ns)
             call.resumed_ns = -1
@@ -419,7 +422,7 @@ class Recorder:
         """The body runs again, maybe in another context: make the call current there."""
         call.saved = _current.get()
         _current.set(call)
-        if self.timed:
+        if self.own_time:
             call.resumed_ns = time_ns()
         if call.run_ctx is not None:
             call.token = _attach(call.run_ctx)
@@ -449,12 +452,15 @@ class Recorder:
             stats = self.stats
             if stats is not None:
                 try:
-                    resumed = call.resumed_ns
-                    ran = duration if resumed == 0 else call.ran_ns + (
-                        now - resumed if resumed > 0 else 0)
-                    if call.parent is not None and not call.closed:
-                        call.parent.child_ns += ran
-                    stats.finished(call.info, duration, ran - call.child_ns,
+                    own = 0
+                    if self.own_time:
+                        resumed = call.resumed_ns
+                        ran = duration if resumed == 0 else call.ran_ns + (
+                            now - resumed if resumed > 0 else 0)
+                        if call.parent is not None and not call.closed:
+                            call.parent.child_ns += ran
+                        own = ran - call.child_ns
+                    stats.finished(call.info, duration, own,
                                    value if outcome == RAISED and isinstance(value, Exception)
                                    else None)
                 except Exception:

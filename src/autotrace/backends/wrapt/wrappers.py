@@ -243,7 +243,7 @@ async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo
     if call is None:
         return await coroutine
     try:
-        if recorder.timed:  # own time: the body's, not while it waits (see _step)
+        if recorder.own_time:  # the profile: the body's time, not while it waits (_step)
             result = await _step(coroutine, recorder, call)
         else:
             result = await coroutine
