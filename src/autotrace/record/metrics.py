@@ -60,6 +60,9 @@ CALLS_METRIC = "autotrace.function.calls"
 FUNCTION_KEY = "code.function.name"
 ERROR_KEY = "error.type"
 BUFFER_LIMIT = 1 << 16
+#: Nanoseconds longer than any call (146 years): the empty minimum, and the threshold of
+#: a bucket bound beyond any call.
+LONGER_THAN_ANY_CALL = 1 << 62
 
 _live: list[Aggregates] = []
 
@@ -101,7 +104,7 @@ class FunctionStats:
         self.thresholds: tuple[int, ...] = ()
         self.counts: list[int] = []
         self.sum_ns = 0
-        self.low_ns = _NO_LOW
+        self.low_ns = LONGER_THAN_ANY_CALL
         self.high_ns = -1
 
 
@@ -253,16 +256,12 @@ def _learn_bounds(stats: FunctionStats, targets: list[Any] | None) -> None:
         stats.bounds = bounds
 
 
-#: Longer than any call (146 years): the bound past which every duration counts as below.
-_NO_LOW = 1 << 62
-
-
 def _threshold_ns(bound: float) -> int:
     """The largest duration ``ns`` (nanoseconds) with ``ns / 1e9 <= bound``. Division is
     correctly rounded, hence monotonic, so every shorter duration is at or below
     ``bound`` in seconds and every longer one above it."""
-    if bound != bound or bound >= _NO_LOW / 1e9:  # NaN, or beyond any call
-        return _NO_LOW
+    if math.isnan(bound) or bound >= LONGER_THAN_ANY_CALL / 1e9:
+        return LONGER_THAN_ANY_CALL
     if bound < 0:
         return -1
     ns = math.floor(bound * 1e9)
@@ -275,10 +274,11 @@ def _threshold_ns(bound: float) -> int:
 
 def _hand_over_counts(histogram: Any, stats: FunctionStats, attrs: dict[str, str]) -> int:
     """Hand over the calls aggregated since the last collection; how many."""
-    fresh = [0] * len(stats.counts)
-    # One statement, no call inside: no call's updates are half in it (see ``finished``).
+    fresh, empty = [0] * len(stats.counts), LONGER_THAN_ANY_CALL
+    # No call in these two lines, so no thread switch: a call's updates (``finished``)
+    # are all in what is taken, or all in what is left.
     counts, total_ns, low_ns, high_ns = stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns
-    stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns = fresh, 0, _NO_LOW, -1
+    stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns = fresh, 0, empty, -1
     count = sum(counts)
     if not count:
         return 0
