@@ -13,7 +13,8 @@ import threading
 logger = logging.getLogger("autotrace")
 
 _seen: set[str] = set()
-_lock = threading.Lock()
+#: Reentrant: a finaliser or signal handler may log while this thread is in here.
+_lock = threading.RLock()
 
 
 def log_once(key: str, message: str, *args: object, exc_info: bool = True) -> None:

@@ -63,6 +63,7 @@ class Installation:
                 self._backend.stop()
             except Exception:
                 log_once("stop", "autotrace: error while uninstalling")
+            self._recorder.drain()  # kept calls still queued (ended inside an export)
             if _active is self:
                 _active = None
 
@@ -137,6 +138,9 @@ def install(
                          "runs untraced", chosen.name)
             return installation
         _active = installation
+        # Kept calls a finaliser ended inside an export wait for a safe point; the
+        # last one is exit (registered after the provider's shutdown, so it runs first).
+        atexit.register(recorder.drain)
         if config.profile and recorder.stats is not None:
             from .record.profile import print_profile
 

@@ -116,7 +116,9 @@ class Aggregates:
         #: Keep the times the profile shows (total, own, max): not needed by metrics.
         self.profile = profile
         self.by_info: dict[FunctionInfo, FunctionStats] = {}
-        self._lock = threading.Lock()
+        #: Reentrant: taken on a function's first call, where a finaliser that ends
+        #: another function's first call may run (allocation) on this same thread.
+        self._lock = threading.RLock()
         self._histogram: Any = None
         if metrics:
             self._make_instruments(meter_provider)
@@ -143,7 +145,7 @@ class Aggregates:
 
     def reset(self) -> None:
         self.by_info = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # -- the hot path ------------------------------------------------------------------
 

@@ -22,18 +22,37 @@ Two ways of recording, chosen at ``install()``:
 
 ``require_parent`` and ``max_depth`` are decided when the call starts.
 
-Re-entry: while autotrace is at work on a thread (starting a span, rendering a
-value, ending a span, which may export synchronously) calls made on that
-thread are not traced, so a traced ``__repr__``, span processor, exporter or
-signal handler cannot recurse or deadlock. OpenTelemetry's
-suppress-instrumentation context key, set by the SDK's processors while they
-export, is honoured the same way.
+Re-entry (the rule for anyone touching this file). Foreign code runs inside
+the recorder: the SDK (sampler, span processors, exporters), ``repr()`` of
+arguments, and, at any allocation or between any two bytecodes, garbage-collector
+finalizers (abandoned traced generators, ``__del__``), weakref callbacks and
+signal handlers, which may themselves start and end traced calls. So:
+
+1. **Nothing on the per-call path waits.** ``start``, ``suspend``, ``resume`` and
+   the dropped path of ``finish`` touch only their own ``Call``, ContextVars and
+   lock-free counters. No lock here, or in what they call, is ever waited for by
+   a thread that may already hold it: locks that can be re-entered are ``RLock``s
+   around pure bookkeeping, never around foreign code.
+2. **Every kept call ends through one queue, at a safe point.** ``finish`` decides
+   *whether* a call is kept (pure arithmetic) and appends it to ``_late``;
+   ``_drain`` makes and ends its span there and then, unless this thread is
+   already inside autotrace's own work (``_local.busy``) or inside an SDK export
+   (the suppress-instrumentation key): then it stays queued, with its real end
+   time, and the outer work drains it when it is done. Calls *started* while busy
+   or exporting are not traced at all.
+3. **Making pending spans real is the one step that needs mutual exclusion** (two
+   threads may share pending ancestors through a copied context). Its lock is only
+   ever *tried*: a drain that finds it taken puts its item back for the holder,
+   which drains again after letting go; a foreign span asking for its parent waits
+   a bounded time (``_PARENT_WAIT``) for another thread, never for its own.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -72,6 +91,7 @@ def _context_primitives() -> tuple[Callable[[], Any], Callable[[Any], Any],
 
 
 _get_current, _attach, _reset = _context_primitives()
+_get_frame = sys._getframe
 
 
 def _detach(token: Any) -> None:
@@ -87,11 +107,13 @@ _NO_DEPTH_LIMIT = 1 << 62
 #: The innermost traced call running in this context (thread, task).
 _current: ContextVar[Call | None] = ContextVar("autotrace_current_call", default=None)
 
-#: Spans whose end was requested where ending them could re-enter an exporter: the
-#: garbage collector finalising an abandoned traced generator while this thread is in
-#: autotrace's own work or an export (an exporter holding a lock would deadlock). They
-#: end, with the time they were due, as soon as a span ends outside such work.
-_deferred: deque[tuple[Span, int]] = deque()
+#: How long a foreign span that asks for its pending parent waits for another
+#: thread that is making pending spans real; past it, the span starts a new trace.
+_PARENT_WAIT = 0.05
+#: Frames a drain keeps free below the recursion limit (the SDK, processors, exporters).
+_STACK_MARGIN = 100
+#: ``_materialize``'s answer when another thread holds its lock.
+_CONTENDED: Any = object()
 
 
 class _Local(threading.local):
@@ -105,9 +127,15 @@ _local = _Local()
 _fork_generation = 0
 
 
+#: Live recorders: a forked child gets fresh locks and an empty queue in each.
+_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
 def _after_fork_in_child() -> None:
     global _fork_generation
     _fork_generation += 1
+    for recorder in list(_recorders):
+        recorder._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -135,6 +163,7 @@ class Call:
     resumed_ns = 0
     hidden = 0  # traced calls below the depth limit
     values: list[Any] | None = None  # arguments read from a frame
+    kept_child = False  # a kept descendant is queued to be made real: keep this one too
     attrs: dict[str, Any] | None = None  # arguments rendered at start
 
     def __init__(self, info: FunctionInfo, parent: Call | None, depth: int, instance: Any,
@@ -164,23 +193,17 @@ def _exporting() -> bool:
     return bool(_get_current().get(_SUPPRESS_INSTRUMENTATION_KEY))
 
 
-def _drain_deferred() -> None:
-    """End the deferred spans; called outside autotrace's work, it marks itself busy
-    so that finalisers running meanwhile defer again (and are drained here too)."""
-    local = _local
-    local.busy = True
+def _little_stack_left() -> bool:
+    """Whether this thread is within ``_STACK_MARGIN`` frames of the recursion limit: a
+    deep recursion ending. A span's end there could fail half-way inside the SDK (some
+    processors told, some not), so it waits for a shallower safe point. Walks at most
+    the frames there are (C pointer chasing), once per drain."""
+    limit = sys.getrecursionlimit()
     try:
-        while True:
-            try:
-                span, end_time = _deferred.popleft()
-            except IndexError:
-                return
-            try:
-                span.end(end_time)
-            except Exception:
-                log_once("close", "autotrace: could not end a deferred span")
-    finally:
-        local.busy = False
+        _get_frame(limit - min(_STACK_MARGIN, limit // 4))
+    except ValueError:
+        return False
+    return True
 
 
 class _SpanWait:
@@ -227,11 +250,23 @@ class Recorder:
         self._waiting: Any = self if self.stats is None else _SpanWait(self)
         self._source = TracerSource(config.tracer_provider, self._waiting)
         self._on_ready: list[Callable[[], None]] = []
+        #: Tried, never waited for by its own holder (module docstring, rule 3).
         self._lock = threading.Lock()
+        self._holder = 0  # the thread holding ``_lock`` (0: none)
+        #: Kept calls whose span is still to be made or ended (rule 2).
+        self._late: deque[tuple[Call, int, Any, int]] = deque()
         self._pending_cache: tuple[Any, Any] = (None, None)
         #: Nothing to record (no provider yet, or a no-op one): calls pass through.
         self.dormant = False
         self.tracer: Tracer | None = self._source.resolve()
+        _recorders.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a lock held by a thread that did not come along would
+        stay taken, and the parent's queued calls are the parent's to end."""
+        self._lock = threading.Lock()
+        self._holder = 0
+        self._late.clear()
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -351,6 +386,8 @@ class Recorder:
         if suspends:
             call.run_ctx = run_ctx
         _current.set(call)
+        if self._late:  # a finaliser ended a kept call while the SDK had this thread
+            self._drain()
         return call
 
     def _counted(self, info: FunctionInfo, parent: Call | None, depth: int) -> Call:
@@ -467,48 +504,41 @@ class Recorder:
                     log_once("aggregate", "autotrace: could not count a call of %s",
                              call.info.span_name)
             if span is None and (call.closed or not self.pending):
-                if call.depth == -1:  # suppressed as hot
-                    self._hot_finished(call, outcome, value, now)
-                return  # counted only
-            if self.pending:
-                end_ns = now
-        if span is None:  # pending: keep it?
+                if call.depth != -1:  # counted only
+                    return
+                # suppressed as hot: counted on its enclosing call, unless it raised
+                if not (outcome == RAISED and isinstance(value, Exception)):
+                    self._hot_counted(call)
+                    return
+            end_ns = now
+        if span is None and call.depth != -1:  # pending: keep it?
             end_ns = end_ns or time_ns()
             if end_ns - call.start_ns < self.min_ns and not (
-                    outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
+                    outcome == RAISED and self.keep_errors and isinstance(value, Exception)
+            ) and not call.kept_child:
                 call.closed = True
                 call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
                 if call.frame is not None:
                     call.frame = None
                 return
-            span = self._materialize(call)
-            if span is None:
-                return
-        call.closed = True
-        if self.hot is not None:
-            self.hot.observe(call.info, duration)
-        self._end(call, span, outcome, value, end_ns)
+        # Kept. Only bookkeeping here; the span is made and ended at a safe point.
+        if outcome == RAISED and call.parent is not None:
+            call.parent.escaped = value  # the exception event goes on this call's span
+        late = self._late
+        late.append((call, outcome, value, end_ns or time_ns()))
+        if not self._drain() and span is None:
+            # Left queued (this thread is busy, or another holds the lock): its
+            # pending ancestors (as ``_materialize`` walks them) must not be dropped
+            # meanwhile.
+            node: Call | None = call
+            while node is not None and node.span is None and node.under_pending:
+                node = node.parent
+                if node is not None and not node.closed:
+                    node.kept_child = True
 
-    def _hot_finished(self, call: Call, outcome: int, value: Any, end_ns: int) -> None:
-        """A call suppressed as hot ended: counted on its enclosing call; one that raised
-        becomes a span after all (no children: they ran under the enclosing call)."""
+    def _hot_counted(self, call: Call) -> None:
+        """A call suppressed as hot ended without raising: counted on its enclosing call."""
         parent = call.parent
-        if outcome == RAISED and isinstance(value, Exception) and self.tracer is not None:
-            info = call.info
-            local = _local
-            busy = local.busy
-            local.busy = True
-            try:
-                span = self.tracer.start_span(info.span_name, call.parent_ctx, _INTERNAL,
-                                              info.static_attributes,
-                                              start_time=call.start_ns)
-            except Exception:
-                log_once("open", "autotrace: could not start a span for %s", info.span_name)
-                return
-            finally:
-                local.busy = busy
-            self._end(call, span, outcome, value, end_ns)
-            return
         call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
         call.frame = None
         if parent is not None:
@@ -518,10 +548,76 @@ class Recorder:
             name = call.info.qualified_name
             counts[name] = counts.get(name, 0) + 1
 
-    def _end(self, call: Call, span: Span, outcome: int, value: Any, end_ns: int) -> None:
+    # -- kept calls: made real and ended at a safe point ---------------------------------
+
+    def _drain(self) -> bool:
+        """Make and end the spans of the queued kept calls, unless this thread is inside
+        autotrace's own work or an export (then they stay queued for that work to
+        drain). True when the queue was left empty."""
         local = _local
-        busy = local.busy
-        local.busy = True
+        if local.busy or _exporting() or _little_stack_left():
+            return False
+        late = self._late
+        local.busy = True  # what runs meanwhile queues up behind us (rule 2)
+        try:
+            while True:
+                try:
+                    item = late.popleft()
+                except IndexError:
+                    return True
+                try:
+                    done = self._complete(*item)
+                except Exception:  # never into the program's call
+                    log_once("close", "autotrace: could not end a kept call's span")
+                    done = True
+                if not done:
+                    late.appendleft(item)
+                    if self._lock.locked():
+                        return False  # its holder drains again after letting go
+        finally:
+            local.busy = False
+
+    def drain(self) -> None:
+        """End what is still queued (``uninstall()``, exit): a safe point by definition."""
+        self._drain()
+
+    def _complete(self, call: Call, outcome: int, value: Any, end_ns: int) -> bool:
+        """Make ``call``'s span real if it is not, and end it; False: another thread is
+        making spans real, try again later."""
+        if call.generation != _fork_generation:
+            return True  # started before a fork: the parent process ends it
+        span = call.span
+        if span is None:
+            if call.depth == -1:  # suppressed as hot, then raised: a span of its own
+                span = self._start_span(call)
+            else:
+                span = self._materialize(call, wait=False)
+                if span is _CONTENDED:
+                    return False
+            if span is None:
+                return True
+        call.closed = True
+        if self.hot is not None and call.depth != -1:
+            self.hot.observe(call.info, end_ns - call.start_ns)
+        self._end(call, span, outcome, value, end_ns)
+        return True
+
+    def _start_span(self, call: Call) -> Span | None:
+        """The span of a hot call that raised (no children: they ran under its caller)."""
+        tracer = self.tracer
+        if tracer is None:
+            return None
+        info = call.info
+        try:
+            return tracer.start_span(info.span_name, call.parent_ctx, _INTERNAL,
+                                     info.static_attributes, start_time=call.start_ns)
+        except Exception:
+            log_once("open", "autotrace: could not start a span for %s", info.span_name)
+            return None
+
+    def _end(self, call: Call, span: Span, outcome: int, value: Any, end_ns: int) -> None:
+        """Record the call's arguments, return value or failure, and end its span
+        (from ``_drain`` only: this thread is marked busy)."""
         try:
             try:
                 if span.is_recording():
@@ -539,24 +635,9 @@ class Recorder:
                     if outcome == RAISED:
                         record_failure(span, value, call.escaped is not value, self.max_length)
             finally:  # whatever recording did: a span that started must end
-                # A finaliser (abandoned generator, GeneratorExit) may run anywhere,
-                # even inside an export: ending there could re-enter the exporter.
-                if busy or ((outcome == ABANDONED or (outcome == RAISED
-                                                     and type(value) is GeneratorExit)
-                            ) and _exporting()):
-                    _deferred.append((span, end_ns or time_ns()))
-                elif end_ns:
-                    span.end(end_ns)
-                else:
-                    span.end()
+                span.end(end_ns)
         except Exception:
             log_once("close", "autotrace: could not end the span of %s", call.info.span_name)
-        finally:
-            local.busy = busy
-        if outcome == RAISED and call.parent is not None:
-            call.parent.escaped = value  # the exception event is on this span already
-        if _deferred and not busy and not _exporting():
-            _drain_deferred()
 
     def _arguments(self, call: Call) -> dict[str, Any]:
         """The argument attributes of ``call`` (rendered now unless at start)."""
@@ -599,6 +680,7 @@ class Recorder:
         if not self.capture_args:
             return None
         local = _local
+        busy = local.busy
         local.busy = True
         try:
             return self.formatter.call_arguments(info, instance, args, kwargs)
@@ -607,7 +689,7 @@ class Recorder:
                      info.span_name)
             return None
         finally:
-            local.busy = False
+            local.busy = busy
 
     def _render_values(self, info: FunctionInfo, values: list[Any]) -> dict[str, Any]:
         local = _local
@@ -632,44 +714,58 @@ class Recorder:
             walk = walk.parent
         if node is None or walk is None or (walk.span is None and walk.parent_ctx is not base):
             return None
-        return self._materialize(node)
+        span = self._materialize(node, wait=True)
+        if self._late:
+            self._drain()  # what queued up behind the lock while this thread held it
+        return None if span is _CONTENDED else span
 
-    def _materialize(self, call: Call) -> Span | None:
+    def _materialize(self, call: Call, wait: bool) -> Any:
         """Start real spans for ``call`` and its pending ancestors, outermost first,
-        each with its recorded start time; ancestors already dropped are skipped."""
+        each with its recorded start time; ancestors already dropped are skipped.
+
+        ``_CONTENDED`` when the lock is taken: by this thread (a finaliser or a span
+        processor re-entered), or by another one and ``wait`` is false or waiting
+        ran out (module docstring, rule 3)."""
         tracer = self.tracer
         if tracer is None:
             return None
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            if not wait or self._holder == threading.get_ident() or not lock.acquire(
+                    timeout=_PARENT_WAIT):
+                return _CONTENDED
         local = _local
         busy = local.busy
         local.busy = True
         try:
-            with self._lock:
-                if call.span is not None:
-                    return call.span
-                chain: list[Call] = []
-                node: Call | None = call
-                parent_span: Span = INVALID_SPAN
-                while node is not None:
-                    if node.span is not None:
-                        parent_span = node.span
-                        break
-                    if not node.closed:
-                        chain.append(node)
-                    if not node.under_pending:
-                        parent_span = _get_current_span(node.parent_ctx)
-                        break
-                    node = node.parent
-                for pending in reversed(chain):
-                    info = pending.info
-                    ctx = _set_span_in_context(parent_span, pending.parent_ctx)
-                    pending.span = tracer.start_span(info.span_name, ctx, _INTERNAL,
-                                                     info.static_attributes,
-                                                     start_time=pending.start_ns)
-                    parent_span = pending.span
+            self._holder = threading.get_ident()
+            if call.span is not None:
                 return call.span
+            chain: list[Call] = []
+            node: Call | None = call
+            parent_span: Span = INVALID_SPAN
+            while node is not None:
+                if node.span is not None:
+                    parent_span = node.span
+                    break
+                if not node.closed:
+                    chain.append(node)
+                if not node.under_pending:
+                    parent_span = _get_current_span(node.parent_ctx)
+                    break
+                node = node.parent
+            for pending in reversed(chain):
+                info = pending.info
+                ctx = _set_span_in_context(parent_span, pending.parent_ctx)
+                pending.span = tracer.start_span(info.span_name, ctx, _INTERNAL,
+                                                 info.static_attributes,
+                                                 start_time=pending.start_ns)
+                parent_span = pending.span
+            return call.span
         except Exception:
             log_once("materialize", "autotrace: could not start the spans of a kept call")
             return None
         finally:
             local.busy = busy
+            self._holder = 0
+            lock.release()

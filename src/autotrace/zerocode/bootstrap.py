@@ -8,7 +8,9 @@ untraced; the program itself always runs.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 
 from .._log import log_once
@@ -18,11 +20,26 @@ from ..config import OPTIONS_BY_NAME
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
 
+def dump_stacks_on_sigquit() -> None:
+    """``kill -QUIT PID`` prints every thread's stack to stderr, then the process quits
+    as it always would (the default action runs after the dump): a hung traced program
+    can say where it is. Only where SIGQUIT still has its default action; a handler
+    the program sets later replaces this one."""
+    sigquit = getattr(signal, "SIGQUIT", None)
+    if sigquit is None or signal.getsignal(sigquit) is not signal.SIG_DFL:
+        return
+    try:
+        faulthandler.register(sigquit, all_threads=True, chain=True)
+    except (OSError, RuntimeError, ValueError):  # no usable stderr, or not the main thread
+        pass
+
+
 def boot() -> None:
     """Install autotrace from the environment, with the command's default output."""
     environ = os.environ
     if not environ.get(OPTIONS_BY_NAME["patterns"].env, "").strip():
         return
+    dump_stacks_on_sigquit()
     try:
         from ..core import install
         from ..loading.mainscript import hook_main_script

@@ -1,0 +1,160 @@
+"""Foreign code inside the recorder never blocks it, deadlocks it or corrupts it (issue 18).
+
+A real program once hung forever: the recorder held its own lock while the SDK
+allocated, the garbage collector finalised an abandoned traced generator, and
+that call's end asked for the same lock. ``reentry_program.py`` runs foreign
+code at every point it can reach inside the recorder (span processors, an
+exporter holding a lock, ``__del__``, weakref callbacks, the collector at almost
+every allocation, a signal handler, threads sharing pending ancestors), once per
+policy and backend, under a watchdog that dumps every thread's stack if it
+stalls. The run must finish, compute what it computes untraced, and leave every
+span started by autotrace ended exactly once under a parent that exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .clihelp import AUTOTRACE, clean_env, write
+from .conftest import BACKENDS
+
+PROGRAM = Path(__file__).with_name("reentry_program.py")
+WATCHDOG = 20  # seconds per scenario; only reached if something hangs
+
+MODULE = '''
+def gen(n):
+    for i in range(n):
+        yield i
+
+def work(x):
+    return x + 1
+
+def outer(n):
+    total = 0
+    for i in range(n):
+        total += work(i)
+    return total
+
+class Holder:
+    def __del__(self):
+        work(3)
+
+def _cyc(box):
+    yield box
+    yield 1
+
+def cycle():
+    box = []
+    generator = _cyc(box)
+    box.append(generator)
+    next(generator)
+
+def spawn(fn):
+    fn()
+    return 1
+
+def shared_child(n):
+    if n % 2:
+        raise ValueError(n)
+    return n
+'''
+
+#: Policies and their combinations; "all" ones keep every traced call as a span.
+POLICIES: dict[str, tuple[dict[str, Any], bool]] = {
+    "eager": ({}, True),
+    "pending-all": ({"min_duration": "1ns"}, True),
+    "min_duration": ({"min_duration": "1ms"}, False),
+    "require_parent": ({"require_parent": True, "_root": True}, True),
+    "max_depth": ({"max_depth": 2}, True),
+    "metrics": ({"metrics": True}, True),
+    "suppress_hot": ({"suppress_hot": True, "hot_calls": 20, "hot_duration": "1ms"}, False),
+    "pending+parent+metrics": ({"min_duration": "1ms", "require_parent": True,
+                                "metrics": True, "_root": True}, False),
+    "hot+depth+metrics+pending": ({"suppress_hot": True, "hot_calls": 20,
+                                   "hot_duration": "1ms", "max_depth": 3, "metrics": True,
+                                   "min_duration": "1ns"}, False),
+}
+
+
+def _expected_outer_total(count: int) -> int:
+    return sum(sum(x + 1 for x in range(i % 10)) for i in range(count))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_foreign_code_inside_the_recorder(tmp_path: Path, backend: str, policy: str) -> None:
+    options, keeps_all = POLICIES[policy]
+    (tmp_path / "reentry_mod.py").write_text(textwrap.dedent(MODULE))
+    env = {**os.environ, "REENTRY_WATCHDOG": str(WATCHDOG), "PYTHONHASHSEED": "0"}
+    env.pop("OTEL_PYTHON_AUTOTRACE_BACKEND", None)
+    done = subprocess.run(
+        [sys.executable, str(PROGRAM), str(tmp_path), backend, json.dumps(options)],
+        capture_output=True, text=True, env=env, timeout=WATCHDOG * 6)
+    assert done.returncode == 0, (
+        f"exit {done.returncode} (a watchdog dump below means it hung)\n{done.stderr[-6000:]}")
+    assert "Traceback" not in done.stderr, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    # the program computed what it computes untraced
+    assert report["hooks"] == _expected_outer_total(200)
+    assert report["gc"] == _expected_outer_total(150)
+    if report["signals"] != "skipped":
+        assert report["signals"] == {"fired_enough": True, "total_ok": True}
+    assert report["threads"] == sorted(["raised"] * 40 + [str(n) for n in (0, 2, 4, 6)] * 10)
+    # every span ended exactly once, under a parent that exists
+    assert report["started"] > 0
+    assert report["never_ended"] == 0
+    assert report["ended_twice"] == 0
+    assert report["dangling_parents"] == []
+    spans = report["spans"]
+    if keeps_all:
+        # each suspended generator made at top level is a span, ended though it was
+        # finalised inside a span processor, an export or a collection
+        assert spans.get("gen", 0) == report["buried"], spans
+        assert spans.get("spawn", 0) == 10, spans
+    # a kept child's ancestors are kept with it: one span per spawn call at most
+    assert spans.get("spawn", 0) <= 10
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGQUIT"), reason="no SIGQUIT on this platform")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigquit_prints_every_threads_stack_then_quits_as_before(tmp_path: Path,
+                                                                  backend: str) -> None:
+    """A program that seems hung under the command says where each thread is."""
+    write(tmp_path, "stuckmod.py", """
+        import threading, time
+
+        def wait_forever(flag):
+            print("waiting", flush=True)
+            threading.Event().wait()
+
+        def helper_thread():
+            threading.Event().wait()
+    """)
+    write(tmp_path, "prog.py", """
+        import threading, stuckmod
+        threading.Thread(target=stuckmod.helper_thread, daemon=True).start()
+        stuckmod.wait_forever(1)
+    """)
+    process = subprocess.Popen(
+        [*AUTOTRACE, "-p", "stuckmod", "--backend", backend, sys.executable, "prog.py"],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "waiting"
+        process.send_signal(signal.SIGQUIT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGQUIT  # what SIGQUIT does untraced
+    assert "wait_forever" in stderr and "helper_thread" in stderr, stderr
+    assert "Current thread 0x" in stderr and stderr.count("Thread 0x") >= 1, stderr
