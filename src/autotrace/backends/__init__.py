@@ -1,6 +1,6 @@
 """Backends decide *when* a traced call starts and ends; nothing else.
 
-Each backend is built from a ``Selector`` (which names) and a ``Recorder``
+Each backend is built from a ``Selector`` (which names) and a recorder ``Core``
 (told when each call starts and ends; it decides what is kept), and has three
 methods: ``start`` (instrument the modules already imported and those
 imported later), ``stop`` (undo all of it), and ``compile_main`` (compile the
@@ -16,7 +16,7 @@ import sys
 from types import CodeType
 from typing import Protocol, Union
 
-from ..record import Recorder
+from ..record.contract import Core
 from ..selection import Selector
 
 
@@ -34,7 +34,7 @@ class Backend(Protocol):
         ...
 
 
-def create_backend(name: str, selector: Selector, recorder: Recorder) -> Backend:
+def create_backend(name: str, selector: Selector, recorder: Core) -> Backend:
     """The backend called ``name`` (already resolved from ``auto``)."""
     if name == "wrapt":
         from .wrapt.backend import WraptBackend

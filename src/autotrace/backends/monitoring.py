@@ -35,7 +35,7 @@ from typing import Any, Tuple
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
 from ..loading.importhook import ImportHook
-from ..record import ABANDONED, RAISED, RETURNED, Call, Recorder
+from ..record.contract import ABANDONED, RAISED, RETURNED, Core
 from ..selection import Selector, is_opted_out_code
 from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
 
@@ -74,7 +74,7 @@ class _Traced:
 
 
 #: One running (or suspended) traced frame: its call and its code (a tuple: cheap).
-_Running = Tuple[Call, CodeType]
+_Running = Tuple[Any, CodeType]  # (the core's call handle, its code)
 
 
 class _FrameSentinel:
@@ -96,7 +96,7 @@ class _FrameSentinel:
 class MonitoringBackend:
     name = "monitoring"
 
-    def __init__(self, selector: Selector, recorder: Recorder) -> None:
+    def __init__(self, selector: Selector, recorder: Core) -> None:
         self._selector = selector
         self._recorder = recorder
         self._traced: dict[int, _Traced] = {}

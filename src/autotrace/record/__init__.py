@@ -1,6 +1,7 @@
 """Record: what is kept of each traced call, behind one small interface.
 
-Backends only report that a traced call started (``Recorder.start`` with the
+``contract`` is the whole interface a backend sees (``Core``). Backends only
+report that a traced call started (``Recorder.start`` with the
 call's arguments, or with the callee's frame) and that it
 ended (``Recorder.finish`` with an outcome: returned, raised, or abandoned by
 a generator that vanished without an event); generators and coroutines also
@@ -16,6 +17,7 @@ report ``suspend``/``resume``. Everything else is decided here, in one place:
   sets its tracer provider.
 """
 
-from .recorder import ABANDONED, RAISED, RETURNED, Call, Recorder
+from .contract import ABANDONED, RAISED, RETURNED, Core
+from .recorder import Recorder
 
-__all__ = ["ABANDONED", "RAISED", "RETURNED", "Call", "Recorder"]
+__all__ = ["ABANDONED", "RAISED", "RETURNED", "Core", "Recorder"]

@@ -68,12 +68,10 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 from .._log import log_once
 from ..config import Config
 from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
+from .contract import ABANDONED, RAISED, RETURNED
 from .hot import HotBudget, suppressed_attributes
 from .metrics import Aggregates
 from .spans import DEPTH_LIMITED_KEY, PendingSpan, TracerSource, record_failure
-
-#: How a call ended (``Recorder.finish``).
-RETURNED, RAISED, ABANDONED = 0, 1, 2
 
 _INTERNAL = SpanKind.INTERNAL
 
@@ -221,7 +219,8 @@ class _SpanWait:
 
 
 class Recorder:
-    """What is kept of the traced calls of one installation (see module docstring)."""
+    """What is kept of the traced calls of one installation (see module docstring): the
+    pure-Python ``contract.Core``."""
 
     def __init__(self, config: Config, formatter: Formatter) -> None:
         self.formatter = formatter

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..._log import log_once, logger
 from ...describe.function import FunctionInfo
 from ...loading.importhook import ImportHook
-from ...record import Recorder
+from ...record.contract import Core
 from ...selection import Selector
 from ...selection.discovery import (
     CACHED_PROPERTY,
@@ -89,7 +89,7 @@ class Patch:
 class WraptBackend:
     name = "wrapt"
 
-    def __init__(self, selector: Selector, recorder: Recorder) -> None:
+    def __init__(self, selector: Selector, recorder: Core) -> None:
         self._selector = selector
         self._cache_tag = cache.tag(selector.patterns, selector.exclude)
         self._recorder = recorder

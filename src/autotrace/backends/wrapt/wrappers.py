@@ -28,7 +28,7 @@ import wrapt
 
 from ..._log import log_once
 from ...describe.function import FunctionInfo
-from ...record import RAISED, RETURNED, Recorder
+from ...record.contract import RAISED, RETURNED, Core
 from .stack import inspects_stack  # noqa: F401  (re-exported for the backend)
 
 Args = tuple[Any, ...]
@@ -109,7 +109,7 @@ def raw_target(proxy: TracedFunction) -> Any:
     return _TARGET.__get__(proxy, type(proxy))
 
 
-def make_wrapper(func: Any, recorder: Recorder, describe: Callable[[], FunctionInfo],
+def make_wrapper(func: Any, recorder: Core, describe: Callable[[], FunctionInfo],
                  flags: int | None = None) -> Wrapper:
     """The wrapt wrapper for ``func``, chosen by its calling convention (``flags``: the
     code flags of a plain function, known to the caller)."""
@@ -159,7 +159,7 @@ def _convention_of_flags(flags: int) -> str:
     return _FUNCTION
 
 
-def _function_wrapper(recorder: Recorder, describe: Callable[[], FunctionInfo]) -> Wrapper:
+def _function_wrapper(recorder: Core, describe: Callable[[], FunctionInfo]) -> Wrapper:
     # Few objects per wrapper (one closure cell): a module wrapped as it is defined
     # makes one wrapper per def, and each object tracked by the collector costs import time.
     state: list[Any] = [None, recorder, describe]
@@ -205,7 +205,7 @@ class _Owned:
         self.coroutine.close()
 
 
-def _suspending_wrapper(recorder: Recorder, info: Callable[[], FunctionInfo],
+def _suspending_wrapper(recorder: Core, info: Callable[[], FunctionInfo],
                         made: Callable[[Any], bool], drive: Callable[..., Any]) -> Wrapper:
     """Generators, coroutines, async generators: the call makes the object at once (bad
     arguments raise where they used to) and returns ``drive``'s driver around it."""
@@ -235,7 +235,7 @@ def _start_coroutine(coroutine: Coroutine[Any, Any, Any], *rest: Any) -> Any:
     return _drive_coroutine(_Owned(coroutine), *rest)
 
 
-async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo,
+async def _drive_coroutine(owned: _Owned, recorder: Core, info: FunctionInfo,
                            instance: Any, args: Args, kwargs: Kwargs) -> Any:
     coroutine = owned.coroutine
     call = _start(recorder, info, instance, args, kwargs)
@@ -256,7 +256,7 @@ async def _drive_coroutine(owned: _Owned, recorder: Recorder, info: FunctionInfo
 
 
 @coroutine
-def _step(awaited: Coroutine[Any, Any, Any], recorder: Recorder, call: Any) -> Any:
+def _step(awaited: Coroutine[Any, Any, Any], recorder: Core, call: Any) -> Any:
     """Await ``awaited`` one step at a time, telling the recorder when its body stops
     and starts again, as ``_drive_generator`` does (a plain ``await`` hides the
     suspensions, so the coroutine would own the time it spent waiting)."""
@@ -282,7 +282,7 @@ def _step(awaited: Coroutine[Any, Any, Any], recorder: Recorder, call: Any) -> A
         recorder.resume(call)
 
 
-def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
+def _drive_generator(generator: Generator[Any, Any, Any], recorder: Core,
                      info: FunctionInfo, instance: Any, args: Args,
                      kwargs: Kwargs) -> Generator[Any, Any, Any]:
     call = _start(recorder, info, instance, args, kwargs)
@@ -323,7 +323,7 @@ def _drive_generator(generator: Generator[Any, Any, Any], recorder: Recorder,
         recorder.resume(call)
 
 
-async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: Recorder,
+async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: Core,
                                  info: FunctionInfo, instance: Any, args: Args,
                                  kwargs: Kwargs) -> AsyncGenerator[Any, Any]:
     call = _start(recorder, info, instance, args, kwargs)
@@ -370,7 +370,7 @@ async def _drive_async_generator(generator: AsyncGenerator[Any, Any], recorder: 
             recorder.resume(call)
 
 
-def _start(recorder: Recorder, info: FunctionInfo, instance: Any, args: Args,
+def _start(recorder: Core, info: FunctionInfo, instance: Any, args: Args,
            kwargs: Kwargs) -> Any:
     """A suspending call's start (once per generator, not per item); never raises."""
     try:
