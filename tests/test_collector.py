@@ -204,10 +204,11 @@ def test_metrics_reach_a_real_collector(tmp_path: Path, collector: Collector) ->
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http.metric_exporter")
     write(tmp_path, "app.py", METRICS_APP)
     env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint)
-    out = run([*AUTOTRACE, "-p", "app", "--metrics", "--min-duration", "1s", "--exporter",
-               "otlp", sys.executable, "app.py"], tmp_path, env=env)
+    out = run([*AUTOTRACE, "-p", "app", "--metrics", "--min-duration", "1s",
+               "--keep-handled-errors", "--exporter", "otlp", sys.executable, "app.py"],
+              tmp_path, env=env)
     assert (out.returncode, out.stdout, out.stderr) == (0, "499497\n", "")
-    spans = collector.wait_for(2)  # the failed call and its caller, kept (keep_errors)
+    spans = collector.wait_for(2)  # the failed call and its caller (keep_handled_errors)
     assert sorted(s.name for s in spans) == ["leaf", "run"]
     deadline = time.monotonic() + 60
     expected = {

@@ -38,6 +38,24 @@ def calls_failing():
     except ValueError:
         return "caught"
 
+def handles_slowly():
+    for i in range(3):
+        try:
+            failing(i)
+        except ValueError:
+            pass
+    time.sleep(0.02)
+    return "handled"
+
+def passes_through():
+    return failing(2)
+
+def wraps_failure():
+    try:
+        failing(3)
+    except ValueError as exc:
+        raise RuntimeError("wrapped") from exc
+
 def mid():
     return slow(3)
 
@@ -107,8 +125,53 @@ def test_ancestors_of_a_kept_call_are_kept_and_fast_siblings_dropped(traced: Tra
     assert traced.args("mid") == {} and traced.attrs("mid")["code.function.return.value"] == 6
 
 
-def test_a_call_that_raised_is_kept_however_short(traced: Traced) -> None:
+def test_a_failure_that_escapes_is_kept_with_its_chain(traced: Traced) -> None:
     mod = _load(traced, min_duration="1s")
+    with pytest.raises(ValueError):
+        mod.passes_through()
+    failing, caller = traced.span("failing"), traced.span("passes_through")
+    assert parent_name(traced.spans(), failing) == "passes_through"
+    assert failing.status.status_code is trace.StatusCode.ERROR
+    assert caller.status.status_code is trace.StatusCode.ERROR
+    assert [e.name for e in failing.events] == ["exception"]
+    assert caller.events == ()  # the same exception: its event is on the child only
+    assert traced.args("failing") == {"x": 2}
+
+
+def test_a_failure_handled_by_its_traced_caller_is_counted_on_it(traced: Traced) -> None:
+    mod = _load(traced, min_duration="5ms")
+    assert mod.calls_failing() == "caught"
+    assert traced.spans() == []  # handled, and its caller was short: nothing kept
+    assert mod.handles_slowly() == "handled"
+    assert traced.names() == ["handles_slowly"]  # kept as slow; the failures counted on it
+    attrs = traced.attrs("handles_slowly")
+    assert attrs["autotrace.handled_exceptions.type"] == ("ValueError",)
+    assert attrs["autotrace.handled_exceptions.count"] == (3,)
+    assert traced.span("handles_slowly").status.status_code is trace.StatusCode.UNSET
+
+
+def test_a_failure_turned_into_another_exception_escaped(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s")
+    with pytest.raises(RuntimeError):
+        mod.wraps_failure()
+    failing, caller = traced.span("failing"), traced.span("wraps_failure")
+    assert parent_name(traced.spans(), failing) == "wraps_failure"
+    # each raised its own exception: each span has its own event
+    assert [e.attributes["exception.type"] for e in failing.events] == ["ValueError"]
+    assert [e.attributes["exception.type"] for e in caller.events] == ["RuntimeError"]
+
+
+def test_a_failure_that_reaches_a_foreign_span_is_kept(traced: Traced,
+                                                       provider: TracerProvider) -> None:
+    mod = _load(traced, min_duration="1s")
+    with provider.get_tracer("program").start_as_current_span("request"):
+        with pytest.raises(ValueError):
+            mod.failing(4)
+    assert parent_name(traced.spans(), traced.span("failing")) == "request"
+
+
+def test_keep_handled_errors_keeps_every_failure_however_short(traced: Traced) -> None:
+    mod = _load(traced, min_duration="1s", keep_handled_errors=True)
     assert mod.calls_failing() == "caught"
     failing = traced.span("failing")
     assert failing.status.status_code is trace.StatusCode.ERROR
@@ -263,6 +326,7 @@ def test_bad_policy_values_fail_at_install(kwargs: dict[str, Any], error: type[E
     ("OTEL_PYTHON_AUTOTRACE_MAX_DEPTH", "7", 7),
     ("OTEL_PYTHON_AUTOTRACE_REQUIRE_PARENT", "true", True),
     ("OTEL_PYTHON_AUTOTRACE_KEEP_ERRORS", "false", False),
+    ("OTEL_PYTHON_AUTOTRACE_KEEP_HANDLED_ERRORS", "true", True),
 ])
 def test_policies_from_the_environment(var: str, value: str, expected: Any) -> None:
     from autotrace.config import make_config

@@ -386,8 +386,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("min_duration", parse_duration, None, "calls shorter than this make no span, "
            "decided when the call ends (unless it raised, or a kept or foreign span is "
            "inside it)", "'1ms'", "1ms", flag="--min-duration"),
-    Option("keep_errors", parse_bool, True, "with min_duration: keep a call that raised, "
-           "however short", "False", "false", flag="--keep-errors"),
+    Option("keep_errors", parse_bool, True, "with min_duration: keep a call whose exception "
+           "escaped its traced caller, however short, with its chain", "False", "false",
+           flag="--keep-errors"),
+    Option("keep_handled_errors", parse_bool, False, "with keep_errors: also keep a short "
+           "call whose exception a traced caller handled (else counted on that caller)",
+           "True", "true", flag="--keep-handled-errors"),
     Option("require_parent", parse_bool, False, "trace only calls that start while a valid "
            "span is current (a request, a job)", "True", "true", flag="--require-parent"),
     Option("max_depth", parse_int, None, "at most this many autotrace spans nested in one "
@@ -438,6 +442,7 @@ class Config:
     redact: tuple[str, ...] = DEFAULT_REDACT
     min_duration: float | None = None  # seconds
     keep_errors: bool = True
+    keep_handled_errors: bool = False
     require_parent: bool = False
     max_depth: int | None = None
     spans: bool = True

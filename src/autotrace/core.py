@@ -89,6 +89,7 @@ def install(
     redact: str | Sequence[str] | None = None,
     min_duration: float | str | None = None,
     keep_errors: bool | None = None,
+    keep_handled_errors: bool | None = None,
     require_parent: bool | None = None,
     max_depth: int | None = None,
     spans: bool | None = None,

@@ -14,11 +14,17 @@ Two ways of recording, chosen at ``install()``:
 * **pending** (``min_duration`` set): nothing is started. The call records its
   start time and keeps references to its arguments; a ``PendingSpan`` stands in
   the context. When the call ends it is kept if it lasted ``min_duration`` or
-  more, raised (``keep_errors``), or was made real meanwhile (a kept call inside
-  it, or any span started inside it, asked for its parent): kept calls are
+  more, raised and the exception escaped (``keep_errors``), or was made real
+  meanwhile (a kept call inside it, or any span started inside it, asked for its
+  parent): kept calls are
   emitted with their real start and end times, so the first slow call is
   complete. A kept call always lasts at least as long as its kept children, so
   ancestors are made real before their children and no span is re-parented.
+  A short call that raised is handed to its traced caller (``Call.failed``): when
+  the caller ends, a failure whose exception escaped it (re-raised, or the cause
+  or context of what it raised) goes on up with it, and is kept with the chain
+  once it reaches untraced code or a foreign span; one the caller handled is
+  counted on the caller (``handled``) and dropped, unless ``keep_handled_errors``.
 
 ``require_parent`` and ``max_depth`` are decided when the call starts.
 
@@ -68,10 +74,17 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 from .._log import log_once
 from ..config import Config
 from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
+from ..describe.values import qualified_type_name
 from .contract import ABANDONED, RAISED, RETURNED
 from .hot import HotBudget, suppressed_attributes
 from .metrics import Aggregates
-from .spans import DEPTH_LIMITED_KEY, PendingSpan, TracerSource, record_failure
+from .spans import (
+    DEPTH_LIMITED_KEY,
+    PendingSpan,
+    TracerSource,
+    handled_attributes,
+    record_failure,
+)
 
 _INTERNAL = SpanKind.INTERNAL
 
@@ -140,6 +153,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: A kept call waiting for its span to be made and ended: (call, outcome, value, end_ns).
+_Late = tuple["Call", int, Any, int]
+
+
 class Call:
     """One traced call, from its start to its finish (generators: across suspensions).
 
@@ -162,6 +179,10 @@ class Call:
     hidden = 0  # traced calls below the depth limit
     values: list[Any] | None = None  # arguments read from a frame
     kept_child = False  # a kept descendant is queued to be made real: keep this one too
+    #: short calls inside it that raised, waiting for it to end: did their exception
+    #: escape it (kept with it) or did it handle them (counted)? ``_Late`` items
+    failed: list[_Late] | None = None
+    handled: dict[str, int] | None = None  # exception type -> count, handled inside it
     attrs: dict[str, Any] | None = None  # arguments rendered at start
 
     def __init__(self, info: FunctionInfo, parent: Call | None, depth: int, instance: Any,
@@ -189,6 +210,34 @@ class Call:
 def _exporting() -> bool:
     """Whether this thread is inside an SDK processor's export (of any span)."""
     return bool(_get_current().get(_SUPPRESS_INSTRUMENTATION_KEY))
+
+
+def _drop(call: Call) -> None:
+    """A pending call is not kept, nor are the failures it was holding."""
+    while True:
+        call.closed = True
+        call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
+        if call.frame is not None:
+            call.frame = None
+        failed = call.failed
+        if failed is None:
+            return
+        call.failed = None
+        for item in failed[1:]:
+            _drop(item[0])
+        call = failed[0][0]
+
+
+def _caused_by(raised: BaseException, error: BaseException) -> bool:
+    """Whether ``raised`` is ``error``, or was raised from it or while handling it."""
+    node: BaseException | None = raised
+    for _ in range(100):  # chains can be long, or (made by hand) cyclic
+        if node is None:
+            return False
+        if node is error:
+            return True
+        node = node.__cause__ or node.__context__
+    return False
 
 
 def _little_stack_left() -> bool:
@@ -230,6 +279,7 @@ class Recorder:
         self.pending = config.min_duration is not None
         self.min_ns = round((config.min_duration or 0) * 1e9)
         self.keep_errors = config.keep_errors
+        self.keep_handled = config.keep_handled_errors
         self.require_parent = config.require_parent
         self.max_depth = config.max_depth or _NO_DEPTH_LIMIT
         self.active = True
@@ -253,7 +303,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._holder = 0  # the thread holding ``_lock`` (0: none)
         #: Kept calls whose span is still to be made or ended (rule 2).
-        self._late: deque[tuple[Call, int, Any, int]] = deque()
+        self._late: deque[_Late] = deque()
         self._pending_cache: tuple[Any, Any] = (None, None)
         #: Nothing to record (no provider yet, or a no-op one): calls pass through.
         self.dormant = False
@@ -512,19 +562,18 @@ class Recorder:
             end_ns = now
         if span is None and call.depth != -1:  # pending: keep it?
             end_ns = end_ns or time_ns()
-            if end_ns - call.start_ns < self.min_ns and not (
-                    outcome == RAISED and self.keep_errors and isinstance(value, Exception)
-            ) and not call.kept_child:
-                call.closed = True
-                call.instance = call.args = call.kwargs = None  # type: ignore[assignment]
-                if call.frame is not None:
-                    call.frame = None
-                return
+            if call.failed is not None:
+                self._settle(call, outcome, value)
+            if end_ns - call.start_ns < self.min_ns and not call.kept_child:
+                if not (outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
+                    _drop(call)
+                    return
+                if not self.keep_handled and self._hold(call, outcome, value, end_ns):
+                    return  # its caller decides, when it ends
         # Kept. Only bookkeeping here; the span is made and ended at a safe point.
         if outcome == RAISED and call.parent is not None:
             call.parent.escaped = value  # the exception event goes on this call's span
-        late = self._late
-        late.append((call, outcome, value, end_ns or time_ns()))
+        self._queue((call, outcome, value, end_ns or time_ns()))
         if not self._drain() and span is None:
             # Left queued (this thread is busy, or another holds the lock): its
             # pending ancestors (as ``_materialize`` walks them) must not be dropped
@@ -534,6 +583,50 @@ class Recorder:
                 node = node.parent
                 if node is not None and not node.closed:
                     node.kept_child = True
+
+    def _hold(self, call: Call, outcome: int, value: Any, end_ns: int) -> bool:
+        """A short call raised: hand it to its traced caller, which knows when it ends
+        whether the exception escaped it. False: no such caller (the exception reaches
+        untraced code or a span that is not autotrace's), keep it now."""
+        parent = call.parent
+        if parent is None or not call.under_pending or parent.closed:
+            return False
+        # setdefault: atomic, though children on other threads may hand theirs meanwhile
+        parent.__dict__.setdefault("failed", []).append((call, outcome, value, end_ns))
+        return True
+
+    def _settle(self, call: Call, outcome: int, value: Any) -> None:
+        """``call`` ended: its children's failures that escaped it stay in ``failed`` (kept
+        or handed on with it); those it handled are counted on it and dropped."""
+        failed = call.__dict__.pop("failed", None) or []
+        escaping = []
+        for item in failed:
+            error = item[2]
+            if outcome == RAISED and _caused_by(value, error):
+                escaping.append(item)
+                call.escaped = error  # its exception event is on that child's span
+            else:
+                handled = call.handled
+                if handled is None:
+                    handled = call.handled = {}
+                name = qualified_type_name(type(error))
+                handled[name] = handled.get(name, 0) + 1
+                _drop(item[0])
+        if escaping:
+            call.failed = escaping
+
+    def _queue(self, item: _Late) -> None:
+        """Queue a kept call, then the failures that escaped through it (after it: each
+        is made real under it)."""
+        late = self._late
+        todo = [item]  # not recursive: a failed recursion hands on a chain as deep as itself
+        while todo:
+            item = todo.pop()
+            late.append(item)
+            failed = item[0].failed
+            if failed is not None:
+                item[0].failed = None
+                todo.extend(reversed(failed))
 
     def _hot_counted(self, call: Call) -> None:
         """A call suppressed as hot ended without raising: counted on its enclosing call."""
@@ -629,6 +722,8 @@ class Recorder:
                         attrs[DEPTH_LIMITED_KEY] = call.hidden
                     if call.suppressed:
                         attrs.update(suppressed_attributes(call.suppressed))
+                    if call.handled:
+                        attrs.update(handled_attributes(call.handled))
                     if attrs:
                         span.set_attributes(attrs)
                     if outcome == RAISED:

@@ -49,6 +49,16 @@ TRACER_NAME = "autotrace"
 #: On the deepest kept span of a chain cut by ``max_depth``: traced calls below it
 #: that made no span because they were deeper than the limit.
 DEPTH_LIMITED_KEY = "autotrace.depth_limited_calls"
+#: On a kept call: the exceptions its traced children raised and it handled (parallel
+#: arrays of exception type names and counts; ``keep_errors``).
+HANDLED_TYPES_KEY = "autotrace.handled_exceptions.type"
+HANDLED_COUNTS_KEY = "autotrace.handled_exceptions.count"
+
+
+def handled_attributes(counts: dict[str, int]) -> dict[str, Any]:
+    names = sorted(counts)
+    return {HANDLED_TYPES_KEY: tuple(names),
+            HANDLED_COUNTS_KEY: tuple(counts[name] for name in names)}
 _MAX_STACKTRACE = 16384
 _TYPE_NAME = type.__dict__["__name__"]
 
