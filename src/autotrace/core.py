@@ -20,6 +20,7 @@ from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
 from .describe.function import Formatter
+from .loading.source import compile_source
 from .record import Recorder
 from .selection import Selector
 
@@ -167,4 +168,4 @@ def compile_main(source: str | bytes, filename: str, module: str = "__main__") -
     current = _active
     if current is not None and current.active:
         return current._backend.compile_main(source, filename, module)
-    return compile(source, filename, "exec", dont_inherit=True)
+    return compile_source(source, filename, module)

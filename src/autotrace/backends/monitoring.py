@@ -35,6 +35,7 @@ from typing import Any, Tuple
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
 from ..loading.importhook import ImportHook
+from ..loading.source import compile_source
 from ..record import ABANDONED, RAISED, RETURNED, Call, Recorder
 from ..selection import Selector, is_opted_out_code
 from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
@@ -103,7 +104,8 @@ class MonitoringBackend:
         self._calls: dict[int, _Running] = {}
         self._lock = threading.RLock()
         self._tool: int | None = None
-        self._hook = ImportHook(selector, self.instrument, self.compile_main)
+        self._hook = ImportHook(selector, self.instrument, self.compile_main,
+                                 adopt_code=self.adopt_main)
         #: Code objects registered so far (never decreases): "did the patterns match".
         self.matched = 0
 
@@ -185,12 +187,17 @@ class MonitoringBackend:
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
         """Compile a run module and register every matching function it can define."""
-        code = compile(source, filename, "exec", dont_inherit=True)
+        code = compile_source(source, filename, module)
+        self.adopt_main(code, module)
+        return code
+
+    def adopt_main(self, code: CodeType, module: str) -> None:
+        """Register the matching functions of a run module's code, however it was made
+        (``-m`` with a loader that makes its own code)."""
         name = module
         if module == "__main__":
-            name = os.path.splitext(os.path.basename(filename))[0]
+            name = os.path.splitext(os.path.basename(code.co_filename))[0]
         self._register_tree(code, name, selected=False)
-        return code
 
     def _instrument_running_modules(self) -> None:
         """Modules still executing their body (``install()`` called from a script or
