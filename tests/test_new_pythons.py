@@ -174,3 +174,38 @@ def test_global_lazy_imports_trace_the_same_calls(tmp_path: Path, backend: str) 
     assert out.stdout == "heavy loaded before use: False\n2\n"
     assert [line.split("  ")[-2].strip() for line in tree_lines(out.stderr)] == [
         "main() -> 2", "f(x=1) -> 2", "h() -> 1"]
+
+
+# -- 3.14: deferred annotations (PEP 649/749) ---------------------------------------------
+
+ANNOTATED = '''
+SEEN = []
+
+def note(x):
+    SEEN.append(x)
+    return x
+
+def greet(name: note("name"), count: Undefined = 1) -> AlsoUndefined:
+    return name * count
+
+class Shop:
+    price: Missing
+
+    def buy(self, item: Item) -> Receipt:
+        return item
+'''
+
+
+@needs_314
+def test_annotations_are_never_evaluated_and_may_name_the_undefined(traced: Traced) -> None:
+    import annotationlib  # type: ignore[import-not-found, unused-ignore]
+
+    mod = traced.load("annotated", ANNOTATED)
+    assert mod.greet("ab", count=2) == "abab" and mod.Shop().buy("x") == "x"
+    assert traced.names() == ["greet", "Shop.buy"]
+    assert traced.args("greet") == {"name": "ab", "count": 2}
+    assert mod.SEEN == []  # capturing the arguments evaluated no annotation
+    hints = annotationlib.get_annotations(mod.greet, format=annotationlib.Format.FORWARDREF)
+    assert set(hints) == {"name", "count", "return"} and set(mod.SEEN) == {"name"}
+    with pytest.raises(NameError):  # as without autotrace: asked for, they are evaluated
+        mod.Shop.buy.__annotations__  # noqa: B018
