@@ -209,3 +209,28 @@ def test_annotations_are_never_evaluated_and_may_name_the_undefined(traced: Trac
     assert set(hints) == {"name", "count", "return"} and set(mod.SEEN) == {"name"}
     with pytest.raises(NameError):  # as without autotrace: asked for, they are evaluated
         mod.Shop.buy.__annotations__  # noqa: B018
+
+
+# -- 3.14: template strings (PEP 750) -----------------------------------------------------
+
+TEMPLATES = '''
+def query(sql, limit=10):
+    return len(sql.strings)
+
+def call():
+    table, user_id, api_key = "users", 42, "k-123"
+    query(t"SELECT * FROM {table} WHERE id = {user_id!r:>4} -- {{x}}")
+    query(t"key={api_key}")
+'''
+
+
+@needs_314
+def test_template_strings_are_shown_as_written_with_their_values(traced: Traced) -> None:
+    mod = traced.load("templates", TEMPLATES)
+    mod.call()
+    first, second = [s for s in traced.spans() if s.name == "query"]
+    prefix = "code.function.parameters.sql.value"
+    assert dict(first.attributes or {})[prefix] == (
+        "t'SELECT * FROM {table} WHERE id = {user_id!r:>4} -- {{x}}'"
+        " with table='users', user_id=42")
+    assert dict(second.attributes or {})[prefix] == "t'key={api_key}' with api_key='[REDACTED]'"
