@@ -234,3 +234,20 @@ def test_template_strings_are_shown_as_written_with_their_values(traced: Traced)
         "t'SELECT * FROM {table} WHERE id = {user_id!r:>4} -- {{x}}'"
         " with table='users', user_id=42")
     assert dict(second.attributes or {})[prefix] == "t'key={api_key}' with api_key='[REDACTED]'"
+
+
+# -- free-threaded builds (3.13t+): not on this machine -----------------------------------
+
+def test_without_the_gil_install_refuses_and_names_the_fix(
+        monkeypatch: pytest.MonkeyPatch, provider: Any, backend: str) -> None:
+    """A free-threaded build running without the GIL is simulated (``sys._is_gil_enabled``
+    is the interpreter's own answer); with the GIL, as on this build, install() works."""
+    import autotrace
+
+    before = list(sys.meta_path)
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    with pytest.raises(autotrace.InstallError, match=r"PYTHON_GIL=1 \(or -X gil=1\)"):
+        autotrace.install(["anything"], tracer_provider=provider, backend=backend)
+    assert autotrace.active_installation() is None and sys.meta_path == before
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    assert autotrace.install(["anything"], tracer_provider=provider, backend=backend).active

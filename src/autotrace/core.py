@@ -8,6 +8,7 @@ and leaves the program untraced rather than broken.
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -110,6 +111,9 @@ def install(
     global _active
     options = {key: value for key, value in locals().items() if key != "patterns"}
     config = make_config(patterns, **options)
+    refusal = free_threading_refusal()
+    if refusal is not None:
+        raise InstallError(refusal)
     with _lock:
         if _active is not None and _active.replaceable:
             logger.debug("autotrace: the program's install() replaces %r", _active)
@@ -145,6 +149,22 @@ def install(
             atexit.register(installation._at_exit)
         logger.debug("autotrace installed: %r", installation)
         return installation
+
+
+def free_threading_refusal() -> str | None:
+    """Why autotrace does not install here, on a free-threaded build (3.13t+) running
+    without the GIL; None everywhere else.
+
+    Nothing of autotrace has been tested with callbacks and wrappers running truly in
+    parallel (its call tables, the hot-function budget, the metric counts). A
+    free-threaded build with the GIL enabled (``PYTHON_GIL=1``, or an extension
+    module that enabled it) behaves as the default build and is traced."""
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is None or gil_enabled():
+        return None
+    return ("autotrace does not run on free-threaded Python with the GIL disabled (not "
+            "tested there); start Python with PYTHON_GIL=1 (or -X gil=1) to trace this "
+            "program")
 
 
 def uninstall() -> bool:
