@@ -251,3 +251,20 @@ def test_without_the_gil_install_refuses_and_names_the_fix(
     assert autotrace.active_installation() is None and sys.meta_path == before
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert autotrace.install(["anything"], tracer_provider=provider, backend=backend).active
+
+
+# -- what is claimed is what CI runs ------------------------------------------------------
+
+def test_classifiers_readme_and_ci_name_the_same_pythons() -> None:
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    claimed = re.findall(r'"Programming Language :: Python :: (3\.\d+)"', pyproject)
+    ci = (root / ".ci" / "run").read_text()
+    tested = [v for line in re.findall(r"^(?:mandatory|unstable)=\(([^)]*)\)", ci, re.M)
+              for v in line.split()]
+    assert claimed == tested and claimed[0] == "3.10"
+    assert f'requires-python = ">={claimed[0]}"' in pyproject
+    readme = (root / "README.md").read_text()
+    assert f"Python {claimed[0]}\N{EN DASH}{claimed[-1]}, each tested" in readme
