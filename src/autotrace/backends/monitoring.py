@@ -2,12 +2,13 @@
 
 Nothing is wrapped. Code objects of matching functions get *local* events
 (PY_START, PY_RETURN and, for generators and coroutines, PY_YIELD and
-PY_RESUME), so code that does not match runs at full speed. The events that
-cannot be local before 3.15 (PY_UNWIND, PY_THROW) are global and filtered by
-an identity lookup of the code object. Because selection is by code object,
-this backend also reaches what wrappers cannot: closures and nested
-functions, functions of the ``__main__`` script, and references taken before
-``install()``.
+PY_RESUME), so code that does not match runs at full speed. PY_UNWIND and
+PY_THROW can be local from 3.15 on (gh-142186) and are set with the others;
+before, they are global and filtered by an identity lookup of the code object
+(a global PY_UNWIND costs every unwinding frame of the process). Because
+selection is by code object, this backend also reaches what wrappers cannot:
+closures and nested functions, functions of the ``__main__`` script, and
+references taken before ``install()``.
 
 Open calls live in one process-wide table keyed by frame identity (frames
 cannot be weak-referenced; a thread-local table would lose a generator resumed
@@ -35,6 +36,7 @@ from typing import Any, Tuple
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
 from ..loading.importhook import ImportHook
+from ..loading.source import compile_source
 from ..record.contract import ABANDONED, RAISED, RETURNED, Core
 from ..selection import Selector, is_opted_out_code
 from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
@@ -48,6 +50,12 @@ if sys.version_info >= (3, 12):
     _PY_RESUME = _events.PY_RESUME
     _PY_THROW = _events.PY_THROW
     _PY_UNWIND = _events.PY_UNWIND
+    if sys.version_info >= (3, 15):  # exception events may be local (gh-142186)
+        _GLOBAL_EVENTS = 0
+        _LOCAL_CALL, _LOCAL_SUSPEND = _PY_UNWIND, _PY_THROW
+    else:
+        _GLOBAL_EVENTS = _PY_UNWIND | _PY_THROW
+        _LOCAL_CALL = _LOCAL_SUSPEND = 0
 
 #: Tried in order: 3 and 4 are used by no tool by convention; 5 (optimizers),
 #: 1 (coverage), 2 (profilers) and 0 (debuggers) only if nothing else is free.
@@ -103,7 +111,8 @@ class MonitoringBackend:
         self._calls: dict[int, _Running] = {}
         self._lock = threading.RLock()
         self._tool: int | None = None
-        self._hook = ImportHook(selector, self.instrument, self.compile_main)
+        self._hook = ImportHook(selector, self.instrument, self.compile_main,
+                                 adopt_code=self.adopt_main)
         #: Code objects registered so far (never decreases): "did the patterns match".
         self.matched = 0
 
@@ -127,8 +136,8 @@ class MonitoringBackend:
         register(tool, _PY_RESUME, self._on_resume)
         register(tool, _PY_THROW, self._on_throw)
         register(tool, _PY_UNWIND, self._on_unwind)
-        if not self._recorder.dormant:
-            _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
+        if not self._recorder.dormant and _GLOBAL_EVENTS:
+            _monitoring.set_events(tool, _GLOBAL_EVENTS)
         self._recorder.on_ready(self._wake)
         for module in modules_to_scan(self._selector):
             self._hook.imported(module)
@@ -185,12 +194,17 @@ class MonitoringBackend:
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
         """Compile a run module and register every matching function it can define."""
-        code = compile(source, filename, "exec", dont_inherit=True)
+        code = compile_source(source, filename, module)
+        self.adopt_main(code, module)
+        return code
+
+    def adopt_main(self, code: CodeType, module: str) -> None:
+        """Register the matching functions of a run module's code, however it was made
+        (``-m`` with a loader that makes its own code)."""
         name = module
         if module == "__main__":
-            name = os.path.splitext(os.path.basename(filename))[0]
+            name = os.path.splitext(os.path.basename(code.co_filename))[0]
         self._register_tree(code, name, selected=False)
-        return code
 
     def _instrument_running_modules(self) -> None:
         """Modules still executing their body (``install()`` called from a script or
@@ -232,9 +246,9 @@ class MonitoringBackend:
             self._watch(tool, entry)
 
     def _watch(self, tool: int, entry: _Traced) -> None:
-        events = _PY_START | _PY_RETURN
+        events = _PY_START | _PY_RETURN | _LOCAL_CALL
         if entry.suspends:
-            events |= _PY_YIELD | _PY_RESUME
+            events |= _PY_YIELD | _PY_RESUME | _LOCAL_SUSPEND
         try:
             _monitoring.set_local_events(tool, entry.code, events)
         except Exception:
@@ -247,7 +261,8 @@ class MonitoringBackend:
         tool = self._tool
         if tool is None:
             return
-        _monitoring.set_events(tool, _PY_UNWIND | _PY_THROW)
+        if _GLOBAL_EVENTS:
+            _monitoring.set_events(tool, _GLOBAL_EVENTS)
         with self._lock:
             entries = list(self._traced.values())
         for entry in entries:
@@ -310,7 +325,7 @@ class MonitoringBackend:
         return None
 
     def _on_throw(self, code: CodeType, offset: int, exc: BaseException) -> None:
-        # Global event: filter by code identity first; never return DISABLE.
+        # Global before 3.15: filter by code identity first; never return DISABLE.
         entry = self._traced.get(id(code))
         if entry is None or entry.code is not code:
             return
@@ -322,7 +337,7 @@ class MonitoringBackend:
             log_once("monitoring:throw", "autotrace: error at a traced generator's throw")
 
     def _on_unwind(self, code: CodeType, offset: int, exc: BaseException) -> None:
-        # Global event: filter by code identity first; never return DISABLE.
+        # Global before 3.15: filter by code identity first; never return DISABLE.
         entry = self._traced.get(id(code))
         if entry is None or entry.code is not code:
             return

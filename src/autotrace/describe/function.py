@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 import linecache
 import re
+import sys
 from collections.abc import Mapping
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Any, Callable
 
 from opentelemetry.semconv.attributes.code_attributes import (
@@ -147,7 +148,7 @@ class Formatter:
         # A secret-looking function name (``check_token``) hides its arguments and result.
         secret_function = self.renderer.is_secret_function(qualname.rsplit(".", 1)[-1])
         try:
-            signature = inspect.signature(func, follow_wrapped=True)
+            signature = inspect.signature(_without_annotations(func), follow_wrapped=True)
         except (TypeError, ValueError):
             signature = None
         if signature is not None:
@@ -269,3 +270,22 @@ class Formatter:
         if info.secret_return and not not_a_secret(value):
             return REDACTED
         return self.renderer.attribute(value)
+
+
+def _without_annotations(func: Callable[..., Any]) -> Callable[..., Any]:
+    """What ``inspect.signature`` may read without evaluating annotations.
+
+    From 3.14 annotations are evaluated when asked for (PEP 649), and
+    ``inspect.signature`` asks (``annotationlib``'s STRING format too, on 3.15 and
+    3.14.x): that would run the user's annotation expressions (side effects, a
+    NameError for a name defined later). Only names, kinds and defaults are used,
+    so a plain function is described from a copy that has no annotations."""
+    if sys.version_info < (3, 14):
+        return func  # evaluated when the def ran: reading them runs nothing
+    target = inspect.unwrap(func, stop=lambda f: hasattr(f, "__signature__"))
+    if type(target) is not FunctionType or hasattr(target, "__signature__"):
+        return func
+    bare = FunctionType(target.__code__, target.__globals__, target.__name__,
+                        target.__defaults__, target.__closure__)
+    bare.__kwdefaults__ = target.__kwdefaults__
+    return bare

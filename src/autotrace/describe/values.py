@@ -208,6 +208,8 @@ class Renderer:
                 return self._render(wrapped, depth + 1, room, seen)
         if t is ModuleType:
             return f"<module '{obj.__name__}'>"
+        if _is_template(t):
+            return self._template(obj, depth, room, seen)
         if _is_safe_stdlib_type(t):
             return repr(obj)
         fields = getattr(t, "__dataclass_fields__", None)
@@ -300,6 +302,38 @@ class Renderer:
             used += len(parts[-1]) + 2
         return f"{t.__name__}(" + ", ".join(parts) + ")"
 
+    def _template(self, obj: Any, depth: int, room: int, seen: set[int]) -> str:
+        """A template string (3.14, ``t'...'``) as written, then each value by its
+        expression: ``t'Hello {name!r}' with name='World'`` (its ``repr`` nests
+        ``Interpolation(...)`` objects). Values are rendered and redacted as fields."""
+        strings, interpolations = obj.strings, obj.interpolations
+        body: list[str] = []
+        used = 3
+        for index, text in enumerate(strings):
+            if used >= room:
+                break
+            body.append(text[: room + 1].replace("{", "{{").replace("}", "}}"))
+            used += len(body[-1])
+            if index < len(interpolations):
+                item = interpolations[index]
+                conversion = f"!{item.conversion}" if item.conversion else ""
+                spec = f":{item.format_spec}" if item.format_spec else ""
+                body.append(f"{{{item.expression}{conversion}{spec}}}")
+                used += len(body[-1])
+        fields: list[str] = []
+        named: set[str] = set()
+        for item in interpolations:
+            if item.expression in named:
+                continue
+            if used >= room:
+                fields.append("...")
+                break
+            named.add(item.expression)
+            fields.append(self._field(item.expression, item.value, depth, room - used, seen))
+            used += len(fields[-1]) + 2
+        text = "t" + repr("".join(body))
+        return f"{text} with {', '.join(fields)}" if fields else text
+
     def _field(self, name: Any, val: Any, depth: int, room: int, seen: set[int]) -> str:
         """``name=value`` of a named tuple or dataclass field, redacted by its name."""
         if isinstance(name, str) and self.is_secret(name) and not not_a_secret(val):
@@ -329,6 +363,28 @@ def _render_proxy_name(func: Any) -> str:
         except Exception:
             pass
     return "?"
+
+
+_TEMPLATE_TYPE: list[type] = []  # string.templatelib.Template once met (3.14+)
+
+
+def _is_template(t: type) -> bool:
+    """``string.templatelib.Template``, known without importing ``string.templatelib``
+    (a ``t''`` literal does not): by name, and a static type (a class cannot fake it)."""
+    if _TEMPLATE_TYPE:
+        return t is _TEMPLATE_TYPE[0]
+    try:
+        found = (TYPE_QUALNAME.__get__(t) == "Template"
+                 and TYPE_MODULE.__get__(t) == "string.templatelib"
+                 and not t.__flags__ & _HEAP_TYPE)
+    except Exception:
+        return False
+    if found:
+        _TEMPLATE_TYPE.append(t)
+    return found
+
+
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on every class made by a class statement
 
 
 def _is_own_proxy(cls: type) -> bool:

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import sys
 import threading
+import zipimport
 from importlib.machinery import ModuleSpec
 from types import CodeType, ModuleType
 from typing import Any, Callable, Sequence, Union
 
 from .._log import log_once
 from ..selection import Selector
+from .source import plain_source_loader
 
 ModuleHook = Callable[[ModuleType], None]
 #: ``(source, filename, module name) -> code`` for modules run by runpy (``-m``).
 CompileHook = Callable[[Union[str, bytes], str, str], CodeType]
 #: ``(loader, module) -> code`` to run instead of the loader's, or None for the loader's.
 ModuleCompileHook = Callable[[Any, ModuleType], Union[CodeType, None]]
+#: ``(code, module name)``: the code a module run by runpy got from its own loader.
+AdoptHook = Callable[[CodeType, str], None]
 
 
 class _Guard(threading.local):
@@ -66,12 +70,22 @@ class LoaderProxy:
         finder.imported(sys.modules.get(module.__name__, module))
 
     def get_code(self, fullname: str) -> CodeType | None:
-        """runpy (``python -m``) runs this code in ``__main__`` without ``exec_module``."""
+        """runpy (``python -m``) runs this code in ``__main__`` without ``exec_module``.
+
+        Only a loader that compiles its source unchanged gets autotrace's compile in
+        its place; any other (a rewriting loader, or one written for 3.15's
+        ``source_to_code(data, path, fullname)``) makes its own code, and the backend
+        is told about it."""
         loader = self._autotrace_loader
-        compiled = self._autotrace_finder.compile_run_module(loader, fullname)
-        if compiled is not None:
-            return compiled
-        return loader.get_code(fullname)  # type: ignore[no-any-return]
+        finder = self._autotrace_finder
+        if plain_source_loader(loader) or type(loader) is zipimport.zipimporter:
+            compiled = finder.compile_run_module(loader, fullname)
+            if compiled is not None:
+                return compiled
+            return loader.get_code(fullname)  # type: ignore[no-any-return]
+        code = loader.get_code(fullname)
+        finder.adopt_run_module(code, fullname)
+        return code  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<autotrace LoaderProxy for {self._autotrace_loader!r}>"
@@ -82,11 +96,13 @@ class ImportHook:
 
     def __init__(self, selector: Selector, hook: ModuleHook,
                  compile_code: CompileHook | None = None,
-                 compile_module: ModuleCompileHook | None = None) -> None:
+                 compile_module: ModuleCompileHook | None = None,
+                 adopt_code: AdoptHook | None = None) -> None:
         self._selector = selector
         self._hook = hook
         self._compile = compile_code
         self._compile_module = compile_module
+        self._adopt = adopt_code
         self._guard = _Guard()
         # Order in which hooked modules finished, and where each one started in it:
         # what finished in between was imported while that module was running.
@@ -161,6 +177,16 @@ class ImportHook:
             log_once(f"compile:{fullname}", "autotrace: could not prepare %s to run traced; "
                      "it runs untraced", fullname)
             return None
+
+    def adopt_run_module(self, code: Any, fullname: str) -> None:
+        """Let the backend trace a run module's code that its own loader made."""
+        if self._adopt is None or not isinstance(code, CodeType):
+            return
+        try:
+            self._adopt(code, fullname)
+        except Exception:
+            log_once(f"adopt:{fullname}", "autotrace: could not prepare %s to run traced; "
+                     "it runs untraced", fullname)
 
     def compile_imported(self, loader: Any, module: ModuleType) -> CodeType | None:
         """The code to run for an imported module instead of the loader's, or None."""

@@ -119,7 +119,8 @@ def _run(code: CodeType) -> None:
     filename = code.co_filename
     namespace = sys.modules["__main__"].__dict__
     namespace["__file__"] = filename
-    namespace["__cached__"] = None
+    if sys.version_info < (3, 15):  # 3.15 no longer sets ``__cached__`` on any module
+        namespace["__cached__"] = None
     if namespace.get("__loader__") is None or not isinstance(namespace["__loader__"],
                                                              SourceFileLoader):
         namespace["__loader__"] = SourceFileLoader("__main__", filename)

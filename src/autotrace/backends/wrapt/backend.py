@@ -12,7 +12,6 @@ registry) keeps working as a pass-through once the installation is inactive.
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib
 import io
@@ -23,7 +22,6 @@ import threading
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.machinery import SourceFileLoader
 from importlib.util import MAGIC_NUMBER
 from types import CodeType, FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any, Callable
@@ -31,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..._log import log_once, logger
 from ...describe.function import FunctionInfo
 from ...loading.importhook import ImportHook
+from ...loading.source import compile_source, parse_source
+from ...loading.source import plain_source_loader as _plain_source_loader
 from ...record.contract import Core
 from ...selection import Selector
 from ...selection.discovery import (
@@ -201,12 +201,12 @@ class WraptBackend:
                 return self._rewritten_code(name, None if isinstance(cached, str) else cached)
         source = loader.get_data(filename)
         try:
-            tree = ast.parse(source, filename, "exec")
+            tree = parse_source(source, filename, name)
         except (SyntaxError, ValueError):
             return None  # the loader reports it, in its own words
         code: CodeType | None = None
         if wrapt_main.rewrite(tree, name, self.selects, source):
-            code = compile(tree, filename, "exec", dont_inherit=True)
+            code = compile_source(tree, filename, name)
         if stored is not None:
             cache.write(stored, cache.NOTHING if code is None else code, mtime, len(source))
         return self._rewritten_code(name, code)
@@ -436,17 +436,6 @@ def _rebuilt_property(prop: property, fget: Any, fset: Any, fdel: Any) -> proper
     if state:
         new.__dict__.update(state)
     return new
-
-
-def _plain_source_loader(loader: Any) -> bool:
-    """A ``SourceFileLoader`` that makes code the usual way: one that transforms it
-    (typeguard, beartype, another rewriter) keeps its own, wrapped after the body."""
-    cls = type(loader)
-    return (isinstance(loader, SourceFileLoader)
-            and cls.source_to_code is SourceFileLoader.source_to_code
-            and cls.get_code is SourceFileLoader.get_code
-            and cls.exec_module is SourceFileLoader.exec_module
-            and cls.get_data is SourceFileLoader.get_data)
 
 
 def _class_of(namespace: dict[str, Any], qualname: str) -> Any:

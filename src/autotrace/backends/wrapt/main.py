@@ -29,6 +29,7 @@ import threading
 from types import CodeType
 from typing import TYPE_CHECKING, Any, Callable, Union
 
+from ...loading.source import compile_source, parse_source
 from ...selection.discovery import TRACED_DUNDERS
 
 if TYPE_CHECKING:
@@ -71,12 +72,13 @@ def traced(implicit_first: bool) -> Callable[[Any], Any]:
 def compile_main(backend: WraptBackend, source: Union[str, bytes], filename: str,
                  module: str) -> CodeType:
     """Compile a run module (``__main__``, ``-m``, ``run_path``) with its defs wrapped."""
-    tree = ast.parse(source, filename, "exec")
+    tree = parse_source(source, filename, module)
+    compiled_as = module
     if module in ("__main__", "__mp_main__", "<run_path>"):
         module = os.path.splitext(os.path.basename(filename))[0]
     if backend.may_trace(module):
         rewrite(tree, module, backend.selects, source)
-    return compile(tree, filename, "exec", dont_inherit=True)
+    return compile_source(tree, filename, compiled_as)
 
 
 def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
