@@ -21,7 +21,12 @@ import pytest
 import autotrace
 from autotrace.config import DEFAULT_REDACT, make_config
 from autotrace.describe.function import Formatter
-from autotrace.describe.redaction import DETECTOR_NAMES, DETECTORS, required_literals
+from autotrace.describe.redaction import (
+    DETECTOR_NAMES,
+    DETECTORS,
+    NEEDS,
+    required_literals,
+)
 from autotrace.describe.values import Renderer
 
 from .clihelp import AUTOTRACE, run, tree_lines, write
@@ -181,6 +186,10 @@ def test_every_detector_has_cases_and_a_readme_row() -> None:
     for detector in DETECTORS:
         assert f"| `{detector.name}` | {detector.what} |" in readme, detector.name
         assert DEFAULT.attribute(detector.example) != detector.example, detector.name
+        if detector.pattern:  # the gates let every secret through to its regex
+            for text, _ in CASES[detector.name][0]:
+                assert any(need in text for need in NEEDS[detector.name]), text
+                assert any(trigger in text for trigger in detector.triggers), text
 
 
 @pytest.mark.parametrize("text", LOOK_ALIKES)

@@ -40,6 +40,9 @@ URL_MARKER = "REDACTED"
 SCAN_MARGIN = 64
 
 _TOKEN_END = "(?![A-Za-z0-9])"
+#: Texts this long or longer have their hash remembered once found clean (at most this many).
+_CACHED_FROM = 16
+_CLEAN_MAX = 4096
 #: No row matches fewer characters (``a://b@`` is 6; a token 13 or more).
 _SHORTEST_TOKEN = 6
 
@@ -131,6 +134,16 @@ DETECTORS: tuple[Detector, ...] = (
 
 DETECTOR_NAMES: tuple[str, ...] = tuple(d.name for d in DETECTORS)
 
+#: The coarse gate: every match of a row contains one of its keys here, so a text without
+#: any of them skips the rows' triggers altogether (most values hold none of them).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "private_key": ("-",), "jwt": ("eyJ",), "auth_scheme": ("earer", "asic"),
+    "aws_access_key_id": ("A",), "github_token": ("_",), "gitlab_token": ("-",),
+    "slack_token": ("-",), "slack_webhook": ("hooks.slack",), "stripe_key": ("_",),
+    "stripe_webhook_secret": ("_",), "google_api_key": ("A",), "npm_token": ("_",),
+    "pypi_token": ("-",), "llm_api_key": ("-",), "url_userinfo": ("@",),
+}
+
 #: Query parameters whose value is a credential whatever ``redact`` says: the semantic
 #: conventions' list (url.full, url.query) and the other presigned-URL signatures.
 QUERY_KEYS = frozenset(key.lower() for key in (
@@ -145,6 +158,9 @@ assert all(any(lit in key for lit in _QUERY_LITERALS) for key in QUERY_KEYS)
 # The pair scan: from a separator, the name is read backwards (on the reversed text:
 # optional blanks, an optional closing quote, then the name), the value forwards.
 _NAME_BEFORE = re.compile(r"[ \t]*['\"]?([\w.-]{1,64})")
+_NAME_CHARS = re.compile(r"[\w.-]{0,64}")  # on the reversed text: the name's start
+#: After a literal: the rest of the name (atomic: no backtracking into it), the separator.
+_REST_OF_NAME = re.compile(r"(?=([\w.-]{0,64}))\1['\"]?[ \t]*[=:]")
 _VALUE_AFTER = re.compile(
     r"""[ \t]*((?:(?i:bearer|basic|digest|token)[ \t]+)?(?:"""
     r"""b?'(?:[^'\\\n]|\\.)*'?|b?"(?:[^"\\\n]|\\.)*"?"""  # quoted, also cut short
@@ -168,7 +184,8 @@ class Scrubber:
         """``is_secret_name``: the ``redact`` name rule; ``name_patterns``: its regexes,
         read for the pair scan's gate (None: no gate, every separator is looked at)."""
         off = set(DETECTOR_NAMES) if "all" in disabled else set(disabled)
-        self._formats: list[tuple[tuple[str, ...], re.Pattern[str], str]] = []
+        #: coarse key -> the rows it gates: (triggers, regex, replacement)
+        self._groups: dict[str, list[tuple[tuple[str, ...], re.Pattern[str], str]]] = {}
         for detector in DETECTORS:
             if detector.name in off or not detector.pattern:
                 continue
@@ -177,7 +194,9 @@ class Scrubber:
                 replacement = "://" + URL_MARKER + ":" + URL_MARKER + "@"
             else:
                 replacement = (r"\g<1>" if compiled.groups else "") + MARKER
-            self._formats.append((detector.triggers, compiled, replacement))
+            for need in NEEDS[detector.name]:
+                self._groups.setdefault(need, []).append(
+                    (detector.triggers, compiled, replacement))
         self._values = tuple(value_patterns)
         self._secret_name = None if "named_pairs" in off else is_secret_name
         self._query = "url_query" not in off
@@ -186,53 +205,98 @@ class Scrubber:
         if names is not None and self._secret_name is None:
             names = ()
         if names is not None and self._query:
-            names = (*names, *_QUERY_LITERALS)
+            names = _minimal((*names, *_QUERY_LITERALS))
         self._names = names
-        self.active = bool(self._formats or self._values or self._pairs)
+        self._needs = tuple(self._groups)
+        self._clean: set[int] = set()
+        self.active = bool(self._groups or self._values or self._pairs)
 
     def scrub(self, text: str) -> str:
-        """``text`` with every secret found replaced."""
-        # A coarse gate first: every row's triggers contain one of these (``in`` is a C
-        # substring search; a loop over 20 triggers would cost more than all of it).
-        if len(text) >= _SHORTEST_TOKEN and self._formats and (
-                "-" in text or "_" in text or "@" in text or "A" in text or "eyJ" in text
-                or "earer" in text or "asic" in text or "hooks.slack" in text):
-            for triggers, pattern, replacement in self._formats:
-                for trigger in triggers:
-                    if trigger in text:
-                        text = pattern.sub(replacement, text)
-                        break
+        """``text`` with every secret found replaced.
+
+        Values recur (the same URL, headers, names), so the hashes of texts found clean
+        are remembered: such a text costs one hash and one set lookup the next time. Only
+        hashes, and only of clean texts, are kept: no secret is held. A secret text
+        colliding with a clean one's 64-bit keyed hash is not a practical concern."""
+        if len(text) < _CACHED_FROM:
+            if (len(text) < _SHORTEST_TOKEN and "=" not in text and ":" not in text
+                    and not self._values):
+                return text  # 'alice', '42': nothing to find
+            return self._scan(text)
+        key = hash(text)
+        if key in self._clean:
+            return text
+        out = self._scan(text)
+        if out is text:
+            if len(self._clean) >= _CLEAN_MAX:
+                self._clean.clear()
+            self._clean.add(key)
+        return out
+
+    def _scan(self, text: str) -> str:
+        if len(text) >= _SHORTEST_TOKEN:
+            for need in self._needs:  # ``in``: a C substring search
+                if need in text:
+                    for triggers, pattern, replacement in self._groups[need]:
+                        for trigger in triggers:
+                            if trigger in text:
+                                text = pattern.sub(replacement, text)
+                                break
         for pattern in self._values:
             text = pattern.sub(_replace_user_match, text)
         if self._pairs and ("=" in text or ":" in text):
-            if self._names is not None:
-                lower = text.lower()
-                for name in self._names:
-                    if name in lower:
-                        return self._scrub_pairs(text)
-                return text
-            text = self._scrub_pairs(text)
+            candidates = (self._separators(text) if self._names is None
+                          else self._named(text))
+            if candidates:
+                text = self._replace_pairs(text, candidates)
         return text
 
-    def _scrub_pairs(self, text: str) -> str:
-        separators = _positions(text)
+    def _named(self, text: str) -> list[tuple[int, int, str]]:
+        """Pairs found from the places where a secret-looking name's literal occurs (rare
+        in ordinary text): ``(separator position, name position, name)``."""
+        lower = text.lower()
+        found: dict[int, tuple[int, int, str]] = {}
+        reverse: str | None = None
+        for literal in self._names or ():
+            if literal not in lower:  # ``in`` costs a third of a ``find`` call
+                continue
+            at = lower.find(literal)
+            while at >= 0:
+                after = _REST_OF_NAME.match(text, at + len(literal))
+                if after is not None:
+                    if reverse is None:
+                        reverse = text[::-1]
+                    before = _NAME_CHARS.match(reverse, len(text) - at)
+                    begin = at - (before.end() - before.start()) if before else at
+                    sep = after.end() - 1
+                    found[sep] = (sep, begin, text[begin:after.end(1)])
+                at = lower.find(literal, at + 1)
+        return sorted(found.values())
+
+    def _separators(self, text: str) -> list[tuple[int, int, str]]:
+        """Every ``=``/``:`` with the name before it (no gate: a name regex of the user's
+        has no literal every match needs)."""
         reverse = text[::-1]
         size = len(text)
+        found: list[tuple[int, int, str]] = []
+        for at in _positions(text):
+            named = _NAME_BEFORE.match(reverse, size - at)
+            if named is not None:
+                found.append((at, size - named.end(), named.group(1)[::-1]))
+        return found
+
+    def _replace_pairs(self, text: str, candidates: list[tuple[int, int, str]]) -> str:
         pieces: list[str] = []
         done = 0  # text[:done] is in pieces
-        for at in separators:
+        for at, start, raw_name in candidates:
             if at < done:
                 continue  # inside a value already replaced
             if text[at] == ":" and (text.startswith("//", at + 1) or text.startswith(":", at + 1)
                                     or (at and text[at - 1] == ":")):
                 continue  # scheme://, a::b
-            named = _NAME_BEFORE.match(reverse, size - at)
-            if named is None:
-                continue
-            name = named.group(1)[::-1].lstrip(".-")  # --password=...
+            name = raw_name.lstrip(".-")  # --password=...
             if not name or not (name[0].isalpha() or name[0] == "_"):
                 continue
-            start = size - named.end()  # where the name starts
             equals = text[at] == "="
             in_query = equals and start > 0 and text[start - 1] in _QUERY_STARTS
             secret_query = self._query and equals and name.lower() in QUERY_KEYS
@@ -279,8 +343,12 @@ def required_literals(patterns: Sequence[str]) -> tuple[str, ...] | None:
             found += options
     except Exception:  # a parser this code does not know: no gate, still correct
         return None
-    # "password" needs no test of its own when "pass" is one
-    return tuple(sorted({f for f in found if not any(o != f and o in f for o in found)}))
+    return _minimal(found)
+
+
+def _minimal(literals: Sequence[str]) -> tuple[str, ...]:
+    """Without those containing another ("password" needs no test when "pass" has one)."""
+    return tuple(sorted({f for f in literals if not any(o != f and o in f for o in literals)}))
 
 
 def _literal_options(items: list[tuple[object, object]]) -> list[str] | None:
