@@ -288,6 +288,20 @@ def test_switching_every_detector_off_keeps_the_name_rules() -> None:
         f"{{'password': '[REDACTED]', 'dsn': '{dsn}'}}"
 
 
+def test_texts_found_clean_are_remembered_and_secrets_never() -> None:
+    fresh = renderer()
+    scrubber = fresh.scrub.__self__  # type: ignore[union-attr]
+    dsn = "postgresql://admin:s3cretPW@db.internal:5432/prod"
+    plain = "https://api.example.com/v1/items?page=2&limit=50"
+    for _ in range(3):
+        assert fresh.attribute(dsn) == "postgresql://REDACTED:REDACTED@db.internal:5432/prod"
+        assert fresh.attribute(plain) == plain
+    assert scrubber._clean == {hash(plain)}  # a hash, of the clean text only
+    for i in range(5000):  # bounded: emptied when full
+        fresh.attribute(f"order {i:08d} shipped")
+    assert 0 < len(scrubber._clean) <= 4096
+
+
 def test_value_regexes_from_a_variable_keep_their_commas() -> None:
     config = make_config(["x"], environ={
         "OTEL_PYTHON_AUTOTRACE_REDACT_VALUES": r"acct-[0-9]{4,8}, x-(a|b),[,;]z",
