@@ -16,14 +16,22 @@ text under ``repr_objects``, an exception's message and traceback):
 
 Why a table of our own and not a library: the maintained secret scanners
 (detect-secrets, the truffleHog/gitleaks rule sets) are built to scan files once, with
-hundreds of rules, entropy tests and per-line plugins; here one value of at most
-``max_value_length`` characters is scanned for each attribute of every kept call, so the
-budget is about a microsecond. Each row below is one precompiled regex that starts with a
-literal and is tried only when a literal ``trigger`` of it occurs in the text (``in`` is a
-C substring search), so ordinary values cost a handful of substring tests; the pair scan
-jumps from ``=``/``:`` to ``=``/``:`` and reads names backwards, so it costs per
-separator, not per character. Every row has a test with a real-looking secret and
-look-alikes that must stay readable (``tests/test_redaction.py``).
+hundreds of rules, entropy tests and per-line plugins. Measured here (detect-secrets
+1.5.0, ``scan_line``, default plugins) a 50-character value took 0.7-1.3 ms, and it
+flagged ordinary values (``https://api.example.com/v1/items?page=2``, ``order 12345
+shipped``) as high-entropy secrets. Here one value of at most ``max_value_length``
+characters is scanned for each attribute of every kept call, so the budget is about a
+microsecond, and false alarms cost readability. Nor is there one combined regex:
+CPython's ``re`` scans an alternation position by position (the rows as one alternation
+took ~90 µs over 300 characters of prose on the shared test machine, the same rows one
+by one, each starting with a literal, ~3 µs), while a pattern that starts with a literal
+is found at C speed. So each row is one precompiled regex, tried only when a coarse key
+(``-``, ``_``, ``@``, ``A``, ...) and then one of its literal ``triggers`` occurs in the
+text (``in`` is a C substring search); pairs are looked for only where a literal that
+every secret name needs occurs (``required_literals``); and texts found clean are
+remembered by hash. Every row has a test with a real-looking secret and look-alikes that
+must stay readable (``tests/test_redaction.py``); ``benchmarks/rendering.py`` measures
+the cost per value.
 """
 
 from __future__ import annotations
