@@ -262,6 +262,22 @@ def test_attrs_fields_under_repr_objects() -> None:
         "Login(user='bob', password='[REDACTED]')")
 
 
+def test_pydantic_fields_under_repr_objects() -> None:
+    pydantic = pytest.importorskip("pydantic")  # not a dependency: tested where installed
+
+    class Service(pydantic.BaseModel):  # type: ignore[misc,name-defined]
+        name: str
+        dsn: str
+        api_token: str
+
+    shown = renderer(repr_objects=True).text(
+        Service(name="billing", dsn="postgresql://app:pw123@db/billing", api_token="t0k3n"))
+    assert shown == ("Service(name='billing', dsn='postgresql://REDACTED:REDACTED@db/billing', "
+                     "api_token='[REDACTED]')")
+    # without repr_objects no user repr runs: the object shows as its class
+    assert "pw123" not in DEFAULT.text(Service(name="b", dsn="x://a:pw123@h", api_token="t"))
+
+
 def test_user_value_patterns_and_names() -> None:
     own = renderer(redact_values=[r"acct-\d{8}", r"iban:([A-Z]{2}\d+)"])
     assert own.attribute("pay acct-12345678 now") == "pay [REDACTED] now"
