@@ -12,11 +12,14 @@ import collections
 import dataclasses
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import autotrace
 from autotrace.config import DEFAULT_REDACT, make_config
@@ -47,11 +50,12 @@ PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx4ZsecretBODY\nLINE2sec
 #: detector -> (texts with a secret, what each must become), look-alikes kept as they are.
 CASES: dict[str, tuple[list[tuple[str, str]], list[str]]] = {
     "private_key": (
-        [(PEM, "-----BEGIN RSA PRIVATE KEY-----[REDACTED]"),
+        [(PEM, "-----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----"),
          ("key: -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC",  # cut short
           "key: -----BEGIN PRIVATE KEY-----[REDACTED]"),
          ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END OPENSSH "
-          "PRIVATE KEY----- done", "-----BEGIN OPENSSH PRIVATE KEY-----[REDACTED] done")],
+          "PRIVATE KEY----- done", "-----BEGIN OPENSSH PRIVATE KEY-----[REDACTED]-----END "
+          "OPENSSH PRIVATE KEY----- done")],
         ["-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----",
          "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
          "-----END PUBLIC KEY-----", "the private key lives in the vault"]),
@@ -437,3 +441,29 @@ def test_install_rejects_a_value_regex_that_matches_nothing_visible() -> None:
     with pytest.raises(ValueError, match="matches the empty string"):
         autotrace.install(["x"], redact_values=["(acct)?"])
     importlib.invalidate_caches()
+
+
+# -- properties: a secret is caught whatever surrounds it; scanning twice changes nothing ----
+
+_NOISE = st.lists(st.sampled_from(
+    [*"abcAKIAeyJ_-=:@/?&'\" .\n[]{}()", "password", "token", "Bearer ", "ghp_", "://",
+     "None", "x=1", "-----BEGIN"]), max_size=30).map("".join)
+_FORMAT_SECRETS = [(text, expected) for name, (secrets, _) in CASES.items()
+                   if name not in ("named_pairs", "url_query") for text, expected in secrets]
+
+
+def _hidden_parts(text: str, expected: str) -> list[str]:
+    """Runs of 6+ characters of ``text`` that ``expected`` no longer shows."""
+    words = re.findall(r"[A-Za-z0-9]{6,}", text)
+    return [word for word in words if word not in expected]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_NOISE, st.sampled_from(_FORMAT_SECRETS), _NOISE,
+       st.sampled_from([" ", "\n", ", ", "'", '"', "(", "="]))
+def test_a_secret_is_caught_whatever_surrounds_it(before: str, secret: tuple[str, str],
+                                                   after: str, separator: str) -> None:
+    text, expected = secret
+    shown = DEFAULT.scrub(before + separator + text + separator + after)  # type: ignore[misc]
+    assert [part for part in _hidden_parts(text, expected) if part in shown] == []
+    assert DEFAULT.scrub(shown) == shown  # type: ignore[misc]

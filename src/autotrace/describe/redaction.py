@@ -58,7 +58,8 @@ _SHORTEST_TOKEN = 6
 @dataclass(frozen=True)
 class Detector:
     """One built-in secret format. ``pattern``'s group 1 is kept (a prefix that says what
-    the secret was, ``ghp_``), the rest of the match becomes ``[REDACTED]``."""
+    the secret was, ``ghp_``), and group 2 if it has one (PEM's END line), the rest of the
+    match becomes ``[REDACTED]``: a text scanned twice comes out the same."""
 
     name: str
     what: str  # README wording
@@ -69,9 +70,9 @@ class Detector:
 
 DETECTORS: tuple[Detector, ...] = (
     Detector("private_key", "PEM private keys (`-----BEGIN ... PRIVATE KEY-----`, also cut "
-             "short): the key body", ("PRIVATE KEY",),
-             r"(-----BEGIN[A-Z0-9 ]{0,20}PRIVATE KEY(?: BLOCK)?-----)(?s:.*?-----END[A-Z0-9 ]"
-             r"{0,20}PRIVATE KEY(?: BLOCK)?-----|.*)",
+             "short): the key body between the BEGIN and END lines", ("PRIVATE KEY",),
+             r"(-----BEGIN[A-Z0-9 ]{0,20}PRIVATE KEY(?: BLOCK)?-----)(?s:.*?(-----END[A-Z0-9 ]"
+             r"{0,20}PRIVATE KEY(?: BLOCK)?-----)|.*)",
              "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx4Z\n"
              "-----END RSA PRIVATE KEY-----"),
     Detector("jwt", "JSON Web Tokens (`eyJ....eyJ....sig`), whole", ("eyJ",),
@@ -201,7 +202,9 @@ class Scrubber:
             if detector.name == "url_userinfo":
                 replacement = "://" + URL_MARKER + ":" + URL_MARKER + "@"
             else:
-                replacement = (r"\g<1>" if compiled.groups else "") + MARKER
+                # group 1: a prefix that stays; group 2: a suffix that stays (PEM's END)
+                replacement = ((r"\g<1>" if compiled.groups else "") + MARKER
+                               + (r"\g<2>" if compiled.groups > 1 else ""))
             for need in NEEDS[detector.name]:
                 self._groups.setdefault(need, []).append(
                     (detector.triggers, compiled, replacement))
