@@ -330,6 +330,26 @@ def test_value_regexes_from_a_variable_keep_their_commas() -> None:
     assert config.redact_disable == ("jwt", "url_query")
 
 
+#: Sentry's default denylist (sentry_sdk.scrubber.DEFAULT_DENYLIST) but x_forwarded_for
+#: (personal data, not a secret) and symfony (a framework's cookie name).
+SENTRY_NAMES = [
+    "password", "passwd", "secret", "api_key", "apikey", "auth", "credentials", "mysql_pwd",
+    "privatekey", "private_key", "token", "session", "csrftoken", "sessionid", "x_csrftoken",
+    "set_cookie", "cookie", "authorization", "x_api_key", "aiohttp_session", "connect.sid",
+    "csrf_token", "csrf", "_csrf", "_csrf_token", "PHPSESSID", "_session", "user_session",
+    "_xsrf", "XSRF-TOKEN",
+]
+
+
+def test_the_default_names_cover_sentrys_denylist_and_spare_look_alikes() -> None:
+    assert [name for name in SENTRY_NAMES if not DEFAULT.is_secret(name)] == []
+    more = ["passphrase", "db_pass", "PWD", "creds", "user_cred", "access_key", "sid"]
+    assert [name for name in more if not DEFAULT.is_secret(name)] == []
+    spared = ["author", "author_id", "authority", "credit", "pass_through", "side", "bypass",
+              "sidebar", "username", "passenger"]
+    assert [name for name in spared if DEFAULT.is_secret(name)] == []
+
+
 def test_the_pair_gate_reads_the_literals_every_match_needs() -> None:
     assert required_literals(DEFAULT_REDACT) == (
         "access", "api", "auth", "cookie", "cred", "jwt", "pass", "private", "pwd", "secret",

@@ -29,7 +29,7 @@ BACKENDS = ("wrapt", "monitoring", "auto")
 #: ``re.search``) are recorded as ``[REDACTED]``; so are ``name=value`` pairs inside
 #: rendered text. Compared with Sentry's default denylist: its names are all caught
 #: (``mysql_pwd``, ``csrftoken``, ``connect.sid``, ``PHPSESSID``, ``set_cookie``, ...)
-#: but ``x_forwarded_for``, which is personal data rather than a secret.
+#: but ``x_forwarded_for``, which is personal data rather than a secret, and ``symfony``.
 DEFAULT_REDACT: tuple[str, ...] = (
     "password",
     "passwd",
