@@ -52,7 +52,7 @@ _TOKEN_END = "(?![A-Za-z0-9])"
 _CACHED_FROM = 16
 _CLEAN_MAX = 4096
 #: No row matches fewer characters (``a://b@`` is 6; a token 13 or more).
-_SHORTEST_TOKEN = 6
+SHORTEST_SECRET = 6
 
 
 @dataclass(frozen=True)
@@ -230,9 +230,9 @@ class Scrubber:
         hashes, and only of clean texts, are kept: no secret is held. A secret text
         colliding with a clean one's 64-bit keyed hash is not a practical concern."""
         if len(text) < _CACHED_FROM:
-            if (len(text) < _SHORTEST_TOKEN and "=" not in text and ":" not in text
+            if (len(text) < SHORTEST_SECRET and "=" not in text and ":" not in text
                     and not self._values):
-                return text  # 'alice', '42': nothing to find
+                return text  # 'alice', '42': nothing to find (``Renderer`` checks first)
             return self._scan(text)
         key = hash(text)
         if key in self._clean:
@@ -245,7 +245,7 @@ class Scrubber:
         return out
 
     def _scan(self, text: str) -> str:
-        if len(text) >= _SHORTEST_TOKEN:
+        if len(text) >= SHORTEST_SECRET:
             for need in self._needs:  # ``in``: a C substring search
                 if need in text:
                     for triggers, pattern, replacement in self._groups[need]:

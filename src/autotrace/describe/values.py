@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any, Union
 
-from .redaction import SCAN_MARGIN, Scrubber
+from .redaction import SCAN_MARGIN, SHORTEST_SECRET, Scrubber
 
 AttributeValue = Union[str, bool, int, float]
 
@@ -118,6 +118,7 @@ class Renderer:
                             redact_disable, None if redact is None else [redact.pattern])
         self.scrub = scrubber.scrub if scrubber.active else None
         self._margin = SCAN_MARGIN if scrubber.active else 0
+        self._scrub_short = bool(value_patterns)  # a user's regex may match 'abc'
         # Function names: whole words only (``is_valid_token``, ``getApiKey``), so that
         # ``tokenize`` or ``sessionmaker`` keep their results.
         self._redact_words = None if redact is None else re.compile(
@@ -147,7 +148,8 @@ class Renderer:
         t = type(value)
         if t is str:
             text: str = value
-            if self.scrub is not None:
+            if self.scrub is not None and (len(text) >= SHORTEST_SECRET or "=" in text
+                                           or ":" in text or self._scrub_short):
                 text = self.scrub(text[: self.max_length + SCAN_MARGIN])
             if len(text) <= self.max_length:
                 return text
