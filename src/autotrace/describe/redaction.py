@@ -127,7 +127,8 @@ DETECTORS: tuple[Detector, ...] = (
              "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78"),
     Detector("url_userinfo", "credentials in URLs and DSNs (`scheme://user:password@host` "
              "becomes `scheme://REDACTED:REDACTED@host`, as the semantic conventions say "
-             "for `url.full`)", ("@",),
+             "for `url.full`; a bare `user@` too, as OpenTelemetry's own `redact_url`)",
+             ("@",),
              r"://(?<=[A-Za-z0-9]://)[^\s/?#]+@",
              "postgresql://admin:s3cretPW@db.internal:5432/prod"),
     Detector("url_query", "values of URL query parameters the semantic conventions call "
