@@ -213,9 +213,9 @@ class Scrubber:
         self._secret_name = None if "named_pairs" in off else is_secret_name
         self._query = "url_query" not in off
         self._pairs = self._query or self._secret_name is not None
-        names = required_literals(name_patterns) if name_patterns is not None else None
-        if names is not None and self._secret_name is None:
-            names = ()
+        names: tuple[str, ...] | None = ()  # no secret names: only the query keys' literals
+        if self._secret_name is not None:
+            names = None if name_patterns is None else required_literals(name_patterns)
         if names is not None and self._query:
             names = _minimal((*names, *_QUERY_LITERALS))
         self._names = names
