@@ -322,7 +322,7 @@ class Scrubber:
             if shown in _SHOWN_VALUES or shown.startswith(("[REDACTED]", "'[REDACTED]'")):
                 continue
             marker = URL_MARKER if in_query else MARKER
-            if shown[:1] in "'\"" or shown[:2] in ("b'", 'b"'):
+            if shown[:1] in ("'", '"') or shown[:2] in ("b'", 'b"'):
                 quote = shown[1] if shown[0] == "b" else shown[0]
                 marker = quote + marker + quote
             pieces.append(text[done:value.start(1)])
