@@ -32,6 +32,8 @@ BAD = {
     "capture_args": ["maybe"],
     "max_value_length": ["x", "3"],
     "redact": ["("],
+    "redact_values": ["(", "[0-9]*"],
+    "redact_disable": ["nope"],
 }
 CASES = [(name, value) for name, values in BAD.items() for value in values]
 

@@ -20,22 +20,34 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .describe.redaction import DETECTOR_NAMES
+
 ENV_PREFIX = "OTEL_PYTHON_AUTOTRACE_"
 BACKENDS = ("wrapt", "monitoring", "auto")
 
 #: Parameter names and dict keys matching any of these (case-insensitive
-#: ``re.search``) are recorded as ``[REDACTED]``. ``auth`` spares ``author``.
+#: ``re.search``) are recorded as ``[REDACTED]``; so are ``name=value`` pairs inside
+#: rendered text. Compared with Sentry's default denylist: its names are all caught
+#: (``mysql_pwd``, ``csrftoken``, ``connect.sid``, ``PHPSESSID``, ``set_cookie``, ...)
+#: but ``x_forwarded_for``, which is personal data rather than a secret, and ``symfony``.
 DEFAULT_REDACT: tuple[str, ...] = (
     "password",
     "passwd",
+    "passphrase",
+    "(?<![a-z0-9])(?:pass|pwd)(?![a-z0-9_])",  # db_pass, mysql_pwd, PWD=; not pass_through
     "secret",
     "token",
     "api[-_]?key",
-    "auth(?!ors?\\b)",
+    "access[-_]?key",
+    "auth(?!or(?!i[sz]))",  # auth, Authorization, authorise; not author, authority
     "credential",
+    "(?<![a-z0-9])creds?(?![a-z0-9])",  # creds, db_cred; not credit
     "private[-_]?key",
     "cookie",
     "session",
+    "sess[-_]?id",  # PHPSESSID
+    "(?<![a-z0-9])sid(?![a-z0-9])",  # connect.sid; not side
+    "[cx]srf",
     "jwt",
 )
 
@@ -297,15 +309,57 @@ def parse_duration(option: Option, value: Any, where: Surface) -> float:
     return seconds
 
 
+def _split_regexes(raw: str) -> list[str]:
+    """Comma-separated regexes; a comma inside ``{m,n}``, ``[...]`` or ``(...)`` or
+    escaped (``\\,``) belongs to its regex."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    escaped = False
+    for ch in raw:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in "{[(":
+            depth += 1
+        elif ch in "}])" and depth:
+            depth -= 1
+        elif ch == "," and not depth:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
 def parse_regexes(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
-    items = _strings(option, value, where)
+    items = (tuple(_split_regexes(value)) if isinstance(value, str) and where.kind != "api"
+             else _strings(option, value, where))
     for expr in items:
         try:
-            re.compile(expr)
+            compiled = re.compile(expr)
         except re.error as exc:
             raise ValueError(
                 f"{where.name(option)} entry {expr!r} is not a valid regular expression "
                 f"({exc}); fix or escape it (re.escape)") from None
+        if option.name == "redact_values" and compiled.search("") is not None:
+            raise ValueError(
+                f"{where.name(option)} entry {expr!r} matches the empty string, so it would "
+                "mark every position of every value; make it match at least one character, "
+                f"e.g. {where.example_value(option, expr.rstrip('*?') + '+')}")
+    return items
+
+
+def parse_detectors(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
+    """Names of built-in value detectors (``describe.redaction.DETECTORS``), or ``all``."""
+    items = _strings(option, value, where)
+    for item in items:
+        if item != "all" and item not in DETECTOR_NAMES:
+            raise ValueError(
+                f"{where.name(option)} entry {item!r} is not a value detector; use any of "
+                + ", ".join(DETECTOR_NAMES) + ", or all")
     return items
 
 
@@ -383,6 +437,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("redact", parse_regexes, DEFAULT_REDACT, "regexes of secret parameter names and "
            "dict keys (comma-separated)", "['password']", "password,pin",
            flag="--redact"),
+    Option("redact_values", parse_regexes, (), "regexes of secret values, replaced wherever "
+           "they occur in a rendered value (group 1 only, if the regex has one; "
+           "comma-separated)", "[r'acct-\\d{8}']", "acct-[0-9]{8}", flag="--redact-values"),
+    Option("redact_disable", parse_detectors, (), "built-in value detectors to switch off, "
+           "by name, or all (comma-separated)", "['jwt']", "jwt,named_pairs",
+           flag="--redact-disable"),
     Option("min_duration", parse_duration, None, "calls shorter than this make no span, "
            "decided when the call ends (unless it raised, or a kept or foreign span is "
            "inside it)", "'1ms'", "1ms", flag="--min-duration"),
@@ -440,6 +500,8 @@ class Config:
     repr_objects: bool = False
     max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
     redact: tuple[str, ...] = DEFAULT_REDACT
+    redact_values: tuple[str, ...] = ()
+    redact_disable: tuple[str, ...] = ()
     min_duration: float | None = None  # seconds
     keep_errors: bool = True
     keep_handled_errors: bool = False
@@ -491,7 +553,8 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
             raise ValueError(
                 f"autotrace.install() needs {option.name}: pass "
                 f"{API.example(option)} or set {ENV.example(option)} (comma-separated)")
-        elif raw is not None and option.parse in (parse_regexes, parse_patterns):
+        elif raw is not None and option.parse in (parse_regexes, parse_patterns,
+                                                  parse_detectors):
             values[option.name] = ()  # set but empty: explicitly none
         else:
             values[option.name] = option.default

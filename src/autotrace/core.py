@@ -89,6 +89,8 @@ def install(
     repr_objects: bool | None = None,
     max_value_length: int | None = None,
     redact: str | Sequence[str] | None = None,
+    redact_values: str | Sequence[str] | None = None,
+    redact_disable: str | Sequence[str] | None = None,
     min_duration: float | str | None = None,
     keep_errors: bool | None = None,
     keep_handled_errors: bool | None = None,

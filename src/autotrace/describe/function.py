@@ -24,6 +24,7 @@ from opentelemetry.semconv.attributes.code_attributes import (
 )
 
 from ..config import Config
+from .redaction import compile_value_patterns
 from .values import (
     REDACTED,
     AttributeValue,
@@ -125,7 +126,9 @@ class Formatter:
 
     def __init__(self, config: Config) -> None:
         self.renderer = Renderer(config.max_value_length, config.repr_objects,
-                                 compile_redaction(config.redact))
+                                 compile_redaction(config.redact),
+                                 compile_value_patterns(config.redact_values),
+                                 config.redact_disable)
 
     # -- per function -----------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any, Union
 
+from .redaction import SCAN_MARGIN, SHORTEST_SECRET, Scrubber
+
 AttributeValue = Union[str, bool, int, float]
 
 
@@ -103,11 +105,20 @@ class Renderer:
     """Renders values under one configuration (length limit, repr policy, redaction)."""
 
     def __init__(self, max_length: int, repr_objects: bool,
-                 redact: re.Pattern[str] | None) -> None:
+                 redact: re.Pattern[str] | None,
+                 value_patterns: Sequence[re.Pattern[str]] = (),
+                 redact_disable: Sequence[str] = ()) -> None:
         self.max_length = max_length
         self.repr_objects = repr_objects
         self._redact = redact
         self._key_cache: dict[str, bool] = {}
+        # Value-aware redaction (``redaction``): every rendered text is scanned once, with
+        # ``SCAN_MARGIN`` characters past the kept length, then cut.
+        scrubber = Scrubber(None if redact is None else self.is_secret, value_patterns,
+                            redact_disable, None if redact is None else [redact.pattern])
+        self.scrub = scrubber.scrub if scrubber.active else None
+        self._margin = SCAN_MARGIN if scrubber.active else 0
+        self._scrub_short = bool(value_patterns)  # a user's regex may match 'abc'
         # Function names: whole words only (``is_valid_token``, ``getApiKey``), so that
         # ``tokenize`` or ``sessionmaker`` keep their results.
         self._redact_words = None if redact is None else re.compile(
@@ -137,6 +148,9 @@ class Renderer:
         t = type(value)
         if t is str:
             text: str = value
+            if self.scrub is not None and (len(text) >= SHORTEST_SECRET or "=" in text
+                                           or ":" in text or self._scrub_short):
+                text = self.scrub(text[: self.max_length + SCAN_MARGIN])
             if len(text) <= self.max_length:
                 return text
             return text[: self.max_length - 1] + ELLIPSIS
@@ -153,6 +167,8 @@ class Renderer:
         limit = self.max_length
         try:
             out = self._render(value, 0, limit, set())
+            if self.scrub is not None:
+                out = self.scrub(out[: limit + SCAN_MARGIN])
         except Exception as exc:  # defensive: a hostile object beat the guards
             out = f"<{_type_name(value)} object (unrenderable: {_type_name(exc)})>"
         if len(out) > limit:
@@ -162,7 +178,7 @@ class Renderer:
     def _render(self, obj: Any, depth: int, room: int, seen: set[int]) -> str:
         t = type(obj)
         if t is str:
-            return repr(obj[: room + 1])
+            return repr(obj[: room + 1 + self._margin])
         if t is bool or t is int:
             if obj.bit_length() > 256:
                 return f"<int of {obj.bit_length()} bits>"
@@ -172,7 +188,7 @@ class Renderer:
         if issubclass(t, enum.Enum):
             return f"{t.__name__}.{obj._name_}"
         if t is bytes or t is bytearray:
-            return repr(obj[: room + 1])
+            return repr(obj[: room + 1 + self._margin])
         if issubclass(t, (list, tuple, set, frozenset, dict)):
             if depth >= _MAX_DEPTH:
                 return f"<{t.__name__} of {_builtin_len(obj)}>"
@@ -184,7 +200,7 @@ class Renderer:
             finally:
                 seen.discard(id(obj))
         if issubclass(t, str):  # the builtin slice: a subclass's __getitem__ is user code
-            return str.__repr__(str.__getitem__(obj, slice(None, room + 1)))
+            return str.__repr__(str.__getitem__(obj, slice(None, room + 1 + self._margin)))
         if issubclass(t, int):
             return int.__repr__(obj)
         if issubclass(t, float):
@@ -226,7 +242,7 @@ class Renderer:
                 return f"<{_type_name(obj)} object (repr failed: {type(exc).__name__})>"
             if not isinstance(text, str):
                 return f"<{_type_name(obj)} object>"
-            return text[: room + 1]
+            return text[: room + 1 + self._margin]
         return f"<{_type_name(obj)} object>"
 
     def _container(self, obj: Any, t: type, depth: int, room: int, seen: set[int]) -> str:

@@ -276,6 +276,7 @@ class Recorder:
         self.capture_args = config.capture_args
         self.capture_return = config.capture_return
         self.max_length = config.max_value_length
+        self.scrub = formatter.renderer.scrub  # exception messages and tracebacks
         self.pending = config.min_duration is not None
         self.min_ns = round((config.min_duration or 0) * 1e9)
         self.keep_errors = config.keep_errors
@@ -727,7 +728,8 @@ class Recorder:
                     if attrs:
                         span.set_attributes(attrs)
                     if outcome == RAISED:
-                        record_failure(span, value, call.escaped is not value, self.max_length)
+                        record_failure(span, value, call.escaped is not value, self.max_length,
+                                       self.scrub)
             finally:  # whatever recording did: a span that started must end
                 span.end(end_ns)
         except Exception:

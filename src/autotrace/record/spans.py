@@ -16,7 +16,7 @@ from elsewhere never points at a parent that is not exported.
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -38,6 +38,7 @@ from opentelemetry.trace import (
 
 from .._log import log_once
 from .._version import __version__
+from ..describe.redaction import SCAN_MARGIN
 from ..describe.values import ELLIPSIS, qualified_type_name
 from . import globalprovider
 from .ids import use_private_ids
@@ -166,11 +167,14 @@ class PendingSpan(Span):
         return "<autotrace PendingSpan>"
 
 
-def record_failure(span: Span, exc: BaseException, with_event: bool, max_length: int) -> None:
+def record_failure(span: Span, exc: BaseException, with_event: bool, max_length: int,
+                   scrub: Callable[[str], str] | None = None) -> None:
     """Mark ``span`` failed by ``exc``; ``with_event`` on the innermost span only.
 
     Like OpenTelemetry's ``use_span``, only ``Exception`` subclasses are errors:
     GeneratorExit, KeyboardInterrupt, SystemExit and CancelledError are not.
+    ``scrub`` (value-aware redaction) runs over the message and the traceback, which
+    repeats the message (and those of chained exceptions and notes).
     """
     if not isinstance(exc, Exception):
         return
@@ -179,6 +183,8 @@ def record_failure(span: Span, exc: BaseException, with_event: bool, max_length:
         message = str(exc)
     except Exception:
         message = "<unprintable message>"
+    if scrub is not None:
+        message = scrub(message[: max_length + SCAN_MARGIN])
     if len(message) > max_length:
         message = message[: max_length - 1] + ELLIPSIS
     short_name = _TYPE_NAME.__get__(exc_type)  # not exc_type.__name__: metaclasses
@@ -192,6 +198,8 @@ def record_failure(span: Span, exc: BaseException, with_event: bool, max_length:
             stack = ""
         if len(stack) > _MAX_STACKTRACE:
             stack = ELLIPSIS + stack[-_MAX_STACKTRACE:]
+        if scrub is not None:
+            stack = scrub(stack)
         span.add_event("exception", {
             EXCEPTION_TYPE: type_name,
             EXCEPTION_MESSAGE: message,
