@@ -487,6 +487,8 @@ class Recorder:
         call.closed = True
         if self.hot is not None:
             self.hot.observe(call.info, duration)
+        if self.stats is not None:  # issue 22: the kept call is its bucket's exemplar
+            self.stats.kept(call.info, duration, span, value if outcome == RAISED else None)
         self._end(call, span, outcome, value, end_ns)
 
     def _hot_finished(self, call: Call, outcome: int, value: Any, end_ns: int) -> None:
