@@ -86,6 +86,7 @@ _live: list[Aggregates] = []
 
 
 def _after_fork_in_child() -> None:
+    _Instruments._lock = threading.Lock()
     for aggregates in _live:
         aggregates.reset()
 
