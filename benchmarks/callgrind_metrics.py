@@ -1,7 +1,7 @@
 """Instructions per traced call, counted by ``valgrind --tool=callgrind``.
 
-    python benchmarks/instructions.py                       # every contender, both backends
-    python benchmarks/instructions.py --only metrics_dropped --backend wrapt
+    python benchmarks/callgrind_metrics.py                  # every contender, both backends
+    python benchmarks/callgrind_metrics.py --only metrics_dropped --backend wrapt
 
 Each measurement is two runs of the same child process under callgrind, one
 making N calls of a two-argument function and one making 2N; the difference
