@@ -387,32 +387,34 @@ def test_own_time_of_generators_and_coroutines_is_the_time_their_body_ran(
     assert consume.own_ns >= 30_000_000
 
 
-def _histogram_points(provider_views: list[Any], temporality: Any, feed: Any) -> list[Any]:
-    from opentelemetry.sdk.metrics import Histogram
-
-    reader = InMemoryMetricReader(preferred_temporality={Histogram: temporality})
-    provider = MeterProvider(metric_readers=[reader], views=provider_views)
-    histogram = provider.get_meter("autotrace").create_histogram(DURATION, unit="s")
+def _histogram_points(reader: InMemoryMetricReader, name: str = DURATION) -> list[Any]:
     out = []
-    for batch in feed:
-        batch(histogram)
-        data = reader.get_metrics_data()
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    for point in metric.data.data_points:
-                        out.append({key: getattr(point, key) for key in (
-                            "attributes", "count", "sum", "bucket_counts", "explicit_bounds",
-                            "min", "max", "value") if hasattr(point, key)})
-    provider.shutdown()
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    out.append({key: getattr(point, key) for key in (
+                        "attributes", "count", "sum", "bucket_counts", "explicit_bounds",
+                        "min", "max", "value") if hasattr(point, key)})
     return out
 
 
-@pytest.mark.parametrize("views", ["default", "buckets", "keys", "sum", "drop", "exponential"])
+def _approx_sums(points: list[Any]) -> list[Any]:
+    return [{k: pytest.approx(v, rel=1e-9, abs=1e-12) if k in ("sum", "value") else v
+             for k, v in point.items()} for point in points]
+
+
+@pytest.mark.parametrize("views", ["default", "buckets", "keys", "two", "sum", "drop",
+                                   "exponential"])
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
-def test_a_batch_gives_the_sdk_exactly_what_one_record_per_value_gives(
+def test_the_aggregates_give_the_sdk_what_one_record_per_call_gives(
         views: str, temporality: str) -> None:
-    """The batched hand-over (SDK internals) against the public API, value for value."""
+    """Calls counted by ``Aggregates`` and handed over at each collection (SDK internals)
+    against the public API, one ``record()`` per duration, collection for collection."""
+    from opentelemetry.sdk.metrics import Histogram
     from opentelemetry.sdk.metrics.export import AggregationTemporality
     from opentelemetry.sdk.metrics.view import (
         DropAggregation,
@@ -420,13 +422,16 @@ def test_a_batch_gives_the_sdk_exactly_what_one_record_per_value_gives(
         SumAggregation,
     )
 
-    from autotrace.record import metrics
+    from autotrace.describe.function import FunctionInfo
 
     chosen = {
         "default": [],
         "buckets": [View(instrument_name=DURATION,
                          aggregation=ExplicitBucketHistogramAggregation([1e-6, 1e-4, 0.01]))],
         "keys": [View(instrument_name=DURATION, attribute_keys={"error.type"})],
+        "two": [View(instrument_name=DURATION, name="fine",
+                     aggregation=ExplicitBucketHistogramAggregation([1e-5, 3e-3, 0.02])),
+                View(instrument_name=DURATION)],
         "sum": [View(instrument_name=DURATION, aggregation=SumAggregation())],
         "drop": [View(instrument_name=DURATION, aggregation=DropAggregation())],
         "exponential": [View(instrument_name=DURATION,
@@ -434,60 +439,260 @@ def test_a_batch_gives_the_sdk_exactly_what_one_record_per_value_gives(
     }[views]
     kind = {"cumulative": AggregationTemporality.CUMULATIVE,
             "delta": AggregationTemporality.DELTA}[temporality]
-    # awkward floats (their sum depends on the order), across all the buckets
-    values = [(i * 7919 % 1000003) / 3e7 + 1e-9 * i for i in range(2000)]
+    # durations (ns) across all the buckets, and on their very edges
+    durations = [(i * 7919 % 1000003) * 33 + i for i in range(2000)]
+    durations += [10_000, 10_001, 9_999, 100_000, 10_000_000, 3_000_000, 20_000_000]
+    info = FunctionInfo("f", {"code.function.name": "m.f"}, [], False, False)
     attrs = {"code.function.name": "m.f"}
     failed = {**attrs, "error.type": "ValueError"}
+    feeds = [(durations[:1500], None), (durations[1500:], None), ([], None),
+             (durations[:7], ValueError("x"))]
 
-    def one_by_one(part: list[float], where: dict[str, str]) -> Any:
-        return lambda h: [h.record(v, where) for v in part]
+    def provider() -> tuple[MeterProvider, InMemoryMetricReader]:
+        reader = InMemoryMetricReader(preferred_temporality={Histogram: kind})
+        return MeterProvider(metric_readers=[reader], views=chosen), reader
 
-    def batched(part: list[float], where: dict[str, str]) -> Any:
-        return lambda h: metrics._hand_over(h, part, where)
-
-    feeds = [(values[:1500], attrs), (values[1500:], attrs), (values[:7], failed)]
-    expected = _histogram_points(chosen, kind, [one_by_one(*f) for f in feeds])
-    got = _histogram_points(chosen, kind, [batched(*f) for f in feeds])
-    assert got == expected
+    names = (DURATION, "fine") if views == "two" else (DURATION,)
+    public, public_reader = provider()
+    histogram = public.get_meter("autotrace").create_histogram(DURATION, unit="s")
+    counted, counted_reader = provider()
+    aggregates = metrics.Aggregates(True, False, counted)
+    expected, got = [], []
+    for part, error in feeds:
+        for ns in part:
+            histogram.record(ns / 1e9, failed if error else attrs)
+            aggregates.finished(info, ns, 0, error)
+        expected.append([_histogram_points(public_reader, name) for name in names])
+        got.append([_histogram_points(counted_reader, name) for name in names])
+    if views == "exponential":  # replayed from the buckets: count, sum, min, max exact
+        pick = ("attributes", "count", "sum", "min", "max")
+        expected = [[[{k: p[k] for k in pick} for p in ps] for ps in c] for c in expected]
+        got = [[[{k: p[k] for k in pick} for p in ps] for ps in c] for c in got]
+    assert got == [[_approx_sums(ps) for ps in c] for c in expected]
     if views != "drop":
-        assert expected  # the comparison compared something
-    if views in ("default", "buckets", "keys"):  # the fast path was taken, not the fallback
-        provider = MeterProvider(metric_readers=[InMemoryMetricReader()], views=chosen)
-        histogram = provider.get_meter("autotrace").create_histogram(DURATION, unit="s")
-        histogram.record(0.5, attrs)
-        assert metrics._SdkBatch.targets(histogram, attrs)
+        assert any(any(c) for c in expected)  # the comparison compared something
+    public.shutdown()
+    counted.shutdown()
 
 
-def test_after_a_collection_calls_are_aggregated_in_the_providers_buckets(
-        traced: Traced) -> None:
-    """The first collection shows the SDK's buckets; later calls are counted in them
-    in-process (no buffer), and the provider still ends with exact counts."""
+def test_calls_before_the_first_collection_are_all_counted_with_no_output(
+        traced: Traced, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 22: 100,000 calls (more than the old 65,536 buffer) before the first
+    collection, no span kept; the histogram has every one, in the View's buckets, and
+    nothing is printed or logged."""
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], views=[View(
         instrument_name=DURATION,
         aggregation=ExplicitBucketHistogramAggregation([0.001, 0.003, 1.0]))])
-    m = load(traced, provider, spans=False, profile=True)
-    for _ in range(40):
-        m.leaf(0)
-    first = points(reader)[(f"{m.__name__}.leaf", None)]
-    assert first.count == 40
+    m = load(traced, provider, min_duration="10s", profile=True)
+    m.loop(100_000)
+    for _ in range(2):
+        m.slow()
     stats = {s.name: s for s in traced.installation._recorder.stats.by_info.values()}  # type: ignore[union-attr]
-    leaf_stats = stats[f"{m.__name__}.leaf"]
-    assert leaf_stats.bounds == (0.001, 0.003, 1.0)  # aggregated from now on
-    for _ in range(3):
-        m.slow()  # 5 ms each; the buffer path for slow, which is new
-    for _ in range(40):
-        m.leaf(0)
-    assert not leaf_stats.durations  # counted in the buckets, not buffered
+    assert stats[f"{m.__name__}.leaf"].thresholds == tuple(  # known from the first call
+        metrics._threshold_ns(b) for b in (0.001, 0.003, 1.0))
     found = points(reader)
     leaf = found[(f"{m.__name__}.leaf", None)]
-    assert leaf.count == 83 and sum(leaf.bucket_counts) == 83  # 3 calls inside slow()
-    assert leaf.sum == pytest.approx(leaf_stats.total_ns / 1e9, rel=1e-9)
-    assert leaf.max == pytest.approx(leaf_stats.max_ns / 1e9, rel=1e-9)
-    assert list(found[(f"{m.__name__}.slow", None)].bucket_counts) == [0, 0, 3, 0]
+    assert leaf.count == sum(leaf.bucket_counts) == 100_002
+    assert leaf.sum == pytest.approx(stats[f"{m.__name__}.leaf"].total_ns / 1e9, rel=1e-9)
+    assert leaf.max == pytest.approx(stats[f"{m.__name__}.leaf"].max_ns / 1e9, rel=1e-9)
+    assert list(found[(f"{m.__name__}.slow", None)].bucket_counts) == [0, 0, 2, 0]
+    assert traced.spans() == []
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert [r for r in caplog.records if r.name.startswith("autotrace")] == []
+
+
+@pytest.mark.parametrize("temporality", ["delta", "cumulative"])
+def test_temporality(traced: Traced, temporality: str) -> None:
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    kind = {"cumulative": AggregationTemporality.CUMULATIVE,
+            "delta": AggregationTemporality.DELTA}[temporality]
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: kind})
+    m = load(traced, MeterProvider(metric_readers=[reader]), spans=False)
+    name = f"{m.__name__}.leaf"
+    m.loop(30)
+    first = points(reader)[(name, None)]
+    m.loop(12)
+    second = points(reader)[(name, None)]
+    third = points(reader).get((name, None))  # no calls since
+    assert first.count == 30
+    if temporality == "delta":
+        assert second.count == 12
+        assert second.start_time_unix_nano == first.time_unix_nano
+        assert third is None
+    else:
+        assert second.count == 42
+        assert second.start_time_unix_nano == first.start_time_unix_nano
+        assert third is not None and third.count == 42
+        assert third.sum == second.sum
+
+
+def test_several_readers_each_get_every_call_in_their_own_buckets(traced: Traced) -> None:
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    plain = InMemoryMetricReader()
+    fine = InMemoryMetricReader(
+        preferred_temporality={Histogram: AggregationTemporality.DELTA},
+        preferred_aggregation={Histogram: ExplicitBucketHistogramAggregation(
+            [0.001, 0.003, 1.0])})
+    m = load(traced, MeterProvider(metric_readers=[plain, fine]), min_duration="1s")
+    name = f"{m.__name__}.slow"
     for _ in range(3):
-        m.slow()  # now aggregated too
-    assert list(points(reader)[(f"{m.__name__}.slow", None)].bucket_counts) == [0, 0, 6, 0]
+        m.slow()
+    assert points(plain)[(name, None)].count == 3  # one reader collects...
+    m.slow()
+    got = points(fine)[(name, None)]  # ...the other sees every call all the same
+    assert list(got.bucket_counts) == [0, 0, 4, 0]
+    assert list(got.explicit_bounds) == [0.001, 0.003, 1.0]
+    m.slow()
+    assert points(fine)[(name, None)].count == 1  # delta
+    default = points(plain)[(name, None)]
+    assert default.count == sum(default.bucket_counts) == 5  # cumulative
+    assert list(default.explicit_bounds) == list(sdk_default_bounds())
+
+
+def test_uninstall_leaves_every_call_made_before_it_to_the_next_collection(
+        traced: Traced, meter_provider: MeterProvider, reader: InMemoryMetricReader) -> None:
+    m = load(traced, meter_provider, min_duration="1s")
+    m.loop(20)
+    traced.installation.uninstall()  # type: ignore[union-attr]
+    m.loop(5)  # not traced any more
+    assert points(reader)[(f"{m.__name__}.leaf", None)].count == 20
+    assert points(reader, "autotrace.function.calls")[(f"{m.__name__}.leaf", None)].value == 20
+
+
+def test_installing_again_on_the_same_provider_counts_both(
+        traced: Traced, meter_provider: MeterProvider, reader: InMemoryMetricReader) -> None:
+    m = load(traced, meter_provider, min_duration="1s")
+    m.loop(20)
+    traced.installation.uninstall()  # type: ignore[union-attr]
+    traced.installation = None
+    m2 = load(traced, meter_provider, min_duration="1s")
+    assert m2 is m
+    import importlib
+
+    m = importlib.reload(m)  # wrapped again by the new installation
+    m.loop(3)
+    name = (f"{m.__name__}.leaf", None)
+    assert points(reader)[name].count == 23
+    assert points(reader, "autotrace.function.calls")[name].value == 23
+    traced.installation.uninstall()  # type: ignore[union-attr]
+
+
+def exemplars_of(point: Any) -> list[tuple[int, int, float]]:
+    return [(e.trace_id, e.span_id, e.value) for e in point.exemplars]
+
+
+@pytest.mark.parametrize("exemplar_filter", ["trace_based", "always_on", "always_off", None])
+def test_kept_calls_are_the_exemplars_of_their_buckets(
+        traced: Traced, monkeypatch: pytest.MonkeyPatch, exemplar_filter: str | None) -> None:
+    if exemplar_filter is None:
+        monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", exemplar_filter)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=[View(
+        instrument_name=DURATION,
+        aggregation=ExplicitBucketHistogramAggregation([0.001, 0.003, 1.0]))])
+    m = load(traced, provider, min_duration="3ms")
+    m.loop(50)  # dropped: no exemplar
+    m.slow()
+    m.slow()  # kept (5 ms); the latest is its bucket's exemplar
+    with pytest.raises(ValueError):
+        m.failing(1)  # kept (an error)
+    found = points(reader)
+    slow_spans = [s for s in traced.spans() if s.name == "slow"]
+    assert len(slow_spans) == 2
+    latest = max(slow_spans, key=lambda s: s.end_time or 0)
+    slow = found[(f"{m.__name__}.slow", None)]
+    failing = found[(f"{m.__name__}.failing", "ValueError")]
+    kept_leaves = {s.context.span_id for s in traced.spans() if s.name == "leaf"}  # slow ones
+    assert {e[1] for e in exemplars_of(found[(f"{m.__name__}.leaf", None)])} <= kept_leaves
+    if exemplar_filter == "always_off":
+        assert exemplars_of(slow) == exemplars_of(failing) == []
+        return
+    ((trace_id, span_id, value),) = exemplars_of(slow)
+    assert (trace_id, span_id) == (latest.context.trace_id, latest.context.span_id)
+    assert 0.003 < value < 1.0  # in the bucket it is counted in
+    assert slow.exemplars[0].time_unix_nano >= (latest.end_time or 0) - 10_000_000
+    assert exemplars_of(failing)[0][1] == traced.span("failing").context.span_id
+    m.slow()
+    m.loop(5)
+    found = points(reader)
+    assert exemplars_of(found[(f"{m.__name__}.slow", None)])[0][1] == max(
+        (s for s in traced.spans() if s.name == "slow"),
+        key=lambda s: s.end_time or 0).context.span_id
+    assert exemplars_of(found[(f"{m.__name__}.failing", "ValueError")]) == []  # none since
+
+
+@pytest.mark.parametrize("exemplar_filter", ["trace_based", "always_on"])
+def test_exemplars_of_spans_not_sampled_follow_the_filter(
+        traced: Traced, monkeypatch: pytest.MonkeyPatch, exemplar_filter: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", exemplar_filter)
+    reader = InMemoryMetricReader()
+    m = load(traced, MeterProvider(metric_readers=[reader]),
+             tracer_provider=TracerProvider(sampler=ALWAYS_OFF))
+    m.leaf(1)  # an eager span, not sampled
+    found = exemplars_of(points(reader)[(f"{m.__name__}.leaf", None)])
+    if exemplar_filter == "trace_based":
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0][0] and found[0][1]
+
+
+def test_a_provider_set_after_install_refines_the_buckets(tmp_path: Any) -> None:
+    """The global provider, set after install() with a View: counted in the SDK's
+    defaults until a collection shows the View's buckets; every call still counted, one
+    notice through the logger, nothing else on stderr."""
+    write(tmp_path, "late.py", SOURCE)
+    write(tmp_path, "main.py", """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+import autotrace
+autotrace.install(["late"], metrics=True, spans=False)
+import late
+late.loop(300)
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader], views=[View(
+    instrument_name="autotrace.function.duration",
+    aggregation=ExplicitBucketHistogramAggregation([0.001, 0.003, 1.0]))]))
+late.loop(200)
+late.slow()
+def counts():
+    out = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name == "autotrace.function.duration":
+                    for p in m.data.data_points:
+                        out[p.attributes["code.function.name"]] = (
+                            p.count, list(p.bucket_counts), list(p.explicit_bounds))
+    return out
+first = counts()
+print(first["late.leaf"][0], sum(first["late.leaf"][1]), first["late.leaf"][2],
+      first["late.leaf"][1][-1])
+late.slow()
+print(counts()["late.slow"][1])
+""")
+    out = run([sys.executable, "main.py"], tmp_path, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["501 501 [0.001, 0.003, 1.0] 0", "[0, 0, 2, 0]"]
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autotrace: the meter provider's views"), (
+        out.stderr)
+    assert "meter_provider=" in lines[0]
 
 
 def test_a_collection_inside_a_pending_call_does_not_keep_it(traced: Traced) -> None:
@@ -529,3 +734,27 @@ def test_nanosecond_thresholds_pick_the_sdks_bucket(bounds: list[float],
                 if 0 <= t + delta < metrics.LONGER_THAN_ANY_CALL]
         for ns in [*durations, *near]:
             assert bisect_left(thresholds, ns) == bisect_left(bound_set, ns / 1e9), ns
+
+
+def test_a_notice_outside_an_exception_prints_no_traceback_line(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The old 'durations were dropped' notice was followed by a stray ``NoneType: None``
+    (``exc_info=True`` with no exception being handled)."""
+    import logging
+
+    from autotrace._log import log_once
+
+    handler = logging.StreamHandler(sys.stderr)
+    logger = logging.getLogger("autotrace")
+    logger.addHandler(handler)
+    try:
+        log_once("test-notice-outside-an-exception", "autotrace: a notice")
+        try:
+            raise KeyError("inside")
+        except KeyError:
+            log_once("test-notice-inside-an-exception", "autotrace: a failure")
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert err.startswith("autotrace: a notice\nautotrace: a failure\nTraceback"), err
+    assert "NoneType" not in err

@@ -8,6 +8,7 @@ flooding the program's logs.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 logger = logging.getLogger("autotrace")
@@ -18,7 +19,10 @@ _lock = threading.RLock()
 
 
 def log_once(key: str, message: str, *args: object, exc_info: bool = True) -> None:
-    """Log ``message`` at WARNING the first time ``key`` is seen, DEBUG afterwards."""
+    """Log ``message`` at WARNING the first time ``key`` is seen, DEBUG afterwards; with
+    the exception being handled, if any (never a stray ``NoneType: None`` line)."""
+    if exc_info and sys.exc_info()[0] is None:
+        exc_info = False
     with _lock:
         first = key not in _seen
         _seen.add(key)

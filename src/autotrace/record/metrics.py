@@ -2,41 +2,55 @@
 
 The recorder hands each finished call (span or not: dropped by ``min_duration``,
 outside a parent, below ``max_depth``, suppressed as hot, or with spans off) to
-``Aggregates.finished``: a few integer updates and one ``deque.append`` of the
-duration, no OpenTelemetry call. An SDK ``Histogram.record()`` costs several
-microseconds; the hot path must not pay it.
+``Aggregates.finished``: a bucket index (``bisect_left`` on a precomputed tuple
+of integer nanoseconds) and a few integer updates on plain per-function data,
+no OpenTelemetry call (an SDK ``Histogram.record()`` costs ~20 us). Memory is
+functions x buckets, whatever the number of calls.
 
-Exactness: the OpenTelemetry API has no way to hand a pre-aggregated histogram
-to a provider, so each function's exact durations (nanoseconds) wait in a
-bounded buffer, and are handed to the real ``autotrace.function.duration``
-histogram when the provider collects: an observable instrument's callback
-(``autotrace.function.calls``, the number of calls per function, monotonic)
-runs at each collection, which the SDK does on its export interval, on
-``force_flush`` and on ``shutdown``. The first duration of each batch goes
-through ``Histogram.record()``, so the provider's own views pick the stream,
-its buckets and its aggregation; the rest of the batch is added to those very
-aggregations at once (``_SdkBatch``) where they are the SDK's explicit-bucket
-histograms (the default), or replayed one ``record()`` each otherwise (another
-provider, another aggregation, an SDK whose internals differ). Once a
-collection has shown a function's buckets (one explicit-bucket stream, or
-several with the same boundaries), its later calls are no longer buffered:
-they are counted in those buckets in-process (``bisect_left``, the sum, min and
-max, as the SDK's ``aggregate()`` does, in integer nanoseconds), and each
-collection merges the counts. No lock per call: a call's updates make no call
-out, so under the GIL another thread (a collection) never sees half of them.
-Either way the provider ends with what one ``record()`` per call would have
-given it: counts, bucket counts, min and max exactly, and the sum up to float
-rounding (added per batch rather than per call). Exemplars are not offered:
-the durations are handed over in a context of their own (``_replay_context``),
-never the current one, where a trace-based exemplar filter would ask a pending
-call for its span and so keep it. A ``record()`` costs about 20 us; a batched
-value under 1 us; an aggregated call nothing at collection. A buffer holds at
-most ``BUFFER_LIMIT`` durations per function (~36 bytes each), which only
-matters before the first collection or for a provider that is not the SDK's:
-beyond it the oldest are lost (logged once, with the number) and the histogram
-is short by that many. The calls counter and the profile are exact regardless.
-After ``os.fork`` the child starts with empty buffers and aggregates: the parent
-reports what happened before the fork.
+**The buckets are known before the first call.** Calls are counted in a
+``Grid``: the union of the bucket boundaries of every explicit-bucket stream the
+provider's views and readers give ``autotrace.function.duration``, read from the
+SDK when autotrace is installed (the SDK's defaults, a user's ``View``, a
+reader's preferred aggregation), so each stream's buckets are sums of ours and
+its counts are exact. If the provider is not known yet (the API's proxy, before
+``set_meter_provider``), calls are counted in the SDK's default boundaries; a
+collection that finds other boundaries refines the grid (the calls counted
+before that are in approximate buckets: logged once, with the fix).
+
+**The hand-over.** OpenTelemetry's way to give a provider pre-aggregated data is a
+``MetricProducer`` registered on a reader; the Python SDK has none (1.45;
+opentelemetry-python#4768, #5419 open), and even where it exists the user
+constructs the readers, so a library cannot add itself, and a producer bypasses
+the user's views and temporality. The metrics API has no observable histogram
+and no weighted ``record()``. So autotrace hands its counts to the SDK's own
+aggregations at each collection, from an observable instrument's callback
+(``autotrace.function.calls``, which the SDK runs at every collection of every
+reader, before it aggregates): where a stream is the SDK's explicit-bucket
+histogram, the grid's counts are added to its buckets, its sum, min and max
+under its lock (``_SdkBatch``), so the SDK's views, temporality (delta or
+cumulative, per reader) and export apply unchanged, at a cost per function and
+bucket, not per call. The first time an attribute set is seen, its smallest
+duration goes through the public ``record()`` first, which makes the SDK create
+the aggregations its views call for. This relies on SDK internals: only types
+known exactly are touched, anything else (another provider, an exponential or
+sum aggregation in a view) gets one ``record()`` per call rebuilt from the
+buckets (count, sum, min and max exact, values inside a bucket approximate),
+and ``tests/test_metrics.py`` holds the merge to ``record()`` value for value.
+
+**Exemplars.** A kept call (one with a span) is remembered per bucket
+(``Aggregates.kept``: duration, end time, span context; the latest wins, as in
+the SDK's ``AlignedHistogramBucketExemplarReservoir``) and offered to each
+aggregation's own reservoir at the hand-over, through the provider's own
+exemplar filter (``OTEL_METRICS_EXEMPLAR_FILTER``: ``trace_based``, the default,
+offers sampled spans only; ``always_on`` every kept call; ``always_off`` none),
+evaluated on a context holding the kept call's span, never the current one
+(where a trace-based filter would ask a pending call for its span and so keep
+it). Calls without a span offer no exemplar.
+
+**Threads.** No lock per call: from loading a function's ``counts`` to its last
+update nothing calls out, so under the GIL another thread (a collection) never
+runs in between; a collection takes and resets the counts in the same way.
+After ``os.fork`` the child starts with empty aggregates.
 """
 
 from __future__ import annotations
@@ -44,10 +58,11 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from time import time_ns
+from typing import Any, ClassVar
 
 from .._log import log_once
 from .._version import __version__
@@ -59,15 +74,19 @@ DURATION_METRIC = "autotrace.function.duration"
 CALLS_METRIC = "autotrace.function.calls"
 FUNCTION_KEY = "code.function.name"
 ERROR_KEY = "error.type"
-BUFFER_LIMIT = 1 << 16
 #: Nanoseconds longer than any call (146 years): the empty minimum, and the threshold of
 #: a bucket bound beyond any call.
 LONGER_THAN_ANY_CALL = 1 << 62
+#: The SDK's boundaries for a histogram with no view (``opentelemetry-sdk``'s
+#: ``_DEFAULT_EXPLICIT_BUCKET_HISTOGRAM_AGGREGATION_BOUNDARIES``, read from it when present).
+SDK_DEFAULT_BOUNDS = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0,
+                      2500.0, 5000.0, 7500.0, 10000.0)
 
 _live: list[Aggregates] = []
 
 
 def _after_fork_in_child() -> None:
+    _Instruments._lock = threading.Lock()
     for aggregates in _live:
         aggregates.reset()
 
@@ -76,36 +95,72 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class FunctionStats:
-    """What is known of one traced function's calls (its successful ones; failures are
-    counted here and timed per exception type in ``failed``)."""
+class Grid:
+    """Bucket boundaries calls are counted in (seconds), and the same as integer
+    nanoseconds: ``thresholds[i]`` is the longest duration whose value in seconds the SDK
+    counts at or below ``bounds[i]``, so ``bisect_left(thresholds, ns)`` picks the bucket
+    ``bisect_left(bounds, ns / 1e9)`` would, with no float work per call."""
 
-    __slots__ = ("bounds", "calls", "counts", "drained", "durations", "failed", "failures",
-                 "high_ns", "low_ns", "max_ns", "name", "own_ns", "sum_ns", "thresholds",
-                 "total_ns")
+    __slots__ = ("bounds", "maps", "thresholds")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(set(bounds)))
+        self.thresholds = tuple(_threshold_ns(bound) for bound in self.bounds)
+        #: target boundaries -> the target bucket of each of ours, None: not covered
+        self.maps: dict[tuple[float, ...], list[int] | None] = {}
+
+    def covers(self, boundaries: Iterable[float]) -> bool:
+        return set(boundaries) <= set(self.bounds)
+
+    def merge_map(self, boundaries: tuple[float, ...], high: float) -> list[int]:
+        """For each of our buckets, the bucket of ``boundaries`` that holds it: exact when
+        ``covers(boundaries)``; else the one holding its upper bound or ``high`` (the
+        longest call), whichever is less (approximate)."""
+        try:
+            found = self.maps[boundaries]
+        except KeyError:
+            found = self.maps[boundaries] = (
+                [*(bisect_left(boundaries, bound) for bound in self.bounds), len(boundaries)]
+                if self.covers(boundaries) else None)
+        if found is None:
+            return [bisect_left(boundaries, min(bound, high))
+                    for bound in (*self.bounds, high)]
+        return found
+
+
+class Bins:
+    """The durations (ns) of one attribute set's calls since the last hand-over, counted
+    in ``grid``'s buckets; and the latest kept call of each bucket (exemplars)."""
+
+    __slots__ = ("counts", "exemplars", "grid", "high_ns", "low_ns", "sum_ns", "thresholds")
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.thresholds = grid.thresholds
+        self.counts = [0] * (len(grid.bounds) + 1)
+        self.sum_ns = 0
+        self.low_ns = LONGER_THAN_ANY_CALL
+        self.high_ns = -1
+        #: bucket index -> (duration ns, end time ns, span context) of a kept call
+        self.exemplars: dict[int, tuple[int, int, Any]] = {}
+
+
+class FunctionStats(Bins):
+    """What is known of one traced function's calls: its successful ones are counted in
+    the inherited bins, its failures in ``errors`` (per exception type), and the times
+    the profile shows."""
+
+    __slots__ = ("calls", "errors", "failures", "max_ns", "name", "own_ns", "total_ns")
+
+    def __init__(self, name: str, grid: Grid) -> None:
+        super().__init__(grid)
         self.name = name
         self.calls = 0
         self.failures = 0
         self.total_ns = 0
         self.own_ns = 0
         self.max_ns = 0
-        self.drained = 0  # durations handed to the SDK (or lost to the buffer bound)
-        self.durations: deque[int] = deque(maxlen=BUFFER_LIMIT)  # successful calls
-        self.failed: deque[tuple[int, str]] = deque(maxlen=BUFFER_LIMIT)
-        # Once the provider's buckets for this function are known (``bounds``, seconds),
-        # the successful calls are aggregated here instead of buffered: the bucket
-        # counts, the sum, min and max since the last collection, all in nanoseconds.
-        # ``thresholds[i]`` is the longest duration (ns) whose value in seconds the SDK
-        # would count at or below ``bounds[i]``, so ``bisect_left(thresholds, ns)``
-        # picks the bucket ``bisect_left(bounds, ns / 1e9)`` would, with no float work.
-        self.bounds: tuple[float, ...] | None = None
-        self.thresholds: tuple[int, ...] = ()
-        self.counts: list[int] = []
-        self.sum_ns = 0
-        self.low_ns = LONGER_THAN_ANY_CALL
-        self.high_ns = -1
+        self.errors: dict[str, Bins] = {}
 
 
 class Aggregates:
@@ -119,29 +174,15 @@ class Aggregates:
         #: Reentrant: taken on a function's first call, where a finaliser that ends
         #: another function's first call may run (allocation) on this same thread.
         self._lock = threading.RLock()
-        self._histogram: Any = None
+        self._instruments: _Instruments | None = None
+        self.grid = Grid(_sdk_default_bounds())
         if metrics:
-            self._make_instruments(meter_provider)
+            self._instruments = _Instruments.attach(self, meter_provider)
+            if self._instruments is not None:
+                bounds = _SdkBatch.stream_bounds(self._instruments.histogram)
+                if bounds is not None:
+                    self.grid = Grid(bounds)
         _live.append(self)
-
-    def _make_instruments(self, meter_provider: Any) -> None:
-        # The global provider's meter is the API's proxy until the program sets one,
-        # then the real one: dormant until then, with no watch of our own.
-        from opentelemetry import metrics as metrics_api
-
-        try:
-            provider = meter_provider or metrics_api.get_meter_provider()
-            meter = provider.get_meter(METER_NAME, __version__)
-            self._histogram = meter.create_histogram(
-                DURATION_METRIC, unit="s",
-                description="Duration of the calls of a traced function")
-            meter.create_observable_counter(
-                CALLS_METRIC, callbacks=[self._collect], unit="{call}",
-                description="Calls of a traced function")
-        except Exception:
-            log_once("meter", "autotrace: could not create the metrics instruments; no "
-                     "metrics are recorded")
-            self._histogram = None
 
     def reset(self) -> None:
         self.by_info = {}
@@ -153,7 +194,7 @@ class Aggregates:
         with self._lock:
             stats = self.by_info.get(info)
             if stats is None:
-                stats = self.by_info[info] = FunctionStats(info.qualified_name)
+                stats = self.by_info[info] = FunctionStats(info.qualified_name, self.grid)
             return stats
 
     def finished(self, info: FunctionInfo, duration: int, own_ns: int, failed: Any) -> None:
@@ -164,98 +205,181 @@ class Aggregates:
         if stats is None:
             stats = self.stats(info)
         if failed is None:
-            if stats.bounds is not None:  # metrics, buckets known: what aggregate() does
+            if self.metrics:
+                # The index first: ``bisect_left`` is a call, after which the GIL may run
+                # a collection that swaps ``counts``. From loading ``counts`` to the last
+                # store nothing calls out, so the call is wholly in what a collection
+                # takes, or wholly in what it leaves.
                 index = bisect_left(stats.thresholds, duration)
-                # From loading ``counts`` to the last store below nothing calls out, so
-                # no other thread runs in between (the GIL switches threads only at
-                # calls and backward jumps): a collection swapping ``counts`` never
-                # misses this call's increment.
                 stats.counts[index] += 1
                 stats.sum_ns += duration
                 if duration < stats.low_ns:
                     stats.low_ns = duration
                 if duration > stats.high_ns:
                     stats.high_ns = duration
-            elif self.metrics:  # until the first collection has shown the buckets
-                stats.durations.append(duration)
         else:
-            stats.failures += 1
-            if self.metrics:
-                stats.failed.append((duration, qualified_type_name(type(failed))))
-        stats.calls += 1  # after the append: a collection never counts it as lost
+            self._failed(stats, duration, failed)
+        stats.calls += 1
         if self.profile:
             stats.total_ns += duration
             stats.own_ns += own_ns
             if duration > stats.max_ns:
                 stats.max_ns = duration
 
+    def _failed(self, stats: FunctionStats, duration: int, failed: BaseException) -> None:
+        """A call that raised: counted in the bins of its exception type (out of line:
+        keeps ``finished`` short for the usual call)."""
+        stats.failures += 1
+        if self.metrics:
+            error = qualified_type_name(type(failed))
+            bins = stats.errors.get(error)
+            if bins is None:
+                with self._lock:
+                    bins = stats.errors.get(error)
+                    if bins is None:
+                        bins = stats.errors[error] = Bins(stats.grid)
+            index = bisect_left(bins.thresholds, duration)  # before loading ``counts``
+            bins.counts[index] += 1
+            bins.sum_ns += duration
+            if duration < bins.low_ns:
+                bins.low_ns = duration
+            if duration > bins.high_ns:
+                bins.high_ns = duration
+
+    def kept(self, info: FunctionInfo, duration: int, span: Any, failed: Any) -> None:
+        """A call already counted by ``finished`` was kept as ``span``: remember it as the
+        exemplar of its bucket (the latest kept call of each bucket wins)."""
+        if not self.metrics:
+            return
+        try:
+            stats = self.by_info.get(info)
+            if stats is None:
+                return
+            bins: Bins | None = stats
+            if failed is not None and isinstance(failed, Exception):  # as ``finished``
+                bins = stats.errors.get(qualified_type_name(type(failed)))
+                if bins is None:
+                    return
+            assert bins is not None
+            context = span.get_span_context()
+            if not context.is_valid:
+                return
+            exemplar = (duration, time_ns(), context)
+            bins.exemplars[bisect_left(bins.thresholds, duration)] = exemplar
+        except Exception:
+            log_once("exemplar", "autotrace: could not keep a call of %s as an exemplar",
+                     info.span_name)
+
     # -- collection (the SDK's thread) -------------------------------------------------
+
+    def collect(self, histogram: Any, calls: dict[tuple[tuple[str, str], ...], int]) -> None:
+        """Hand what was counted since the last collection to ``histogram``'s provider,
+        and add each function's number of calls to ``calls``."""
+        grid = self.grid
+        if self.metrics:
+            bounds = _SdkBatch.stream_bounds(histogram)
+            if bounds is not None and not grid.covers(bounds):
+                grid = self.grid = Grid((*grid.bounds, *bounds))
+                if any(stats.calls for stats in list(self.by_info.values())):
+                    log_once("metrics-regrid", "autotrace: the meter provider's views give "
+                             "%s other bucket boundaries than it had when autotrace was "
+                             "installed; the calls counted before now are in approximate "
+                             "buckets (count, sum, min and max exact). Set the meter "
+                             "provider before autotrace.install(), or pass meter_provider=",
+                             DURATION_METRIC, exc_info=False)
+        for stats in list(self.by_info.values()):
+            attrs = {FUNCTION_KEY: stats.name}
+            key = ((FUNCTION_KEY, stats.name),)
+            calls[key] = calls.get(key, 0) + stats.calls
+            if not self.metrics:
+                continue
+            _hand_over(histogram, stats, attrs, grid)
+            for error, bins in list(stats.errors.items()):
+                _hand_over(histogram, bins, {**attrs, ERROR_KEY: error}, grid)
+
+
+class _Instruments:
+    """autotrace's two instruments on one meter provider, created once per provider (the
+    SDK returns the first instrument of a name again, with its first callback), and
+    the installations they report (several, after uninstall and install again)."""
+
+    _by_provider: ClassVar[weakref.WeakKeyDictionary[Any, _Instruments]] = (
+        weakref.WeakKeyDictionary())
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, provider: Any) -> None:
+        meter = provider.get_meter(METER_NAME, __version__)
+        self.histogram = meter.create_histogram(
+            DURATION_METRIC, unit="s", description="Duration of the calls of a traced function")
+        self.aggregates: list[Aggregates] = []
+        meter.create_observable_counter(
+            CALLS_METRIC, callbacks=[self._collect], unit="{call}",
+            description="Calls of a traced function")
+
+    @classmethod
+    def attach(cls, aggregates: Aggregates, meter_provider: Any) -> _Instruments | None:
+        # The global provider's meter is the API's proxy until the program sets one,
+        # then the real one: dormant until then, with no watch of our own.
+        from opentelemetry import metrics as metrics_api
+
+        try:
+            provider = meter_provider or metrics_api.get_meter_provider()
+            with cls._lock:
+                try:
+                    instruments = cls._by_provider.get(provider)
+                except TypeError:  # not weakly referenceable
+                    instruments = None
+                if instruments is None:
+                    instruments = cls(provider)
+                    try:
+                        cls._by_provider[provider] = instruments
+                    except TypeError:
+                        pass
+                instruments.aggregates.append(aggregates)
+            return instruments
+        except Exception:
+            log_once("meter", "autotrace: could not create the metrics instruments; no "
+                     "metrics are recorded")
+            return None
 
     def _collect(self, options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation
 
-        observations = []
-        try:
-            histogram = self._histogram
-            for stats in list(self.by_info.values()):
-                attrs = {FUNCTION_KEY: stats.name}
-                handed = self._replay(histogram, stats, attrs)
-                stats.drained += handed
-                lost = stats.calls - stats.drained
-                if lost > 0 and not stats.durations and not stats.failed:
-                    stats.drained += lost
-                    log_once("metrics-lost", "autotrace: %d durations of %s were dropped "
-                             "(more than %d calls between two metric collections); "
-                             "collect more often (OTEL_METRIC_EXPORT_INTERVAL)", lost,
-                             stats.name, BUFFER_LIMIT)
-                observations.append(Observation(stats.calls, attrs, _replay_context()))
-        except Exception:
-            log_once("metrics-collect", "autotrace: could not hand the call durations to "
-                     "the meter provider")
-        return observations
-
-    @staticmethod
-    def _replay(histogram: Any, stats: FunctionStats, attrs: dict[str, str]) -> int:
-        values = [duration / 1e9 for duration in _drain(stats.durations)]
-        by_error: dict[str, list[float]] = {}
-        for duration, error in _drain(stats.failed):
-            by_error.setdefault(error, []).append(duration / 1e9)
-        handed = len(values)
-        if values:
-            targets = _hand_over(histogram, values, attrs)
-            if stats.bounds is None:
-                _learn_bounds(stats, targets)
-        if stats.bounds is not None:
-            handed += _hand_over_counts(histogram, stats, attrs)
-        for error, errors in by_error.items():
-            _hand_over(histogram, errors, {**attrs, ERROR_KEY: error})
-            handed += len(errors)
-        return handed
+        calls: dict[tuple[tuple[str, str], ...], int] = {}
+        for aggregates in list(self.aggregates):
+            try:
+                aggregates.collect(self.histogram, calls)
+            except Exception:
+                log_once("metrics-collect", "autotrace: could not hand the call durations "
+                         "to the meter provider")
+        context = _hand_over_context()
+        return [Observation(count, dict(key), context) for key, count in calls.items()]
 
 
-_REPLAY_CONTEXT: Any = None
+_HAND_OVER_CONTEXT: Any = None
 
 
-def _replay_context() -> Any:
+def _hand_over_context() -> Any:
     """The context durations are handed over in: not the current one, where a trace-based
     exemplar filter would ask a pending call for its span and so keep it (nor empty,
     which the SDK replaces with the current one)."""
-    global _REPLAY_CONTEXT
-    if _REPLAY_CONTEXT is None:
+    global _HAND_OVER_CONTEXT
+    if _HAND_OVER_CONTEXT is None:
         from opentelemetry.context import Context
 
-        _REPLAY_CONTEXT = Context({"autotrace.metrics-hand-over": True})
-    return _REPLAY_CONTEXT
+        _HAND_OVER_CONTEXT = Context({"autotrace.metrics-hand-over": True})
+    return _HAND_OVER_CONTEXT
 
 
-def _learn_bounds(stats: FunctionStats, targets: list[Any] | None) -> None:
-    """From now on aggregate ``stats``'s calls in the SDK's buckets, if all the
-    aggregations its stream feeds have the same ones."""
-    if targets and all(t._boundaries == targets[0]._boundaries for t in targets):
-        bounds = tuple(targets[0]._boundaries)
-        stats.thresholds = tuple(_threshold_ns(bound) for bound in bounds)
-        stats.counts = [0] * (len(bounds) + 1)
-        stats.bounds = bounds
+def _sdk_default_bounds() -> tuple[float, ...]:
+    try:
+        from opentelemetry.sdk.metrics._internal.aggregation import (
+            _DEFAULT_EXPLICIT_BUCKET_HISTOGRAM_AGGREGATION_BOUNDARIES as bounds,
+        )
+
+        return tuple(float(bound) for bound in bounds)
+    except Exception:
+        return SDK_DEFAULT_BOUNDS
 
 
 def _threshold_ns(bound: float) -> int:
@@ -274,79 +398,145 @@ def _threshold_ns(bound: float) -> int:
     return ns
 
 
-def _hand_over_counts(histogram: Any, stats: FunctionStats, attrs: dict[str, str]) -> int:
-    """Hand over the calls aggregated since the last collection; how many."""
-    fresh, empty = [0] * len(stats.counts), LONGER_THAN_ANY_CALL
-    # No call in these two lines, so no thread switch: a call's updates (``finished``)
-    # are all in what is taken, or all in what is left.
-    counts, total_ns, low_ns, high_ns = stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns
-    stats.counts, stats.sum_ns, stats.low_ns, stats.high_ns = fresh, 0, empty, -1
+def _take(bins: Bins, grid: Grid) -> tuple[Grid, list[int], int, int, int,
+                                           dict[int, tuple[int, int, Any]]]:
+    """What ``bins`` counted since the last hand-over, taken out (and counted in ``grid``
+    from now on)."""
+    exemplars: dict[int, tuple[int, int, Any]] = {}
+    fresh, empty = [0] * (len(grid.bounds) + 1), LONGER_THAN_ANY_CALL
+    # No call between the loads and the stores, so no thread switch: a call's updates
+    # (``finished``) are all in what is taken, or all in what is left.
+    taken = (bins.grid, bins.counts, bins.sum_ns, bins.low_ns, bins.high_ns, bins.exemplars)
+    bins.counts, bins.sum_ns, bins.low_ns, bins.high_ns, bins.exemplars = (
+        fresh, 0, empty, -1, exemplars)
+    if taken[0] is not grid:  # the grid was refined: count in the new one from now on
+        bins.grid, bins.thresholds = grid, grid.thresholds
+    return taken
+
+
+def _hand_over(histogram: Any, bins: Bins, attrs: dict[str, str], grid: Grid) -> None:
+    """Give the provider what ``bins`` counted since the last collection, as if each call
+    had been ``record()``-ed, and its kept calls as exemplars."""
+    counted, counts, total_ns, low_ns, high_ns, exemplars = _take(bins, grid)
     count = sum(counts)
     if not count:
-        return 0
-    total, low, high = total_ns / 1e9, low_ns / 1e9, high_ns / 1e9
-    targets = _SdkBatch.targets(histogram, attrs)
-    if targets:
-        for aggregation in targets:
-            _SdkBatch.merge(aggregation, counts, total, low, high)
-        return count
-    # The aggregations went away (not seen with the SDK): the count, the sum, min and
-    # max stay exact; the buckets become approximate. Back to buffering.
-    log_once("metrics-merge", "autotrace: could not add aggregated call durations to the "
-             "meter provider's histograms; they are recorded approximately")
-    stats.bounds = None
-    record, context = histogram.record, _replay_context()
-    record(low, attrs, context)
-    if count > 1:
-        record(high, attrs, context)
-    if count > 2:
-        rest = (total - low - high) / (count - 2)
-        for _ in range(count - 2):
-            record(rest, attrs, context)
-    return count
+        return
+    found = _SdkBatch.targets(histogram, attrs)
+    if found is None or found.missing:
+        # A new attribute set (or a provider that is not the SDK's): the smallest
+        # duration through the public path, where the provider's views make the
+        # aggregations; the rest is added to them below.
+        if not _SdkBatch.consume(histogram, low_ns / 1e9, attrs):
+            histogram.record(low_ns / 1e9, attrs, _hand_over_context())
+        counts = list(counts)
+        counts[bisect_left(counted.thresholds, low_ns)] -= 1
+        count -= 1
+        total_ns -= low_ns
+        found = _SdkBatch.targets(histogram, attrs)
+        if found is not None and found.missing:
+            found = None
+    if count:
+        if found is None:
+            _replay(histogram.record, counted, counts, total_ns, low_ns, high_ns, attrs)
+        else:
+            for aggregation in found.buckets:
+                _SdkBatch.merge(aggregation,
+                                counted.merge_map(aggregation._boundaries, high_ns / 1e9),
+                                counts, total_ns / 1e9, low_ns / 1e9, high_ns / 1e9)
+            for aggregation in found.others:
+                _replay(found.aggregate(aggregation), counted, counts, total_ns, low_ns,
+                        high_ns, attrs)
+    if exemplars and found is not None:
+        found.offer(exemplars, attrs)
 
 
-def _drain(buffer: deque[Any]) -> list[Any]:
-    """What ``buffer`` holds now, taken out; calls keep appending meanwhile."""
-    out = []
-    while True:
-        try:
-            out.append(buffer.popleft())
-        except IndexError:
-            return out
+def _replay(record: Any, grid: Grid, counts: list[int], total_ns: int, low_ns: int,
+            high_ns: int, attrs: dict[str, str]) -> None:
+    """One ``record(value, attrs, context)`` per call, rebuilt from the buckets: the
+    smallest and the largest duration as they were, the others spread evenly inside
+    their buckets so that the count, sum, min and max stay exact."""
+    log_once("metrics-replay", "autotrace: %s goes to an aggregation autotrace cannot "
+             "add its bucket counts to (not the SDK's explicit-bucket histogram); each call "
+             "is replayed from approximate values (count, sum, min and max exact), which "
+             "costs a record() per call at each collection", DURATION_METRIC, exc_info=False)
+    context = _hand_over_context()
+    values: list[float] = []
+    low, high = low_ns / 1e9, high_ns / 1e9
+    n = sum(counts)
+    for index, number in enumerate(counts):
+        if not number:
+            continue
+        top = grid.bounds[index] if index < len(grid.bounds) else high
+        bottom = grid.bounds[index - 1] if index else low
+        top, bottom = min(max(top, low), high), min(max(bottom, low), high)
+        values.extend(bottom + (top - bottom) * (i + 1) / (number + 1) for i in range(number))
+    if n >= 2:
+        values[0], values[-1] = low, high
+    elif n == 1:
+        values[0] = low if total_ns == low_ns else total_ns / 1e9
+    if n > 2:  # move the others toward high (or low) in proportion, so the sum is the sum
+        missing = (total_ns / 1e9 - low - high) - sum(values[1:-1])
+        room = sum(high - v for v in values[1:-1]) if missing > 0 else sum(
+            v - low for v in values[1:-1])
+        share = min(abs(missing) / room, 1.0) if room > 0 else 0.0
+        for i in range(1, n - 1):
+            v = values[i]
+            values[i] = v + share * (high - v) if missing > 0 else v - share * (v - low)
+    for value in values:
+        record(value, attrs, context)
 
 
-def _hand_over(histogram: Any, values: list[float], attrs: dict[str, str]) -> list[Any] | None:
-    """Give ``values`` to ``histogram`` as if each had been recorded; the SDK aggregations
-    they went to (None: not known, recorded one by one)."""
-    if not values:
-        return None
-    context = _replay_context()
-    histogram.record(values[0], attrs, context)  # the provider's views decide where it goes
-    targets = _SdkBatch.targets(histogram, attrs)
-    rest = values[1:]
-    if targets is None:
-        record = histogram.record
-        for value in rest:
-            record(value, attrs, context)
-    elif rest:
-        for aggregation in targets:
-            _SdkBatch.add(aggregation, rest)
-    return targets
+class _Found:
+    """Where one attribute set's measurements go in the SDK: its explicit-bucket
+    aggregations (merged exactly), other aggregations (replayed), and whether some
+    reader has none yet for this attribute set."""
 
+    __slots__ = ("buckets", "filter", "instrument", "missing", "others")
 
-_FIELDS = ("_lock", "_value", "_get_empty_bucket_counts", "_boundaries", "_sum",
-           "_record_min_max", "_min", "_max")
+    def __init__(self, instrument: Any, exemplar_filter: Any) -> None:
+        self.instrument = instrument
+        self.filter = exemplar_filter
+        self.buckets: list[Any] = []
+        self.others: list[Any] = []
+        self.missing = False
+
+    def aggregate(self, aggregation: Any) -> Any:
+        """``record(value, attrs, context)`` into ``aggregation`` alone."""
+        from opentelemetry.sdk.metrics._internal.measurement import Measurement
+
+        def record(value: float, attrs: dict[str, str], context: Any) -> None:
+            aggregation.aggregate(Measurement(value, time_ns(), self.instrument, context,
+                                              attrs), False)
+        return record
+
+    def offer(self, exemplars: dict[int, tuple[int, int, Any]], attrs: dict[str, str]
+              ) -> None:
+        """Offer the kept calls to each aggregation's reservoir, as the SDK would have at
+        ``record()`` in the kept span's context, through the provider's exemplar filter."""
+        if self.filter is None:
+            return
+        from opentelemetry import trace
+
+        for duration, end_ns, span_context in sorted(exemplars.values(),
+                                                     key=lambda kept: kept[1]):
+            value = duration / 1e9
+            context = trace.set_span_in_context(trace.NonRecordingSpan(span_context),
+                                                _hand_over_context())
+            if not self.filter.should_sample(value, end_ns, attrs, context):
+                continue
+            for aggregation in (*self.buckets, *self.others):
+                reservoir = getattr(aggregation, "_reservoir", None)
+                if reservoir is not None:
+                    reservoir.offer(value, end_ns, attrs, context)
 
 
 class _SdkBatch:
-    """Adds many values at once to the OpenTelemetry SDK's explicit-bucket histogram
-    aggregations, doing what ``aggregate()`` does per value (sum in order, min,
-    max, ``bisect_left`` bucket) under the aggregation's lock, without the SDK's
-    per-value work (a measurement object, attribute hashing, exemplar filtering).
-    It relies on SDK internals, so it is used only where every piece is exactly
-    the SDK class it knows; anything else goes through ``record()``. Tested
-    against ``record()`` for the same values (``tests/test_metrics.py``)."""
+    """Adds counts to the OpenTelemetry SDK's explicit-bucket histogram aggregations,
+    doing what ``aggregate()`` does per value (sum, min, max, bucket) under the
+    aggregation's lock, without the SDK's per-value work. It relies on SDK internals,
+    so it is used only where every piece is exactly the SDK class it knows; anything
+    else goes through ``record()``. Tested against ``record()`` for the same values
+    (``tests/test_metrics.py``)."""
 
     _classes: tuple[Any, ...] | None = None
 
@@ -372,70 +562,116 @@ class _SdkBatch:
         return cls._classes
 
     @classmethod
-    def targets(cls, histogram: Any, attrs: dict[str, str]) -> list[Any] | None:
-        """The SDK aggregations ``record(value, attrs)`` just fed, or None (not the SDK,
-        or not only explicit-bucket histograms there)."""
+    def _matches(cls, histogram: Any) -> tuple[Any, list[Any]] | None:
+        """The SDK histogram behind ``histogram`` and its streams (view matches) in every
+        reader, or None (not the SDK's, or not set yet)."""
         known = cls._sdk()
         if not known:
             return None
-        histogram_class, consumer_class, bucket_class, drop_class, hash_attributes = known
-        try:
-            real = histogram
-            if type(real) is not histogram_class:  # the API's proxy of the global provider
-                real = getattr(real, "_real_instrument", None)
-                if type(real) is not histogram_class:
-                    return None
-            consumer = real._measurement_consumer
-            if type(consumer) is not consumer_class:
+        histogram_class, consumer_class = known[0], known[1]
+        real = histogram
+        if type(real) is not histogram_class:  # the API's proxy of the global provider
+            real = getattr(real, "_real_instrument", None)
+            if type(real) is not histogram_class:
                 return None
-            found = []
-            for storage in consumer._reader_storages.values():
-                for match in storage._get_or_init_view_instrument_match(real):
-                    keys = match._view._attribute_keys
-                    picked = attrs if keys is None else {
-                        k: v for k, v in attrs.items() if k in keys}
-                    key = (frozenset(picked.items()) if hash_attributes is None
-                           else hash_attributes(picked))
-                    aggregation = match._attributes_aggregation.get(key)
-                    if type(aggregation) is drop_class:
-                        continue
-                    if (type(aggregation) is not bucket_class
-                            or dict(aggregation._attributes or {}) != picked
-                            or not all(hasattr(aggregation, name) for name in _FIELDS)):
-                        return None
-                    found.append(aggregation)
-            return found
+        consumer = real._measurement_consumer
+        if type(consumer) is not consumer_class:
+            return None
+        matches = []
+        for storage in list(consumer._reader_storages.values()):
+            matches.extend(storage._get_or_init_view_instrument_match(real))
+        return real, matches
+
+    @classmethod
+    def stream_bounds(cls, histogram: Any) -> list[float] | None:
+        """Every boundary of the explicit-bucket streams ``histogram`` feeds, or None (not
+        known: not the SDK's provider, or not set yet)."""
+        try:
+            found = cls._matches(histogram)
+            if found is None:
+                return None
+            bucket_class = cls._sdk()[2]
+            bounds: list[float] = []
+            for match in found[1]:
+                template: Any = getattr(match, "_aggregation", None)  # made with the match
+                if type(template) is bucket_class:
+                    bounds.extend(template._boundaries)
+                for aggregation in list(match._attributes_aggregation.values()):
+                    if type(aggregation) is bucket_class:
+                        bounds.extend(aggregation._boundaries)
+            return bounds
+        except Exception:
+            return None
+
+    @classmethod
+    def consume(cls, histogram: Any, value: float, attrs: dict[str, str]) -> bool:
+        """What ``record(value, attrs)`` does in the SDK, minus the exemplar filter (under
+        ``always_on`` it would make a dropped call an exemplar with no trace); False:
+        not done (not the SDK's)."""
+        try:
+            found = cls._matches(histogram)
+            if found is None:
+                return False
+            from opentelemetry.sdk.metrics._internal.measurement import Measurement
+
+            real = found[0]
+            measurement = Measurement(value, time_ns(), real, _hand_over_context(), attrs)
+            for storage in list(real._measurement_consumer._reader_storages.values()):
+                storage.consume_measurement(measurement, False)
+            return True
+        except Exception:
+            return False
+
+    @classmethod
+    def targets(cls, histogram: Any, attrs: dict[str, str]) -> _Found | None:
+        """The SDK aggregations ``record(value, attrs)`` feeds, or None (not the SDK)."""
+        try:
+            found = cls._matches(histogram)
+            if found is None:
+                return None
+            real, matches = found
+            _, _, bucket_class, drop_class, hash_attributes = cls._sdk()
+            sdk_config = getattr(real._measurement_consumer, "_sdk_config", None)
+            out = _Found(real, getattr(sdk_config, "exemplar_filter", None))
+            for match in matches:
+                keys = match._view._attribute_keys
+                picked = attrs if keys is None else {
+                    k: v for k, v in attrs.items() if k in keys}
+                key = (frozenset(picked.items()) if hash_attributes is None
+                       else hash_attributes(picked))
+                aggregation = match._attributes_aggregation.get(key)
+                if aggregation is None:
+                    out.missing = True
+                elif type(aggregation) is drop_class:
+                    continue
+                elif dict(aggregation._attributes or {}) != picked:
+                    return None
+                elif type(aggregation) is bucket_class and all(
+                        hasattr(aggregation, name) for name in _FIELDS):
+                    out.buckets.append(aggregation)
+                else:
+                    out.others.append(aggregation)
+            return out
         except Exception:
             return None
 
     @staticmethod
-    def merge(aggregation: Any, counts: list[int], total: float, low: float,
-              high: float) -> None:
-        """Add values already counted in ``aggregation``'s own buckets."""
+    def merge(aggregation: Any, merge_map: list[int], counts: list[int], total: float,
+              low: float, high: float) -> None:
+        """Add calls counted in a grid's buckets (``merge_map``: the aggregation's bucket
+        of each of them)."""
         with aggregation._lock:
             if aggregation._value is None:
                 aggregation._value = aggregation._get_empty_bucket_counts()
             value = aggregation._value
             for index, count in enumerate(counts):
                 if count:
-                    value[index] += count
+                    value[merge_map[index]] += count
             aggregation._sum += total
             if aggregation._record_min_max:
                 aggregation._min = min(aggregation._min, low)
                 aggregation._max = max(aggregation._max, high)
 
-    @staticmethod
-    def add(aggregation: Any, values: list[float]) -> None:
-        with aggregation._lock:
-            if aggregation._value is None:
-                aggregation._value = aggregation._get_empty_bucket_counts()
-            counts = aggregation._value
-            bounds = aggregation._boundaries
-            total = aggregation._sum
-            for value in values:
-                total += value
-                counts[bisect_left(bounds, value)] += 1
-            aggregation._sum = total
-            if aggregation._record_min_max:
-                aggregation._min = min(aggregation._min, min(values))
-                aggregation._max = max(aggregation._max, max(values))
+
+_FIELDS = ("_lock", "_value", "_get_empty_bucket_counts", "_boundaries", "_sum",
+           "_record_min_max", "_min", "_max")

@@ -692,6 +692,9 @@ class Recorder:
         call.closed = True
         if self.hot is not None and call.depth != -1:
             self.hot.observe(call.info, end_ns - call.start_ns)
+        if self.stats is not None:  # the kept call is its bucket's exemplar (metrics)
+            self.stats.kept(call.info, end_ns - call.start_ns, span,
+                            value if outcome == RAISED else None)
         self._end(call, span, outcome, value, end_ns)
         return True
 
