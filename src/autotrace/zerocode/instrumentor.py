@@ -22,6 +22,8 @@ from ..config import API_OPTIONS, OPTIONS_BY_NAME
 from ..core import Installation, active_installation, install
 from ..loading.mainscript import hook_main_script
 from . import propagation
+from .provider import flush_providers
+from .shutdown import before_signal_death
 
 #: ``instrument()`` keyword arguments passed on to ``autotrace.install()``.
 INSTALL_OPTIONS = tuple(option.name for option in API_OPTIONS if option.env_var)
@@ -60,6 +62,9 @@ class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             logger.error("autotrace instrumentor: %s; nothing is traced", exc)
             return
         hook_main_script()
+        # A server that dies by its re-raised SIGTERM (uvicorn) runs no exit handler.
+        provider = kwargs.get("tracer_provider")
+        before_signal_death(lambda: flush_providers(provider))
         try:  # the parent's context, and TRACEPARENT for this process's children
             propagation.start(os.environ)
         except ValueError as exc:
