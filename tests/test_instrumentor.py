@@ -195,3 +195,24 @@ def test_opentelemetry_instrument_flags_have_help_and_bare_booleans(tmp_path: Pa
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("total 5\n"), given
         assert sorted(str(s["name"]) for s in console_spans(out.stdout)) == names, given
+
+
+@pytest.mark.skipif(not OTEL_INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_a_run_that_exports_nothing_says_so_once(tmp_path: Path) -> None:
+    """issue 24.6: without a configurator (no distro installed; here: one named that does
+    not exist), opentelemetry-instrument sets no SDK provider and autotrace's spans went
+    nowhere, silently; now one line says so, and what to install."""
+    pytest.importorskip("opentelemetry.distro")
+    write(tmp_path, "job.py", JOB)
+    env = clean_env(OTEL_PYTHON_CONFIGURATOR="not-installed", OTEL_METRICS_EXPORTER="none",
+                    OTEL_LOGS_EXPORTER="none")
+    out = run([str(OTEL_INSTRUMENT), "--autotrace_patterns", "job", sys.executable, "job.py"],
+              tmp_path, env=env)
+    assert out.returncode == 0 and out.stdout == "total 5\n", out.stderr
+    said = [line for line in out.stderr.splitlines() if line.startswith("autotrace:")]
+    assert len(said) == 1 and "spans went nowhere" in said[0], out.stderr
+    assert "pip install opentelemetry-distro" in said[0]
+    configured = run([str(OTEL_INSTRUMENT), "--traces_exporter", "console",
+                      "--autotrace_patterns", "job", sys.executable, "job.py"], tmp_path,
+                     env=clean_env(OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none"))
+    assert "went nowhere" not in configured.stderr

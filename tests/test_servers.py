@@ -283,3 +283,60 @@ def test_the_command_loads_the_installed_instrumentations(tmp_path: Path, how: s
         assert [root.split("  ")[1] for root in roots] == [
             "item(n=1) -> '2'", "close_db(exc=None) -> None",
             "item(n=2) -> '4'", "close_db(exc=None) -> None"], out.stderr
+
+
+SELF_CONFIGURED = '''
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+def show():
+    spans = exporter.get_finished_spans()
+    names = {s.context.span_id: s.name for s in spans}
+    for s in spans:
+        print(s.name, "<", names.get(s.parent.span_id) if s.parent else None)
+'''
+
+
+@pytest.mark.parametrize("require_parent", [False, True])
+@pytest.mark.parametrize("instrumentation", ["flask", "wsgi-middleware"])
+def test_a_teardown_after_the_request_span_is_kept_out_or_joins_the_request(
+        tmp_path: Path, instrumentation: str, require_parent: bool) -> None:
+    """issue 24.5: Flask runs ``teardown_appcontext`` functions (flaskr's ``close_db``) after
+    FlaskInstrumentor has ended the request span and restored the context: such a call is
+    its own one-span trace, or, with ``--require-parent``, makes no span. Under the WSGI
+    middleware, whose span covers the whole WSGI call, it is in the request's trace."""
+    pytest.importorskip("opentelemetry.instrumentation.flask")
+    source = FLASK_APP
+    env = clean_env()
+    client = CLIENT
+    if instrumentation == "wsgi-middleware":  # a program that configures OpenTelemetry itself
+        source = SELF_CONFIGURED + source + (
+            "from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware\n"
+            "app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app)\n")
+        env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "flask"
+        client += "; svc.show()"
+    write(tmp_path, "svc.py", source)
+    flags = ["-p", "svc", *(["--require-parent"] if require_parent else [])]
+    out = subprocess.run([*AUTOTRACE, *flags, sys.executable, "-c", client], cwd=tmp_path,
+                         env=env, text=True, capture_output=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("b'2' b'4'\n"), out.stderr
+    if instrumentation == "wsgi-middleware":  # (name, parent's name), as the program saw them
+        pairs = [tuple(line.split(" < ")) for line in out.stdout.splitlines()[1:]]
+        for n in (1, 2):
+            assert ("close_db", f"GET /item/{n}") in pairs, out.stdout
+            assert ("item", f"GET /item/{n}") in pairs
+        return
+    tree = [line for line in out.stderr.splitlines() if line.startswith("  ")]
+    roots = [line.split("  ")[1] for line in tree if not line.startswith("   ")]
+    if require_parent:
+        assert [root.split(" ")[0] for root in roots] == ["[SERVER]"] * 2, out.stderr
+        assert not any("close_db" in line for line in tree)
+    else:
+        assert roots[1] == roots[3] == "close_db(exc=None) -> None", out.stderr
