@@ -61,7 +61,8 @@ CONTENDERS: dict[str, list[str] | None] = {
     "require_parent": ["-p", PATTERNS, "--require-parent"],
     "recipe": ["-p", PATTERNS, "--backend", "auto", "--min-duration", "1ms",
                "--require-parent"],
-    "everything": ["-p", f"{PATTERNS},flask,werkzeug,jinja2", "--min-duration", "1ms"],
+    "everything": ["-p", f"{PATTERNS},flask,werkzeug,jinja2", "--backend", "auto",
+                   "--min-duration", "1ms"],
     "no_export": ["-p", PATTERNS, "--exporter", "none"],
 }
 
@@ -314,7 +315,7 @@ def measure(name: str, flags: list[str] | None, root: Path, sink: Sink, requests
                OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.port}",
                OTEL_SERVICE_NAME="svc", PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
-    server = [str(bin_dir / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}",
+    server = [str(bin_dir / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "--timeout", "300",
               "--access-logfile", "/dev/null", "--error-logfile", "/dev/null", "wsgi:app"]
     command = server if flags is None else [str(bin_dir / "autotrace"), *flags, *server]
     with open(root / f"server-{name}.log", "w") as log:
