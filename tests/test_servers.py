@@ -11,6 +11,7 @@ bounded; a server that does not stop is killed with its process group.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -150,22 +151,29 @@ def _on_path(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-README_RECIPE = ["-p", "svc", "--backend", "auto", "--min-duration", "1ms", "--require-parent"]
+def readme_production_command() -> list[str]:
+    """The first command of README's "In production" section, as written."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## In production", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return shlex.split(block.strip())
 
 
 def test_the_readme_production_recipe_exports_view_spans_under_request_spans(
         tmp_path: Path, collector: Collector) -> None:
-    """issue 24.1: ``autotrace -p myapp --backend auto --min-duration 1ms --require-parent
-    gunicorn ...`` as README writes it: the command loads the Flask instrumentation, the
-    view's span sits under its request's SERVER span, the fast helper is dropped, and the
-    teardown that runs after the request span ended makes no span (no parent)."""
+    """issue 24.1: README's ``autotrace -p myapp --backend auto --min-duration 1ms
+    --require-parent gunicorn myapp.wsgi``, as written (plus where to listen): the command
+    loads the Flask instrumentation, the view's span sits under its request's SERVER span,
+    the fast helper is dropped, and the teardown that runs after the request span ended
+    makes no span (no parent)."""
     pytest.importorskip("gunicorn")
     pytest.importorskip("opentelemetry.instrumentation.flask")
-    write(tmp_path, "svc.py", FLASK_APP)
+    command = readme_production_command()
+    assert command[:2] == ["autotrace", "-p"] and command[-2:] == ["gunicorn", "myapp.wsgi"]
+    write(tmp_path, "myapp/__init__.py", FLASK_APP)
+    write(tmp_path, "myapp/wsgi.py", "from myapp import app as application\n")
     port = free_port()
     env = _on_path(_server_env(collector, OTEL_TRACES_EXPORTER="otlp"))
-    command = [*AUTOTRACE, *README_RECIPE, *_gunicorn("-b", f"127.0.0.1:{port}", "-w", "1",
-                                                      "svc:app")]
+    command = [*command[:-2], *_gunicorn("-b", f"127.0.0.1:{port}", command[-1])]
     with serving(command, tmp_path, env, port) as server:
         _requests(port, range(1, 4))
     spans = collector.wait_for(8, limit=30)
