@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -373,6 +374,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--only", help="comma-separated contenders (plain always runs)")
     parser.add_argument("--output", help="a Markdown report (default: print only)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (the app, each server's log)")
     args = parser.parse_args()
     names = list(CONTENDERS)
     if args.only:
@@ -396,6 +399,10 @@ def main() -> None:
                       f"{result['spans']:6.1f} spans/req", flush=True)
     finally:
         sink.stop()
+        if args.keep:
+            print(f"work folder: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     report = table(results, args)
     print(report)
     if args.output:
