@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -266,7 +265,3 @@ def test_pytest_recipe(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 passed" in out.stdout
     assert "\n  work(x=2) -> 3  " in out.stderr, out.stderr
-
-
-def test_recipes_use_this_venvs_python() -> None:
-    assert Path(sys.executable).parent.joinpath("autotrace").exists()
