@@ -419,6 +419,31 @@ def test_patterns_that_match_nothing_say_so_once_at_exit(tmp_path: Path, backend
     assert "  main() -> 1" in matched.stderr
 
 
+def test_no_false_notice_from_a_parent_whose_children_matched(tmp_path: Path,
+                                                              backend: str) -> None:
+    """issue 24.2: a gunicorn master or Django's autoreloader parent never imports the app;
+    its worker or child does. Nothing is said when any process of the run matched; it is
+    said once, by the command's process, when none did."""
+    write(tmp_path, "worker.py", "def serve():\n    return 1\n\nserve()\n")
+    write(tmp_path, "launcher.py", '''
+        import os, subprocess, sys
+        subprocess.run([sys.executable, "worker.py"], check=True)   # the autoreloader's way
+        pid = os.fork()                                              # gunicorn's way
+        if pid == 0:
+            import worker
+            sys.exit(0)
+        os.waitpid(pid, 0)
+    ''')
+    out = run([*AUTOTRACE, "-p", "worker", "--backend", backend, sys.executable,
+               "launcher.py"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "serve() -> 1" in out.stderr
+    assert "matched no function" not in out.stderr
+    typo = run([*AUTOTRACE, "-p", "wroker", "--backend", backend, sys.executable,
+                "launcher.py"], tmp_path)
+    assert typo.stderr.count("matched no function") == 1, typo.stderr
+
+
 CAPTURING_PARENT = '''
     import subprocess, sys
 

@@ -321,3 +321,14 @@ def test_monitoring_from_the_environment_before_312_is_a_clear_error(
 def test_non_ascii_module_names_are_valid_patterns(provider: Any) -> None:
     inst = autotrace.install(["café", "données.*"], tracer_provider=provider)
     assert inst.config.patterns == ("café", "données.*")
+
+
+def test_a_bad_instrumentations_value_names_the_choices() -> None:
+    """issue 24: the command-only choice fails before the program starts."""
+    from autotrace.config import check_command_settings
+
+    with pytest.raises(ValueError, match=r"OTEL_PYTHON_AUTOTRACE_INSTRUMENTATIONS='maybe' is "
+                                         r"not a instrumentations; use one of 'on', 'distro', "
+                                         r"'off'"):
+        check_command_settings({"OTEL_PYTHON_AUTOTRACE_INSTRUMENTATIONS": "maybe"})
+    check_command_settings({"OTEL_PYTHON_AUTOTRACE_INSTRUMENTATIONS": " OFF "})

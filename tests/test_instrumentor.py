@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 from importlib.metadata import entry_points
@@ -171,3 +172,47 @@ def test_the_readme_opentelemetry_instrument_command_works_as_written(tmp_path: 
     spans = console_spans(out.stdout)
     assert [s["name"] for s in spans] == ["work"]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not OTEL_INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_opentelemetry_instrument_flags_have_help_and_bare_booleans(tmp_path: Path) -> None:
+    """issue 24: help texts, ``--autotrace_require_parent`` given bare or with a word."""
+    pytest.importorskip("opentelemetry.distro")
+    help_text = run([str(OTEL_INSTRUMENT), "--help"], tmp_path).stdout
+    assert re.search(r"--autotrace_require_parent \{true,false\}\s+trace only calls that "
+                     r"start while a\s+valid span", help_text), help_text
+    assert "--autotrace_trace_file" not in help_text  # the command's, not offered here
+    assert "--autotrace_instrumentations" not in help_text
+    write(tmp_path, "job.py", JOB)
+    env = clean_env(OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="none",
+                    OTEL_LOGS_EXPORTER="none")
+    for given, names in ((["--autotrace_require_parent"], []),
+                         (["--autotrace_require_parent", "true"], []),
+                         (["--autotrace_require_parent", "no"], ["Job.run"] + ["step"] * 3),
+                         ([], ["Job.run"] + ["step"] * 3)):
+        out = run([str(OTEL_INSTRUMENT), "--autotrace_patterns", "job", *given,
+                   sys.executable, "job.py"], tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("total 5\n"), given
+        assert sorted(str(s["name"]) for s in console_spans(out.stdout)) == names, given
+
+
+@pytest.mark.skipif(not OTEL_INSTRUMENT.exists(), reason="opentelemetry-instrument not installed")
+def test_a_run_that_exports_nothing_says_so_once(tmp_path: Path) -> None:
+    """issue 24.6: without a configurator (no distro installed; here: one named that does
+    not exist), opentelemetry-instrument sets no SDK provider and autotrace's spans went
+    nowhere, silently; now one line says so, and what to install."""
+    pytest.importorskip("opentelemetry.distro")
+    write(tmp_path, "job.py", JOB)
+    env = clean_env(OTEL_PYTHON_CONFIGURATOR="not-installed", OTEL_METRICS_EXPORTER="none",
+                    OTEL_LOGS_EXPORTER="none")
+    out = run([str(OTEL_INSTRUMENT), "--autotrace_patterns", "job", sys.executable, "job.py"],
+              tmp_path, env=env)
+    assert out.returncode == 0 and out.stdout == "total 5\n", out.stderr
+    said = [line for line in out.stderr.splitlines() if line.startswith("autotrace:")]
+    assert len(said) == 1 and "spans went nowhere" in said[0], out.stderr
+    assert "pip install opentelemetry-distro" in said[0]
+    configured = run([str(OTEL_INSTRUMENT), "--traces_exporter", "console",
+                      "--autotrace_patterns", "job", sys.executable, "job.py"], tmp_path,
+                     env=clean_env(OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none"))
+    assert "went nowhere" not in configured.stderr

@@ -48,9 +48,30 @@ def test_install_keywords_and_config_fields_are_the_options() -> None:
 
 def test_every_variable_is_an_opentelemetry_instrument_option_and_a_flag() -> None:
     exported = {name for name in dir(environment_variables) if name.startswith("OTEL_")}
-    assert exported == {option.env for option in OPTIONS if option.env_var}
+    assert exported == {option.env for option in OPTIONS
+                        if option.env_var and option.otel_instrument}
+    # issue 24: what only the command reads is not offered by opentelemetry-instrument
+    assert "OTEL_PYTHON_AUTOTRACE_TRACE_FILE" not in exported
+    assert "OTEL_PYTHON_AUTOTRACE_INSTRUMENTATIONS" not in exported
     flags = {action.dest for action in build_parser()._actions}
     for option in OPTIONS:
         if option.flag is not None:
             assert option.name in flags
         assert option.instrument_flag == "--autotrace_" + option.name
+
+
+def test_bare_boolean_flags_of_opentelemetry_instrument_mean_true() -> None:
+    """issue 24: ``--autotrace_require_parent`` alone, or followed by a true/false word."""
+    bare = environment_variables.bare_booleans
+    assert bare(["oi", "--autotrace_require_parent", "gunicorn", "--preload", "app:app"]) == [
+        "oi", "--autotrace_require_parent=true", "gunicorn", "--preload", "app:app"]
+    assert bare(["oi", "--autotrace_require_parent", "False", "python", "-c", "pass"]) == [
+        "oi", "--autotrace_require_parent=False", "python", "-c", "pass"]
+    # a value-taking flag's value is never read as a flag; nothing after the command changes
+    assert bare(["oi", "--autotrace_patterns", "true", "--autotrace_spans", "python",
+                 "--autotrace_spans"]) == [
+        "oi", "--autotrace_patterns", "true", "--autotrace_spans=true", "python",
+        "--autotrace_spans"]
+    assert bare(["oi", "--traces_exporter=console", "--autotrace_metrics", "--",
+                 "x"]) == ["oi", "--traces_exporter=console", "--autotrace_metrics=true",
+                           "--", "x"]

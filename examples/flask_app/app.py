@@ -1,20 +1,24 @@
 """A Flask app whose ``/fetch`` route calls an upstream service with ``requests``.
 
-Run it with the Flask and requests instrumentations plus autotrace (needs
-``pip install 'otel-autotrace[instrument]' opentelemetry-distro
+Run it with the ``autotrace`` command, which loads the installed Flask and requests
+instrumentations (``pip install 'otel-autotrace[instrument]'
 opentelemetry-instrumentation-flask opentelemetry-instrumentation-requests``)::
 
     cd examples/flask_app
-    opentelemetry-instrument --traces_exporter console --metrics_exporter none \\
-        --logs_exporter none --autotrace_patterns app python app.py
+    autotrace -p app python app.py          # a call tree per request on stderr
     curl http://127.0.0.1:5000/fetch
 
-One request gives the Flask SERVER span ``GET /fetch``; the app's own
-functions (``fetch_upstream``, ``summarize``) as its children; and the
-requests CLIENT span ``GET`` beneath ``fetch_upstream``, which made the call.
-The view function itself was registered with Flask by ``@app.route`` before
-autotrace could wrap it, so under the wrapt backend it has no span of its
-own; the ``monitoring`` backend (Python 3.12+) traces it too.
+or with ``opentelemetry-instrument``, which exports through the distro::
+
+    opentelemetry-instrument --traces_exporter console --metrics_exporter none \\
+        --logs_exporter none --autotrace_patterns app python app.py
+
+One request gives one trace: the Flask SERVER span ``GET /fetch``; the view
+``fetch`` under it (on both backends: the script is compiled so that each
+selected ``def`` is wrapped as it is defined, before ``@app.route`` registers
+it); the app's own functions (``fetch_upstream``, ``summarize``) under the view;
+and the requests CLIENT span ``GET`` beneath ``fetch_upstream``, which made the
+call.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from .describe.redaction import DETECTOR_NAMES
 
 ENV_PREFIX = "OTEL_PYTHON_AUTOTRACE_"
 BACKENDS = ("wrapt", "monitoring", "auto")
+INSTRUMENTATIONS = ("on", "distro", "off")
 
 #: Parameter names and dict keys matching any of these (case-insensitive
 #: ``re.search``) are recorded as ``[REDACTED]``; so are ``name=value`` pairs inside
@@ -402,6 +403,8 @@ class Option:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     provider_method: str = ""
+    #: False: not offered by ``opentelemetry-instrument`` (a setting only the command reads).
+    otel_instrument: bool = True
 
     @property
     def env(self) -> str:
@@ -461,7 +464,13 @@ OPTIONS: tuple[Option, ...] = (
            api=False),
     Option("trace_file", parse_text, "autotrace-trace.json", "command only, with --exporter "
            "trace-file: where the Chrome trace JSON goes (children add their pid)",
-           "'trace.json'", "trace.json", flag="--trace-file", api=False),
+           "'trace.json'", "trace.json", flag="--trace-file", api=False,
+           otel_instrument=False),
+    Option("instrumentations", parse_choice, "on", "command only: on: load the installed "
+           "OpenTelemetry instrumentations (as opentelemetry-instrument) into autotrace's "
+           "provider; distro: also run the distro's configurator; off: none", "'off'", "off",
+           flag="--instrumentations", api=False, choices=INSTRUMENTATIONS,
+           otel_instrument=False),
     Option("spans", parse_bool, True, "make spans (off: metrics or the profile only)",
            "False", "false", flag="--spans"),
     Option("metrics", parse_bool, False, "a histogram autotrace.function.duration of every "

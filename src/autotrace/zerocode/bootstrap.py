@@ -44,9 +44,11 @@ def boot() -> None:
         from ..core import install
         from ..loading.mainscript import hook_main_script
         from . import propagation
+        from .instrumentations import load as load_instrumentations
         from .meters import default_meter_provider
         from .notices import report_if_nothing_matches
-        from .provider import default_provider
+        from .provider import default_provider, flush_providers
+        from .shutdown import before_signal_death
         from .stderr import open_stderr_copy
 
         propagate = propagation.enabled(environ)
@@ -60,6 +62,9 @@ def boot() -> None:
         report_if_nothing_matches(installation, stream)
         if propagate:  # the parent's context, and TRACEPARENT for this process's children
             propagation.start(environ, getattr(provider, "force_flush", None))
+        # After install: an instrumentation imports its library, which may be traced too.
+        load_instrumentations(environ, provider, meter_provider)
+        before_signal_death(lambda: flush_providers(provider))
     except (ValueError, TypeError, RuntimeError) as exc:
         sys.stderr.write(f"autotrace: {exc}; this process runs untraced\n")
     except Exception:

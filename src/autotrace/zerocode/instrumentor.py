@@ -9,10 +9,13 @@ turns it off. Needs ``otel-autotrace[instrument]``.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from collections.abc import Collection
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined, unused-ignore]
     BaseInstrumentor,
 )
@@ -22,6 +25,8 @@ from ..config import API_OPTIONS, OPTIONS_BY_NAME
 from ..core import Installation, active_installation, install
 from ..loading.mainscript import hook_main_script
 from . import propagation
+from .provider import flush_providers
+from .shutdown import before_signal_death
 
 #: ``instrument()`` keyword arguments passed on to ``autotrace.install()``.
 INSTALL_OPTIONS = tuple(option.name for option in API_OPTIONS if option.env_var)
@@ -60,6 +65,11 @@ class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             logger.error("autotrace instrumentor: %s; nothing is traced", exc)
             return
         hook_main_script()
+        # A server that dies by its re-raised SIGTERM (uvicorn) runs no exit handler.
+        provider = kwargs.get("tracer_provider")
+        before_signal_death(lambda: flush_providers(provider))
+        if provider is None:
+            atexit.register(_say_if_nothing_was_exported, self._installation)
         try:  # the parent's context, and TRACEPARENT for this process's children
             propagation.start(os.environ)
         except ValueError as exc:
@@ -70,3 +80,27 @@ class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         installation, self._installation = self._installation, None
         if installation is not None:
             installation.uninstall()
+
+
+NOTHING_EXPORTED = (
+    "autotrace: {count} functions were traced in this process, but no OpenTelemetry SDK "
+    "tracer provider was ever set, so their spans went nowhere. opentelemetry-instrument "
+    "sets one through a distro: pip install opentelemetry-distro (in the "
+    "otel-autotrace[instrument] extra), with OTEL_TRACES_EXPORTER=console or otlp; or set "
+    "one in the program (trace.set_tracer_provider)")
+
+
+def _say_if_nothing_was_exported(installation: Installation | None) -> None:
+    """At exit: one line if autotrace traced functions while no SDK provider ever existed
+    (``opentelemetry-instrument`` without a distro configures nothing, silently)."""
+    try:
+        if installation is None or not installation.active or not installation.matched:
+            return
+        if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return  # nothing was asked for
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            sys.stderr.write(NOTHING_EXPORTED.format(count=installation.matched) + "\n")
+            sys.stderr.flush()
+    except Exception:  # a closed stream at exit: nothing to say it on
+        pass

@@ -61,6 +61,19 @@ def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvid
     return provider
 
 
+#: Longest wait of each flush before a process dies by a signal (``shutdown``).
+SIGNAL_FLUSH_MILLIS = 5000
+
+
+def flush_providers(provider: TracerProvider | None) -> None:
+    """Push out the spans of ``provider`` and of the global provider (a program's own, or
+    a distro's), each waiting at most ``SIGNAL_FLUSH_MILLIS``."""
+    for each in dict.fromkeys([provider, trace.get_tracer_provider()]):
+        flush = getattr(each, "force_flush", None)
+        if flush is not None:
+            flush(SIGNAL_FLUSH_MILLIS)
+
+
 class FallbackTracerProvider(TracerProvider):
     """Hands out tracers that use the global provider once the program has set one, and
     until then an SDK provider of autotrace's own, built when first needed."""
