@@ -137,6 +137,7 @@ def test_sigquit_prints_every_threads_stack_then_quits_as_before(tmp_path: Path,
             threading.Event().wait()
 
         def helper_thread():
+            print("helping", flush=True)
             threading.Event().wait()
     """)
     write(tmp_path, "prog.py", """
@@ -150,7 +151,8 @@ def test_sigquit_prints_every_threads_stack_then_quits_as_before(tmp_path: Path,
         text=True)
     try:
         assert process.stdout is not None
-        assert process.stdout.readline().strip() == "waiting"
+        ready = {process.stdout.readline().strip() for _ in range(2)}
+        assert ready == {"waiting", "helping"}
         process.send_signal(signal.SIGQUIT)
         _, stderr = process.communicate(timeout=60)
     finally:
