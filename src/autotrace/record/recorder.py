@@ -141,14 +141,20 @@ _fork_generation = 0
 #: CPython < 3.12 (gh-148891): a ``ContextVar.set`` made by a finaliser while the
 #: collector runs inside another ``ContextVar.set`` (allocating its map's nodes) frees
 #: that map under it: a segmentation fault. There, while a collection runs, the
-#: recorder sets no ContextVar: calls that start are not traced, a generator closed
-#: by the collector ends without being made current, and kept calls stay queued.
-_in_collection = False
+#: recorder sets no ContextVar on the collecting thread (finalisers run there; other
+#: threads, which a finaliser may let run, have contexts of their own): calls that
+#: start are not traced, a generator closed by the collector ends without being made
+#: current, and kept calls stay queued. The ident of the collecting thread, or 0.
+_collecting = 0
 
 
 def _collection_phase(phase: str, info: dict[str, Any]) -> None:
-    global _in_collection
-    _in_collection = phase == "start"
+    global _collecting
+    _collecting = threading.get_ident() if phase == "start" else 0
+
+
+def _in_collection() -> bool:
+    return _collecting != 0 and _collecting == threading.get_ident()
 
 
 if sys.version_info < (3, 12):
@@ -379,7 +385,7 @@ class Recorder:
                 if self.stats is None or not self.active or _local.busy:
                     return None
                 return self._counted(info, _current.get(), 0)
-        if not self.active or _local.busy or _in_collection:
+        if not self.active or _local.busy or (_collecting and _in_collection()):
             return None
         if self._no_span_rules:  # spans off, or suppress_hot
             if not self.spans:
@@ -513,7 +519,7 @@ class Recorder:
 
     def suspend(self, call: Call) -> None:
         """The body yielded or awaited: the call stays open but is no longer current."""
-        if _in_collection:
+        if _collecting and _in_collection():
             return  # not made current at resume either (gh-148891, above)
         token = call.token
         if token is not None:
@@ -527,7 +533,7 @@ class Recorder:
 
     def resume(self, call: Call) -> None:
         """The body runs again, maybe in another context: make the call current there."""
-        if _in_collection:
+        if _collecting and _in_collection():
             return  # the collector resumes it to close it (gh-148891, above)
         call.saved = _current.get()
         _current.set(call)
@@ -541,7 +547,7 @@ class Recorder:
     def finish(self, call: Call, outcome: int, value: Any) -> None:
         """The call ended: ``RETURNED`` ``value``, ``RAISED`` ``value``, or
         ``ABANDONED`` (a suspended generator vanished; called from a finaliser)."""
-        if outcome != ABANDONED and not _in_collection:
+        if outcome != ABANDONED and not (_collecting and _in_collection()):
             token = call.token
             if token is not None:
                 call.token = None
@@ -670,7 +676,8 @@ class Recorder:
         autotrace's own work or an export (then they stay queued for that work to
         drain). True when the queue was left empty."""
         local = _local
-        if local.busy or _in_collection or _exporting() or _little_stack_left():
+        if local.busy or (_collecting and _in_collection()) or _exporting() or \
+                _little_stack_left():
             return False
         late = self._late
         local.busy = True  # what runs meanwhile queues up behind us (rule 2)
