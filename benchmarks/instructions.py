@@ -325,7 +325,7 @@ def run_child(python: str, row: Row, calls: int, empty: int, root: Path,
     return facts, int(match.group(1))
 
 
-def measure(python: str, row: Row, calls: int, keep: Path | None) -> Measured:
+def measure(python: str, row: Row, calls: int, keep: Path | None, annotate: int) -> Measured:
     WORK.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="instr-", dir=WORK))
     try:
@@ -334,12 +334,64 @@ def measure(python: str, row: Row, calls: int, keep: Path | None) -> Measured:
                 for which in ("A", "B")]
         _, first = run_child(python, row, calls, calls, root, outs[0])
         facts, second = run_child(python, row, 2 * calls, 0, root, outs[1])
+        assert first is not None and second is not None
+        traced = 2 * calls + 1 + row.nested  # the loop's calls, the first call, the parent
+        found = Measured(row, calls, (second - first) / calls, facts.get("kept"), traced,
+                         (first, second))
+        if annotate:
+            found.extra["profile"] = profile(outs[0], outs[1], calls, found.per_call, annotate)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    assert first is not None and second is not None
-    traced = 2 * calls + 1 + row.nested  # the loop's calls, the first call, the parent
-    return Measured(row, calls, (second - first) / calls, facts.get("kept"), traced,
-                    (first, second))
+    return found
+
+
+_ANNOTATED = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+(\S.*?)(?: \[[^]]*\])?$")
+
+
+def function_costs(path: Path, inclusive: bool) -> tuple[dict[str, int], set[str]]:
+    """Instructions per C function (``callgrind_annotate``), and the recursive ones.
+
+    Parts of one function inlined from several files are added up; callgrind's
+    recursion levels (``f'2``) too, which is right for self costs only."""
+    out = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
+                          "--threshold=100", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    costs: dict[str, int] = {}
+    recursive: set[str] = set()
+    table = False
+    for line in out.splitlines():
+        if "file:function" in line:
+            table = True
+            continue
+        match = _ANNOTATED.match(line) if table else None
+        if match is None:
+            continue
+        name = match.group(2).rsplit(":", 1)[-1]
+        base = re.sub(r"'\d+$", "", name)
+        if base != name:
+            recursive.add(base)
+        costs[base] = costs.get(base, 0) + int(match.group(1).replace(",", ""))
+    return costs, recursive
+
+
+def profile(first: Path, second: Path, calls: int, per_call: float, top: int
+            ) -> dict[str, list[tuple[str, float]]]:
+    """Where a call's instructions go: per C function, run B less run A, over N.
+
+    Self costs add up to the row's figure. Inclusive costs are shown only for
+    functions the interpreter does not re-enter (those of the eval loop count the
+    same instructions once per level), below the process's own entry points (all of
+    the call) and with a symbol."""
+    shown: dict[str, list[tuple[str, float]]] = {}
+    for kind in ("self", "inclusive"):
+        a, rec_a = function_costs(first, kind == "inclusive")
+        b, rec_b = function_costs(second, kind == "inclusive")
+        per = {name: (b.get(name, 0) - a.get(name, 0)) / calls for name in set(a) | set(b)}
+        if kind == "inclusive":
+            per = {k: v for k, v in per.items()
+                   if k not in rec_a | rec_b and v < per_call * 0.999 and not k.startswith("0x")}
+        shown[kind] = sorted(per.items(), key=lambda kv: -kv[1])[:top]
+    return shown
 
 
 def resolve_python(given: str | None) -> str:
@@ -372,36 +424,51 @@ def fmt_ratio(value: float) -> str:
     return f"{value:.2f}x" if value < 10 else f"{value:.1f}x" if value < 100 else f"{value:.0f}x"
 
 
-def report(results: list[Measured], info: dict[str, Any], skipped: dict[str, str],
-           command: str, when: str) -> str:
-    by_name = {m.row.name: m for m in results}
+def report(data: dict[str, Any]) -> str:
+    """The markdown table of a run (``data``: what ``--json`` writes)."""
+    results = data["rows"]
+    info = data["info"]
+    by_name = {m["name"]: m["instructions_per_call"] for m in results}
     plain, cprofile, floor = (by_name.get(n) for n in ("plain", "cprofile", "sdk_floor"))
+    spans = {r.name for r in all_rows() if r.spans}
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     lines = [
         f"# Instructions per call: {info['implementation']} {info['python']}",
         "",
-        f"`{command}`, {when}, {platform.machine()}, valgrind "
-        f"{valgrind_version()}; {versions}.",
+        f"`{data['command']}`, {data['when']}, {data['machine']}, valgrind "
+        f"{data['valgrind']}; {versions}.",
         "",
         "`def f(a, b): return a + b` called as `f(1, 2)`; per call: (I(2N calls) - I(N calls + "
         "N empty loop iterations)) / N, counted by `valgrind --tool=callgrind` over the whole "
         "process, `PYTHONHASHSEED=0`. Spans go through a `BatchSpanProcessor` into an "
         "exporter that discards; *kept*: spans exported by the 2N run, of its traced calls. "
-        "Deterministic up to a few instructions per call (thread scheduling under valgrind).",
+        "From run to run the figures move by about 0.1% (thread scheduling under valgrind).",
         "",
         "| row | N | instructions per call | x plain | x cProfile | x SDK floor | kept |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in results:
-        cells = [f"{m.per_call:,.0f}"]
+        value = m["instructions_per_call"]
+        cells = [f"{value:,.0f}"]
         for base in (plain, cprofile):
-            cells.append(fmt_ratio(m.per_call / base.per_call) if base else "")
-        cells.append(fmt_ratio(m.per_call / floor.per_call) if floor and m.row.spans else "")
-        kept = "" if m.kept is None else f"{m.kept:,} / {m.traced_calls:,}"
-        lines.append(f"| {m.row.label} | {m.calls:,} | " + " | ".join(cells) + f" | {kept} |")
+            cells.append(fmt_ratio(value / base) if base else "")
+        cells.append(fmt_ratio(value / floor) if floor and m["name"] in spans else "")
+        kept = "" if m["kept"] is None else f"{m['kept']:,} / {m['traced_calls']:,}"
+        lines.append(f"| {m['label']} | {m['calls']:,} | " + " | ".join(cells) + f" | {kept} |")
+    for m in results:
+        found = m.get("profile")
+        if not found:
+            continue
+        lines += ["", f"### {m['label']}: instructions per call by C function", "",
+                  "| self | function | | inclusive | function |",
+                  "| ---: | --- | --- | ---: | --- |"]
+        for (s_name, s_cost), (i_name, i_cost) in zip(found["self"], found["inclusive"],
+                                                       strict=False):
+            lines.append(f"| {s_cost:,.0f} | `{s_name}` | | {i_cost:,.0f} | `{i_name}` |")
+    skipped = {key: why for key, why in info["runs"].items() if why is not None}
     if skipped:
         lines += ["", "Not run here:", ""]
-        lines += [f"- `{name}`: {why}" for name, why in skipped.items()]
+        lines += [f"- `{name}/*`: {why}" for name, why in skipped.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -430,6 +497,11 @@ def main() -> None:
                         "results/instructions-X.Y.md when every row runs; '-': none)")
     parser.add_argument("--keep", type=Path, help="keep the callgrind output files here "
                         "(for callgrind_annotate)")
+    parser.add_argument("--annotate", type=int, default=0, metavar="K",
+                        help="also list each row's K costliest C functions per call (self "
+                        "and inclusive, from callgrind_annotate)")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="measure nothing: write the report of a run saved with --json")
     parser.add_argument("--list", action="store_true", help="list the row names and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
@@ -447,19 +519,34 @@ def main() -> None:
     if args.list:
         print("\n".join(r.name for r in all_rows()))
         return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     cores = args.cores.split(",") if args.cores else list(CORES)
     unknown = set(cores) - set(CORES)
     if unknown:
         raise SystemExit(f"--cores: unknown {', '.join(sorted(unknown))}; accepted: "
                          f"{', '.join(CORES)}")
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        data = run_rows(args, cores)
+    text = report(data)
+    print(text)
+    out = args.out or (None if args.rows else
+                       HERE / "results" / f"instructions-{data['info']['minor']}.md")
+    if out is not None and str(out) != "-":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=1))
+
+
+def run_rows(args: argparse.Namespace, cores: list[str]) -> dict[str, Any]:
+    """Measure the rows asked for; the figures, as ``--json`` writes them."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     python = resolve_python(args.python)
     info = run_probe(python, cores)
     runnable = [key for key, why in info["runs"].items() if why is None]
-    skipped: dict[str, str] = {}
-    if args.cores:  # asked for by name: say why one cannot run
-        skipped = {f"{key}/*": why for key, why in info["runs"].items() if why is not None}
     rows = [*BASE_ROWS, *(r for r in autotrace_rows(list(BACKENDS), cores)
                           if f"{r.backend}/{r.core}" in runnable)]
     if args.rows:
@@ -475,27 +562,17 @@ def main() -> None:
         calls = span_calls if row.spans else args.calls
         print(f"::: {row.name}: {calls:,} and {2 * calls:,} calls under callgrind",
               file=sys.stderr, flush=True)
-        results.append(measure(python, row, calls, args.keep))
+        results.append(measure(python, row, calls, args.keep, args.annotate))
         print(f"    {results[-1].per_call:,.0f} instructions per call", file=sys.stderr,
               flush=True)
-    when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-    shown = " ".join(["python benchmarks/instructions.py", *sys.argv[1:]]).strip()
-    text = report(results, info, skipped, shown, when)
-    print(text)
-    out = args.out or (None if args.rows else
-                       HERE / "results" / f"instructions-{info['minor']}.md")
-    if out is not None and str(out) != "-":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"wrote {out}", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps({
-            "python": info["python"], "versions": info["versions"], "when": when,
-            "command": shown, "skipped": skipped,
-            "rows": [{"name": m.row.name, "label": m.row.label, "calls": m.calls,
-                      "instructions_per_call": m.per_call, "kept": m.kept,
-                      "traced_calls": m.traced_calls, "totals": list(m.totals)}
-                     for m in results]}, indent=1))
+    return {
+        "info": info, "when": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "command": " ".join(["python benchmarks/instructions.py", *sys.argv[1:]]).strip(),
+        "machine": platform.machine(), "valgrind": valgrind_version(),
+        "rows": [{"name": m.row.name, "label": m.row.label, "calls": m.calls,
+                  "instructions_per_call": m.per_call, "kept": m.kept,
+                  "traced_calls": m.traced_calls, "totals": list(m.totals), **m.extra}
+                 for m in results]}
 
 
 if __name__ == "__main__":
