@@ -442,7 +442,7 @@ def report(data: dict[str, Any]) -> str:
         "N empty loop iterations)) / N, counted by `valgrind --tool=callgrind` over the whole "
         "process, `PYTHONHASHSEED=0`. Spans go through a `BatchSpanProcessor` into an "
         "exporter that discards; *kept*: spans exported by the 2N run, of its traced calls. "
-        "From run to run the figures move by about 0.1% (thread scheduling under valgrind).",
+        "Run to run, the figures move by about 0.1% (thread scheduling under valgrind).",
         "",
         "| row | N | instructions per call | x plain | x cProfile | x SDK floor | kept |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -468,7 +468,8 @@ def report(data: dict[str, Any]) -> str:
     skipped = {key: why for key, why in info["runs"].items() if why is not None}
     if skipped:
         lines += ["", "Not run here:", ""]
-        lines += [f"- `{name}/*`: {why}" for name, why in skipped.items()]
+        lines += [f"- `{name}/*`: {why.split(';')[0].split('. ')[0]}"
+                  for name, why in skipped.items()]
     return "\n".join(lines) + "\n"
 
 
