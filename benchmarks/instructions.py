@@ -17,21 +17,25 @@ their loop counts:
 Everything that does not scale with the calls cancels: interpreter start-up,
 imports, ``install()``, wrapping, a function's first call (its description),
 the provider's shutdown. Everything that does scale is counted, wherever it
-runs: the ``BatchSpanProcessor``'s thread exporting, the collector freeing
-per-call garbage, metrics handed over at collection. That is why this method
-and not ``--toggle-collect`` on a marker C function: no marker symbol to find in
-each interpreter build, and no per-call work left outside the window.
+runs: the collector freeing per-call garbage, metrics handed over at
+collection, another thread's work. That is why this method and not
+``--toggle-collect`` on a marker C function: no marker symbol to find in each
+interpreter build, and no per-call work left outside the window.
 
 Rows: the plain call; ``cProfile`` enabled (a C profiler recording every call);
 the hand-written ``@tracer.start_as_current_span`` decorator; the SDK floor (the
 span autotrace makes, by hand: ``start_span(name, start_time=..., attributes=<6>)``
 + ``end(end_time=...)``, no context attach); then autotrace for each backend x
-core x scenario. The tracer provider is always a real SDK ``TracerProvider``
-with a ``BatchSpanProcessor`` into an exporter that counts and discards: with
-no provider autotrace stays dormant and only its wrappers would be measured
-(checked: a dormant installation fails the row). The SDK rows make a span per
-call and run ``--span-calls`` (default N/10) calls: their cost per call is
-200 times a plain call's, and the figure settles long before.
+core x scenario. The tracer provider is always a real SDK ``TracerProvider``:
+with no provider autotrace stays dormant and only its wrappers would be
+measured (checked: a dormant installation fails the row). Its spans end in a
+processor that counts them and lets them go on the caller's thread
+(``--processor count``). A ``BatchSpanProcessor`` (``--processor batch``, into an
+exporter that discards) makes the figures depend on how valgrind schedules its
+thread: the decorator measured 159,754 and 162,351 at N=2,000, 148,993 at
+N=10,000, and the queue dropped spans; counted, 149,434 and 149,419 at N=2,000
+and 8,000. The rows that make a span per call run ``--span-calls`` (default
+N/10) calls: a span costs 300 plain calls and the figure settles long before.
 
 A core is chosen with ``OTEL_PYTHON_AUTOTRACE_CORE``. ``--cores`` defaults to
 the cores that install here: a probe process installs autotrace with each
@@ -169,7 +173,7 @@ def _empty(n: int) -> None:
         pass
 
 
-def child(row: Row, calls: int, empty: int, root: Path, result: Path) -> None:
+def child(row: Row, calls: int, empty: int, root: Path, result: Path, processor: str) -> None:
     """Set the row up, warm it, run the two loops, shut down; JSON facts to ``result``."""
     import importlib
 
@@ -184,7 +188,7 @@ def child(row: Row, calls: int, empty: int, root: Path, result: Path) -> None:
     provider = reader = meter_provider = inst = None
     exported = [0]
     if row.spans or row.backend:
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         class Counting(DiscardExporter):
@@ -192,8 +196,15 @@ def child(row: Row, calls: int, empty: int, root: Path, result: Path) -> None:
                 exported[0] += len(spans)
                 return super().export(spans)
 
+        class CountingProcessor(SpanProcessor):
+            """Counts each ended span and lets it go, on the thread that ended it."""
+
+            def on_end(self, span: Any) -> None:
+                exported[0] += 1
+
         provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Counting()))
+        provider.add_span_processor(CountingProcessor() if processor == "count" else
+                                    BatchSpanProcessor(Counting()))
         install_env(provider.get_tracer("bench"))
     if row.options.get("metrics"):
         from opentelemetry.sdk.metrics import MeterProvider
@@ -299,11 +310,12 @@ def clean_env(row: Row) -> dict[str, str]:
 
 
 def run_child(python: str, row: Row, calls: int, empty: int, root: Path,
-              valgrind_out: Path | None) -> tuple[dict[str, Any], int | None]:
+              valgrind_out: Path | None, processor: str) -> tuple[dict[str, Any], int | None]:
     """Facts the child reported, and the instructions callgrind counted (None: no valgrind)."""
     result = root / "result.json"
     command = [python, str(Path(__file__).resolve()), "--child", row.name, "--calls", str(calls),
-               "--empty", str(empty), "--dir", str(root), "--result", str(result)]
+               "--empty", str(empty), "--dir", str(root), "--result", str(result),
+               "--processor", processor]
     if valgrind_out is not None:
         command = ["valgrind", "--tool=callgrind", "-q",
                    f"--callgrind-out-file={valgrind_out}", *command]
@@ -325,15 +337,16 @@ def run_child(python: str, row: Row, calls: int, empty: int, root: Path,
     return facts, int(match.group(1))
 
 
-def measure(python: str, row: Row, calls: int, keep: Path | None, annotate: int) -> Measured:
+def measure(python: str, row: Row, calls: int, keep: Path | None, annotate: int,
+            processor: str) -> Measured:
     WORK.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="instr-", dir=WORK))
     try:
-        run_child(python, row, 1, 1, root, None)  # warm-up: .pyc and autotrace's caches
+        run_child(python, row, 1, 1, root, None, processor)  # warm-up: .pyc, caches
         outs = [(keep or root) / f"callgrind.{row.name.replace('/', '-')}.{which}"
                 for which in ("A", "B")]
-        _, first = run_child(python, row, calls, calls, root, outs[0])
-        facts, second = run_child(python, row, 2 * calls, 0, root, outs[1])
+        _, first = run_child(python, row, calls, calls, root, outs[0], processor)
+        facts, second = run_child(python, row, 2 * calls, 0, root, outs[1], processor)
         assert first is not None and second is not None
         traced = 2 * calls + 1 + row.nested  # the loop's calls, the first call, the parent
         found = Measured(row, calls, (second - first) / calls, facts.get("kept"), traced,
@@ -440,9 +453,12 @@ def report(data: dict[str, Any]) -> str:
         "",
         "`def f(a, b): return a + b` called as `f(1, 2)`; per call: (I(2N calls) - I(N calls + "
         "N empty loop iterations)) / N, counted by `valgrind --tool=callgrind` over the whole "
-        "process, `PYTHONHASHSEED=0`. Spans go through a `BatchSpanProcessor` into an "
-        "exporter that discards; *kept*: spans exported by the 2N run, of its traced calls. "
-        "Run to run, the figures move by about 0.1% (thread scheduling under valgrind).",
+        "process, `PYTHONHASHSEED=0`. A real SDK `TracerProvider`; spans end in "
+        + ("a processor that counts them (on the caller's thread); "
+           if data.get("processor", "batch") == "count" else
+           "a `BatchSpanProcessor` into an exporter that discards; ")
+        + "*kept*: spans ended in the 2N run, of its traced calls. "
+        "Run to run, the figures move by about 0.2%.",
         "",
         "| row | N | instructions per call | x plain | x cProfile | x SDK floor | kept |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -493,6 +509,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000, help="N (default 20,000)")
     parser.add_argument("--span-calls", type=int, help="N for rows that make a span per call "
                         "(default: N/10)")
+    parser.add_argument("--processor", choices=("count", "batch"), default="count",
+                        help="where spans end: count (a processor that counts them on the "
+                        "caller's thread; default) or batch (BatchSpanProcessor, discarding "
+                        "exporter: its thread makes the figures depend on scheduling)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--out", type=Path, help="the markdown report (default: "
                         "results/instructions-X.Y.md when every row runs; '-': none)")
@@ -512,7 +532,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         row = next(r for r in all_rows() if r.name == args.child)
-        child(row, args.calls, args.empty, args.dir, args.result)
+        child(row, args.calls, args.empty, args.dir, args.result, args.processor)
         return
     if args.probe:
         probe(args.probe.split(","), args.result)
@@ -563,13 +583,14 @@ def run_rows(args: argparse.Namespace, cores: list[str]) -> dict[str, Any]:
         calls = span_calls if row.spans else args.calls
         print(f"::: {row.name}: {calls:,} and {2 * calls:,} calls under callgrind",
               file=sys.stderr, flush=True)
-        results.append(measure(python, row, calls, args.keep, args.annotate))
+        results.append(measure(python, row, calls, args.keep, args.annotate, args.processor))
         print(f"    {results[-1].per_call:,.0f} instructions per call", file=sys.stderr,
               flush=True)
     return {
         "info": info, "when": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "command": " ".join(["python benchmarks/instructions.py", *sys.argv[1:]]).strip(),
         "machine": platform.machine(), "valgrind": valgrind_version(),
+        "processor": args.processor,
         "rows": [{"name": m.row.name, "label": m.row.label, "calls": m.calls,
                   "instructions_per_call": m.per_call, "kept": m.kept,
                   "traced_calls": m.traced_calls, "totals": list(m.totals), **m.extra}
