@@ -28,7 +28,7 @@ from .clihelp import AUTOTRACE, clean_env, write
 from .conftest import BACKENDS
 
 PROGRAM = Path(__file__).with_name("reentry_program.py")
-WATCHDOG = 20  # seconds per scenario; only reached if something hangs
+WATCHDOG = 60  # seconds per scenario; only reached if something hangs (CI runs two suites at once)
 
 MODULE = '''
 def gen(n):
