@@ -38,7 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-from real_program import PATTERNS, ensure_venv  # noqa: E402  (the black venv, shared)
+from real_program import PATTERNS, ensure_venv, first_lines  # noqa: E402  (shared)
 
 TOOLZ = "toolz==1.2.0"
 BACKENDS = ["wrapt"] + (["monitoring"] if sys.version_info >= (3, 12) else [])
@@ -111,21 +111,9 @@ def reindented_typing(lines: int | None) -> Path:
         depth = len(line) - len(stripped)
         # four-space levels become two; other indentation (continuations) stays
         out.append(" " * (depth // 2) + stripped if depth % 4 == 0 else line)
-    text = "\n".join(out) + "\n"
-    if lines:
-        import ast
-
-        cut = text.splitlines()[:lines]
-        while cut:
-            try:
-                ast.parse("\n".join(cut))
-                break
-            except SyntaxError:
-                cut.pop()
-        text = "\n".join(cut) + "\n"
     path = Path(tempfile.mkdtemp()) / "big.py"
-    path.write_text(text)
-    return path
+    path.write_text("\n".join(out) + "\n")
+    return first_lines(path, lines) if lines else path
 
 
 def toolz_tree(python: Path) -> Path:

@@ -37,10 +37,12 @@ class _Guard(threading.local):
     finding = False
 
 
-class LoaderProxy:
-    """Stands in for a module's real loader to run the hook after ``exec_module``."""
+class ProxyLoader:
+    """A proxy around a spec's real loader (never patch a shared loader instance): every
+    other attribute passes through, and the module gets its real loader back before
+    its body runs (``importlib.resources``, ``inspect.getsource``)."""
 
-    def __init__(self, loader: Any, finder: ImportHook) -> None:
+    def __init__(self, loader: Any, finder: Any) -> None:
         self._autotrace_loader = loader
         self._autotrace_finder = finder
 
@@ -51,7 +53,8 @@ class LoaderProxy:
         create = getattr(self._autotrace_loader, "create_module", None)
         return create(spec) if create is not None else None
 
-    def exec_module(self, module: ModuleType) -> None:
+    def _hand_back(self, module: ModuleType) -> Any:
+        """Put the real loader back on ``module``; returns it."""
         loader = self._autotrace_loader
         try:
             module.__loader__ = loader
@@ -59,6 +62,16 @@ class LoaderProxy:
                 module.__spec__.loader = loader
         except Exception:
             pass
+        return loader
+
+
+class LoaderProxy(ProxyLoader):
+    """Stands in for a module's real loader to run the hook after ``exec_module``."""
+
+    _autotrace_finder: ImportHook
+
+    def exec_module(self, module: ModuleType) -> None:
+        loader = self._hand_back(module)
         finder = self._autotrace_finder
         finder.started(module.__name__)
         code = finder.compile_imported(loader, module)

@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 from .._log import log_once, logger
 from ..config import command_setting
+from ..loading.importhook import ProxyLoader
 from .bootstrap import BOOTSTRAP_DIR
 
 DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
@@ -221,26 +222,11 @@ class OnImport:
             self._instrument(entry_point)
 
 
-class _InstrumentingLoader:
-    def __init__(self, loader: Any, finder: OnImport) -> None:
-        self._autotrace_loader = loader
-        self._autotrace_finder = finder
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._autotrace_loader, name)
-
-    def create_module(self, spec: Any) -> Any:
-        create = getattr(self._autotrace_loader, "create_module", None)
-        return create(spec) if create is not None else None
+class _InstrumentingLoader(ProxyLoader):
+    _autotrace_finder: OnImport
 
     def exec_module(self, module: ModuleType) -> None:
-        loader = self._autotrace_loader
-        try:
-            module.__loader__ = loader
-            if module.__spec__ is not None and module.__spec__.loader is self:  # type: ignore[comparison-overlap]
-                module.__spec__.loader = loader
-        except Exception:
-            pass
+        loader = self._hand_back(module)
         loader.exec_module(module)
         try:
             self._autotrace_finder.imported(module.__name__)
