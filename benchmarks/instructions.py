@@ -115,6 +115,10 @@ SCENARIOS: dict[str, tuple[dict[str, Any], bool, str]] = {
     "no_parent": ({"require_parent": True}, False, "`require_parent`, no parent"),
     "dropped_metrics": ({"min_duration": NEVER, "metrics": True}, False,
                         "dropped by `min_duration`, `metrics=True`"),
+    "dropped_nested_metrics": ({"min_duration": NEVER, "metrics": True}, True,
+                               "dropped by `min_duration` inside a pending call, `metrics=True`"),
+    "metrics_only": ({"spans": False, "metrics": True}, False,
+                     "metrics only (`spans=False`)"),
     "full": ({}, False, "full span, arguments and return value"),
 }
 
