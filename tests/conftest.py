@@ -1,7 +1,11 @@
 """Shared fixtures: a real SDK with an in-memory exporter, real modules on disk, both backends.
 
 Every behavioural test takes the ``backend`` fixture, so it runs once per
-backend available on the interpreter (``monitoring`` needs 3.12+). Modules
+backend available on the interpreter (``monitoring`` needs 3.12+); those that
+install through ``traced`` also run once per core (``compiled`` where the
+extension is built, and ``python``, the reference). Tests that call
+``install()`` themselves get the default core; CI also runs the whole suite
+with ``OTEL_PYTHON_AUTOTRACE_CORE=python``. Modules
 under test are written to a temp dir and imported for real; each test gets
 unique module names so nothing leaks between tests through ``sys.modules``.
 """
@@ -22,14 +26,21 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import autotrace
+from autotrace.record import accel
 
 BACKENDS = ["wrapt"] + (["monitoring"] if sys.version_info >= (3, 12) else [])
+CORES = (["compiled"] if accel.extension is not None else []) + ["python"]
 
 _counter = itertools.count()
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=CORES)
+def core(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
@@ -107,11 +118,12 @@ class Traced:
     """install() + import for one test, with helpers to read the spans back."""
 
     def __init__(self, modules: Modules, exporter: InMemorySpanExporter,
-                 provider: TracerProvider, backend: str) -> None:
+                 provider: TracerProvider, backend: str, core: str = "auto") -> None:
         self.modules = modules
         self.exporter = exporter
         self.provider = provider
         self.backend = backend
+        self.core = core
         self.installation: autotrace.Installation | None = None
 
     def install(self, patterns: Any = None, **kwargs: Any) -> autotrace.Installation:
@@ -119,6 +131,7 @@ class Traced:
             patterns = [self.modules.prefix + "*"]
         kwargs.setdefault("tracer_provider", self.provider)
         kwargs.setdefault("backend", self.backend)
+        kwargs.setdefault("core", self.core)
         self.installation = autotrace.install(patterns, **kwargs)
         return self.installation
 
@@ -154,8 +167,8 @@ class Traced:
 
 @pytest.fixture
 def traced(modules: Modules, exporter: InMemorySpanExporter, provider: TracerProvider,
-           backend: str) -> Traced:
-    return Traced(modules, exporter, provider, backend)
+           backend: str, core: str) -> Traced:
+    return Traced(modules, exporter, provider, backend, core)
 
 
 def parent_name(spans: list[ReadableSpan], span: ReadableSpan) -> str | None:

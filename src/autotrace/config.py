@@ -24,6 +24,7 @@ from .describe.redaction import DETECTOR_NAMES
 
 ENV_PREFIX = "OTEL_PYTHON_AUTOTRACE_"
 BACKENDS = ("wrapt", "monitoring", "auto")
+CORES = ("auto", "compiled", "python")
 INSTRUMENTATIONS = ("on", "distro", "off")
 
 #: Parameter names and dict keys matching any of these (case-insensitive
@@ -428,6 +429,9 @@ OPTIONS: tuple[Option, ...] = (
            "['myapp.vendored']", "myapp.vendored", flag="--exclude"),
     Option("backend", parse_backend, "wrapt", "how calls are seen: wrapt, monitoring (3.12+) "
            "or auto", "'auto'", "auto", flag="--backend", choices=BACKENDS),
+    Option("core", parse_choice, "auto", "the per-call path: compiled (C), python (the "
+           "reference) or auto (compiled where it is built)", "'python'", "python",
+           flag="--core", choices=CORES),
     Option("capture_args", parse_bool, True, "record arguments", "False", "false",
            flag="--capture-args"),
     Option("capture_return", parse_bool, True, "record return values", "False", "false",
@@ -504,6 +508,7 @@ class Config:
     patterns: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     backend: str = "wrapt"
+    core: str = "auto"
     capture_args: bool = True
     capture_return: bool = True
     repr_objects: bool = False

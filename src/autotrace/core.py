@@ -22,12 +22,24 @@ from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
 from .describe.function import Formatter
 from .loading.source import compile_source
-from .record import Recorder
+from .record import Recorder, accel, core_name, make_recorder
 from .selection import Selector
 
 
 class InstallError(RuntimeError):
     """autotrace cannot be installed in this process as configured."""
+
+
+def compiled_core_refusal(config: Config) -> str | None:
+    """Why ``core='compiled'`` cannot run here (the extension did not load), or None:
+    asked for by name, it never falls back silently."""
+    if config.core != "compiled" or accel.extension is not None:
+        return None
+    return ("core='compiled' (OTEL_PYTHON_AUTOTRACE_CORE=compiled, --core compiled) cannot "
+            f"run here, because {accel.why_not}. Build it by reinstalling with a C compiler "
+            "and the Python headers present (e.g. apt install gcc python3-dev, then pip "
+            "install --force-reinstall --no-binary otel-autotrace otel-autotrace), or use "
+            "core='auto' (OTEL_PYTHON_AUTOTRACE_CORE=auto, --core auto)")
 
 
 class Installation:
@@ -36,6 +48,8 @@ class Installation:
     def __init__(self, config: Config, backend: Backend, recorder: Recorder) -> None:
         self.config = config
         self.backend = backend.name
+        #: The per-call path: ``compiled`` (C) or ``python`` (the reference).
+        self.core = core_name(recorder)
         self._backend = backend
         self._recorder = recorder
         #: Made by the ``autotrace`` command's bootstrap: an explicit ``install()``
@@ -71,7 +85,7 @@ class Installation:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "uninstalled"
-        return (f"<autotrace.Installation {state} backend={self.backend!r} "
+        return (f"<autotrace.Installation {state} backend={self.backend!r} core={self.core!r} "
                 f"patterns={list(self.config.patterns)!r}>")
 
 
@@ -84,6 +98,7 @@ def install(
     *,
     exclude: str | Sequence[str] | None = None,
     backend: str | None = None,
+    core: str | None = None,
     capture_args: bool | None = None,
     capture_return: bool | None = None,
     repr_objects: bool | None = None,
@@ -115,7 +130,7 @@ def install(
     global _active
     options = {key: value for key, value in locals().items() if key != "patterns"}
     config = make_config(patterns, **options)
-    refusal = free_threading_refusal()
+    refusal = free_threading_refusal() or compiled_core_refusal(config)
     if refusal is not None:
         raise InstallError(refusal)
     with _lock:
@@ -128,7 +143,7 @@ def install(
                 "before installing again"
             )
         selector = Selector(config)
-        recorder = Recorder(config, Formatter(config))
+        recorder = make_recorder(config, Formatter(config))
         chosen = create_backend(resolve_backend(config.backend), selector, recorder)
         installation = Installation(config, chosen, recorder)
         try:

@@ -130,8 +130,9 @@ class MonitoringBackend:
             )
         self._tool = tool
         register = _monitoring.register_callback
-        register(tool, _PY_START, self._on_start)
-        register(tool, _PY_RETURN, self._on_return)
+        compiled = self._recorder.compiled_callbacks(self, self._traced, self._calls)
+        register(tool, _PY_START, self._on_start if compiled is None else compiled.on_start)
+        register(tool, _PY_RETURN, self._on_return if compiled is None else compiled.on_return)
         register(tool, _PY_YIELD, self._on_yield)
         register(tool, _PY_RESUME, self._on_resume)
         register(tool, _PY_THROW, self._on_throw)
@@ -164,8 +165,9 @@ class MonitoringBackend:
         _monitoring.free_tool_id(tool)
         # Spans still open (calls in flight, suspended generators) are ended now;
         # their contexts cannot be detached from here and are left to unwind.
-        calls, self._calls = self._calls, {}
-        for running in calls.values():
+        calls = list(self._calls.values())  # the table is shared with compiled callbacks
+        self._calls.clear()
+        for running in calls:
             try:
                 self._recorder.finish(running[0], ABANDONED, None)
             except Exception:

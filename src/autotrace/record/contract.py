@@ -83,3 +83,17 @@ class Core(Protocol):
     def describe_code(self, code: CodeType, module: str, qualname: str) -> FunctionInfo:
         """Once per monitored code object: what its spans say."""
         ...
+
+    def compiled_wrapper(self, describe: Callable[[], FunctionInfo]) -> Any:
+        """wrapt: a wrapper for a plain function that is a C callable (the same contract
+        as the backend's own, with ``describe`` called on the first call), or None: the
+        core has no compiled path, use the Python wrapper."""
+        ...
+
+    def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
+                           calls: dict[int, Any]) -> Any:
+        """sys.monitoring: an object whose ``on_start`` / ``on_return`` are C callbacks
+        for PY_START / PY_RETURN (plain functions; the rest goes to
+        ``backend._on_start``), sharing the backend's ``traced`` and ``calls`` tables;
+        or None."""
+        ...

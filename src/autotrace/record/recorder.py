@@ -75,6 +75,7 @@ from .._log import log_once
 from ..config import Config
 from ..describe.function import RETURN_KEY, Formatter, FunctionInfo
 from ..describe.values import qualified_type_name
+from . import accel
 from .contract import ABANDONED, RAISED, RETURNED
 from .hot import HotBudget, suppressed_attributes
 from .metrics import Aggregates
@@ -131,7 +132,8 @@ class _Local(threading.local):
     busy = False
 
 
-_local = _Local()
+#: Per-thread flags; the compiled path's own when it is loaded (it reads them from C).
+_local: Any = accel.extension.Local() if accel.extension is not None else _Local()
 
 # A span started before a fork must be ended by the process that started it
 # only; the child sees a different generation and leaves it alone.
@@ -151,6 +153,8 @@ _collecting = 0
 def _collection_phase(phase: str, info: dict[str, Any]) -> None:
     global _collecting
     _collecting = threading.get_ident() if phase == "start" else 0
+    if accel.extension is not None:
+        accel.extension.set_collecting(_collecting)
 
 
 def _in_collection() -> bool:
@@ -169,6 +173,8 @@ _recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     global _fork_generation
     _fork_generation += 1
+    if accel.extension is not None:
+        accel.extension.set_generation(_fork_generation)
     for recorder in list(_recorders):
         recorder._after_fork()
 
@@ -181,19 +187,13 @@ if hasattr(os, "register_at_fork"):
 _Late = tuple["Call", int, Any, int]
 
 
-class Call:
-    """One traced call, from its start to its finish (generators: across suspensions).
+class RareFields:
+    """The fields of a call that are rarely set: class defaults, so that an instance
+    ``__dict__`` appears only when one is set, which keeps a dropped call cheap. Shared
+    by ``Call`` and the compiled core's call (``compiled.CompiledCall``)."""
 
-    What every call writes is a slot; the rarely written fields are class
-    defaults (an instance ``__dict__`` appears only when one is set), which keeps
-    a call that is dropped cheap.
-    """
+    __slots__ = ()
 
-    __slots__ = ("__dict__", "args", "child_ns", "closed", "depth", "frame", "generation", "info",
-                 "instance", "kwargs", "parent", "parent_ctx", "run_ctx", "saved", "span",
-                 "start_ns", "token", "under_pending")
-
-    # rarely set: defaults on the class
     escaped: BaseException | None = None  # what a kept child raised
     suppressed: dict[str, int] | None = None  # calls inside it suppressed as hot
     # timed generators and coroutines: time the body ran before its last suspension,
@@ -208,6 +208,15 @@ class Call:
     failed: list[_Late] | None = None
     handled: dict[str, int] | None = None  # exception type -> count, handled inside it
     attrs: dict[str, Any] | None = None  # arguments rendered at start
+
+
+class Call(RareFields):
+    """One traced call, from its start to its finish (generators: across suspensions).
+    What every call writes is a slot (``RareFields``: the rest)."""
+
+    __slots__ = ("__dict__", "args", "child_ns", "closed", "depth", "frame", "generation", "info",
+                 "instance", "kwargs", "parent", "parent_ctx", "run_ctx", "saved", "span",
+                 "start_ns", "token", "under_pending")
 
     def __init__(self, info: FunctionInfo, parent: Call | None, depth: int, instance: Any,
                  args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> None:
@@ -295,6 +304,9 @@ class Recorder:
     """What is kept of the traced calls of one installation (see module docstring): the
     pure-Python ``contract.Core``."""
 
+    #: The class of a call's storage (the compiled core's differs).
+    new_call: type[Call] = Call
+
     def __init__(self, config: Config, formatter: Formatter) -> None:
         self.formatter = formatter
         self.capture_args = config.capture_args
@@ -365,6 +377,13 @@ class Recorder:
     def describe_code(self, code: Any, module: str, qualname: str) -> FunctionInfo:
         return self.formatter.describe_code(code, module, qualname)
 
+    def compiled_wrapper(self, describe: Callable[[], FunctionInfo]) -> Any:
+        return None  # the pure core: the backends' Python paths
+
+    def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
+                           calls: dict[int, Any]) -> Any:
+        return None
+
     # -- a call starts (hot path) -----------------------------------------------------
 
     def start(self, info: FunctionInfo, instance: Any, args: tuple[Any, ...],
@@ -421,9 +440,9 @@ class Recorder:
             # only, rendered if the call is kept (a pending generator keeps its
             # arguments alive until it ends; rendering each one at start would cost
             # more than the rest of a dropped call).
-            call = Call(info, parent, depth, instance, args, kwargs)
+            call = self.new_call(info, parent, depth, instance, args, kwargs)
         else:
-            call = Call(info, parent, depth, None, (), None)
+            call = self.new_call(info, parent, depth, None, (), None)
             if self.capture_args:
                 self._arguments_at_start(call, instance, args, kwargs, frame, suspends)
         if self.pending:
@@ -467,7 +486,7 @@ class Recorder:
     def _counted(self, info: FunctionInfo, parent: Call | None, depth: int) -> Call:
         """A call that makes no span but is aggregated: it is not made current, so its
         time counts as its enclosing call's own time (``closed`` marks it)."""
-        call = Call(info, parent, depth, None, (), None)
+        call = self.new_call(info, parent, depth, None, (), None)
         call.closed = True
         call.start_ns = time_ns()
         return call
@@ -478,7 +497,8 @@ class Recorder:
         if self.stats is None:
             return None
         parent = _current.get()
-        call = Call(info, parent, 1 if parent is None else parent.depth + 1, None, (), None)
+        depth = 1 if parent is None else parent.depth + 1
+        call = self.new_call(info, parent, depth, None, (), None)
         call.start_ns = time_ns()
         _current.set(call)
         return call
@@ -544,10 +564,13 @@ class Recorder:
 
     # -- a call ends (hot path) -------------------------------------------------------
 
-    def finish(self, call: Call, outcome: int, value: Any) -> None:
+    def finish(self, call: Call, outcome: int, value: Any, restored: bool = False) -> None:
         """The call ended: ``RETURNED`` ``value``, ``RAISED`` ``value``, or
-        ``ABANDONED`` (a suspended generator vanished; called from a finaliser)."""
-        if outcome != ABANDONED and not (_collecting and _in_collection()):
+        ``ABANDONED`` (a suspended generator vanished; called from a finaliser).
+        ``restored``: the compiled path has already made the caller's context current
+        again (before deciding anything: a finaliser may start calls meanwhile, and they
+        must not become this call's children)."""
+        if outcome != ABANDONED and not restored and not (_collecting and _in_collection()):
             token = call.token
             if token is not None:
                 call.token = None

@@ -160,6 +160,10 @@ def _convention_of_flags(flags: int) -> str:
 
 
 def _function_wrapper(recorder: Core, describe: Callable[[], FunctionInfo]) -> Wrapper:
+    if recorder is not None:
+        compiled = recorder.compiled_wrapper(describe)  # no Python frame added per call
+        if compiled is not None:
+            return compiled  # type: ignore[no-any-return]
     # Few objects per wrapper (one closure cell): a module wrapped as it is defined
     # makes one wrapper per def, and each object tracked by the collector costs import time.
     state: list[Any] = [None, recorder, describe]

@@ -1,0 +1,1144 @@
+/* The compiled per-call path of the recorder: the twin of recorder.py's hot path.
+ *
+ * recorder.py stays the reference and the whole recorder; this module only takes
+ * over what runs for *every* traced call, and hands each call that is not on its
+ * fast path to the Python methods unchanged (`Recorder.start`, `Recorder.finish`):
+ *
+ *   Core      a base class of `compiled.CompiledRecorder`: the recorder's per-call
+ *             settings as C fields, and `start` / `finish` whose fast path is a
+ *             pending call that starts and is dropped (min_duration), or a call
+ *             refused by require_parent / busy / suppression. Everything else
+ *             (eager spans, kept calls, metrics, generators, failures held on a
+ *             caller) calls the Python methods, which see the same fields.
+ *   Call      the storage of one call (the fields recorder.Call has as slots);
+ *             `compiled.CompiledCall` adds the rarely set ones through __dict__.
+ *   Local     the per-thread `busy` flag, readable here without threading.local.
+ *   FunctionCall  the wrapt wrapper of a plain function: no Python frame between
+ *             the caller and the callee.
+ *   Monitor   the sys.monitoring PY_START / PY_RETURN callbacks of plain functions.
+ *
+ * The rules of recorder.py hold here: nothing on this path waits for a lock, raises
+ * into the program, or loses an exception in flight. Every Python object touched is
+ * reference-counted exactly; the tests run this file under valgrind memcheck.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <frameobject.h>
+
+#ifdef _WIN32
+#include <windows.h>
+#define THREAD_LOCAL __declspec(thread)
+#else
+#include <time.h>
+#if defined(__GNUC__)
+/* The module is loaded once, at start-up: the static TLS model needs no call per read
+ * (the general model calls __tls_get_addr, ~120 instructions, per access). */
+#define THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define THREAD_LOCAL _Thread_local
+#endif
+#endif
+
+#define RETURNED 0
+#define RAISED 1
+#define ABANDONED 2
+
+/* -- process state (set up once by compiled.py) ------------------------------------ */
+
+static PyObject *current_var;      /* recorder._current: the innermost traced call */
+static PyObject *otel_var;         /* the OpenTelemetry runtime context's ContextVar */
+static PyObject *suppress_key;     /* _SUPPRESS_INSTRUMENTATION_KEY */
+static PyObject *span_key;         /* the context key of the current span */
+static PyObject *invalid_span;     /* trace.INVALID_SPAN */
+static PyObject *pending_span_type;
+static PyObject *call_type;        /* compiled.CompiledCall */
+static PyObject *py_start;         /* Recorder.start: everything off the fast path */
+static PyObject *py_finish;        /* Recorder.finish */
+static PyObject *report;           /* report(kind, what): logs an own failure once */
+static PyObject *str_pending_context, *str_on_start, *str_code, *str_info,
+    *str_suspends;
+
+static long long generation;       /* recorder._fork_generation */
+static unsigned long collecting;   /* recorder._collecting (< 3.12): a thread ident */
+static THREAD_LOCAL int busy;      /* recorder._local.busy */
+
+static long long
+now_ns(void)
+{
+#ifdef _WIN32
+    FILETIME ft;
+    GetSystemTimePreciseAsFileTime(&ft);
+    ULARGE_INTEGER t;
+    t.LowPart = ft.dwLowDateTime;
+    t.HighPart = ft.dwHighDateTime;
+    return (long long)(t.QuadPart - 116444736000000000ULL) * 100;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);  /* time.time_ns()'s clock */
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#endif
+}
+
+static int
+in_collection(void)
+{
+    return collecting != 0 && collecting == PyThread_get_thread_ident();
+}
+
+/* Log an own failure once (through Python), keeping any exception in flight. */
+static void
+report_failure(const char *kind, PyObject *what)
+{
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    Py_XDECREF(exc_type);
+    Py_XDECREF(exc_tb);
+    if (report != NULL) {
+        PyObject *res = PyObject_CallFunction(report, "sOO", kind,
+                                              what ? what : Py_None,
+                                              exc_value ? exc_value : Py_None);
+        Py_XDECREF(res);
+        PyErr_Clear();
+    }
+    Py_XDECREF(exc_value);
+}
+
+/* -- Call -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *info, *parent, *saved, *span, *token, *run_ctx, *parent_ctx;
+    PyObject *instance, *args, *kwargs, *frame;
+    PyObject *dict;  /* the rarely set fields (class defaults otherwise) */
+    PyObject *weakrefs;
+    long long depth, generation, start_ns, child_ns;
+    char closed, under_pending;
+} CallObject;
+
+static PyTypeObject Call_Type;
+
+#define CALL_FIELDS(X) X(info) X(parent) X(saved) X(span) X(token) X(run_ctx) \
+    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(dict)
+
+static int
+Call_traverse(CallObject *self, visitproc visit, void *arg)
+{
+#define VISIT(f) Py_VISIT(self->f);
+    CALL_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+Call_clear(CallObject *self)
+{
+#define CLEAR(f) Py_CLEAR(self->f);
+    CALL_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+Call_dealloc(CallObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    Call_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A new call with every field set as recorder.Call.__init__ sets it. */
+static CallObject *
+new_call(PyTypeObject *type, PyObject *info, PyObject *parent, long long depth,
+         PyObject *instance, PyObject *args, PyObject *kwargs)
+{
+    CallObject *call = (CallObject *)type->tp_alloc(type, 0);
+    if (call == NULL)
+        return NULL;
+    Py_INCREF(info);
+    call->info = info;
+    Py_INCREF(parent);
+    call->parent = parent;
+    Py_INCREF(parent);
+    call->saved = parent;
+    call->depth = depth;
+    call->generation = generation;
+    Py_INCREF(Py_None);
+    call->span = Py_None;
+    Py_INCREF(Py_None);
+    call->token = Py_None;
+    Py_INCREF(Py_None);
+    call->run_ctx = Py_None;
+    Py_INCREF(Py_None);
+    call->parent_ctx = Py_None;
+    Py_INCREF(instance);
+    call->instance = instance;
+    Py_INCREF(args);
+    call->args = args;
+    Py_INCREF(kwargs);
+    call->kwargs = kwargs;
+    Py_INCREF(Py_None);
+    call->frame = Py_None;
+    return call;
+}
+
+static int
+Call_init(CallObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *info, *parent, *instance, *call_args, *kwargs;
+    long long depth;
+    static char *names[] = {"info", "parent", "depth", "instance", "args", "kwargs", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOLOOO", names, &info, &parent, &depth,
+                                     &instance, &call_args, &kwargs))
+        return -1;
+#define SET(f, v) Py_INCREF(v); Py_XSETREF(self->f, v);
+    SET(info, info)
+    SET(parent, parent)
+    SET(saved, parent)
+    SET(span, Py_None)
+    SET(token, Py_None)
+    SET(run_ctx, Py_None)
+    SET(parent_ctx, Py_None)
+    SET(instance, instance)
+    SET(args, call_args)
+    SET(kwargs, kwargs)
+    SET(frame, Py_None)
+#undef SET
+    self->depth = depth;
+    self->generation = generation;
+    self->start_ns = self->child_ns = 0;
+    self->closed = self->under_pending = 0;
+    return 0;
+}
+
+static PyMemberDef Call_members[] = {
+    {"info", T_OBJECT, offsetof(CallObject, info), 0, NULL},
+    {"parent", T_OBJECT, offsetof(CallObject, parent), 0, NULL},
+    {"saved", T_OBJECT, offsetof(CallObject, saved), 0, NULL},
+    {"span", T_OBJECT, offsetof(CallObject, span), 0, NULL},
+    {"token", T_OBJECT, offsetof(CallObject, token), 0, NULL},
+    {"run_ctx", T_OBJECT, offsetof(CallObject, run_ctx), 0, NULL},
+    {"parent_ctx", T_OBJECT, offsetof(CallObject, parent_ctx), 0, NULL},
+    {"instance", T_OBJECT, offsetof(CallObject, instance), 0, NULL},
+    {"args", T_OBJECT, offsetof(CallObject, args), 0, NULL},
+    {"kwargs", T_OBJECT, offsetof(CallObject, kwargs), 0, NULL},
+    {"frame", T_OBJECT, offsetof(CallObject, frame), 0, NULL},
+    {"depth", T_LONGLONG, offsetof(CallObject, depth), 0, NULL},
+    {"generation", T_LONGLONG, offsetof(CallObject, generation), 0, NULL},
+    {"start_ns", T_LONGLONG, offsetof(CallObject, start_ns), 0, NULL},
+    {"child_ns", T_LONGLONG, offsetof(CallObject, child_ns), 0, NULL},
+    {"closed", T_BOOL, offsetof(CallObject, closed), 0, NULL},
+    {"under_pending", T_BOOL, offsetof(CallObject, under_pending), 0, NULL},
+    {NULL}
+};
+
+static PyGetSetDef Call_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL}
+};
+
+static PyTypeObject Call_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Call",
+    .tp_doc = "The storage of one traced call (see recorder.Call).",
+    .tp_basicsize = sizeof(CallObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Call_init,
+    .tp_dealloc = (destructor)Call_dealloc,
+    .tp_traverse = (traverseproc)Call_traverse,
+    .tp_clear = (inquiry)Call_clear,
+    .tp_members = Call_members,
+    .tp_getset = Call_getset,
+    .tp_dictoffset = offsetof(CallObject, dict),
+    .tp_weaklistoffset = offsetof(CallObject, weakrefs),
+};
+
+/* -- Core -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    char active, dormant, own_time, require_parent, pending, keep_errors, spans, timed,
+        no_span_rules, capture_args;
+    long long min_ns, max_depth;
+    PyObject *tracer, *stats, *pending_cache;
+} CoreObject;
+
+static PyTypeObject Core_Type;
+
+static int
+Core_traverse(CoreObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->tracer);
+    Py_VISIT(self->stats);
+    Py_VISIT(self->pending_cache);
+    return 0;
+}
+
+static int
+Core_clear(CoreObject *self)
+{
+    Py_CLEAR(self->tracer);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->pending_cache);
+    return 0;
+}
+
+static void
+Core_dealloc(CoreObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The Python method, for every call off the fast path. */
+static PyObject *
+call_python(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t nargsf,
+            PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *stack[8];
+    if (total + 1 > 8) {
+        PyErr_SetString(PyExc_TypeError, "too many arguments");
+        return NULL;
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++)
+        stack[i + 1] = args[i];
+    return PyObject_Vectorcall(method, stack, nargs + 1, kwnames);
+}
+
+/* The OpenTelemetry context current here (new reference), or NULL with no error
+ * when the runtime context is not the ContextVar one. */
+static PyObject *
+otel_context(void)
+{
+    PyObject *ctx = NULL;
+    if (otel_var == NULL)
+        return NULL;
+    if (PyContextVar_Get(otel_var, NULL, &ctx) < 0)
+        return NULL;
+    return ctx;
+}
+
+#define SLOW ((PyObject *)1)
+
+/* The fast path of Recorder.start: a call refused, or a pending call started; SLOW
+ * when the Python method must decide (nothing has been changed then). */
+static PyObject *
+core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
+                PyObject *kwargs, PyObject *frame)
+{
+    PyObject *ctx = NULL, *parent = NULL, *run_ctx = NULL;
+    CallObject *call = NULL;
+    if (otel_var == NULL || current_var == NULL || call_type == NULL)
+        return SLOW;
+    if (self->require_parent) {
+        ctx = otel_context();
+        if (ctx == NULL || !PyDict_Check(ctx))
+            goto slow;
+        PyObject *span = PyDict_GetItemWithError(ctx, span_key);  /* borrowed */
+        if (span == NULL && PyErr_Occurred())
+            goto error;
+        if (span == NULL || span == invalid_span) {
+            if (self->stats == NULL || self->stats == Py_None || !self->active || busy) {
+                Py_DECREF(ctx);
+                Py_RETURN_NONE;
+            }
+            goto slow;
+        }
+        if ((PyObject *)Py_TYPE(span) != pending_span_type)
+            goto slow;  /* a real span: is its context valid? Python asks it */
+    }
+    if (!self->active || busy || in_collection()) {
+        Py_XDECREF(ctx);
+        Py_RETURN_NONE;
+    }
+    if (self->no_span_rules || !self->pending || self->tracer == NULL ||
+        self->tracer == Py_None)
+        goto slow;
+    if (ctx == NULL) {
+        ctx = otel_context();
+        if (ctx == NULL || !PyDict_Check(ctx))
+            goto slow;
+    }
+    PyObject *suppressed = PyDict_GetItemWithError(ctx, suppress_key);  /* borrowed */
+    if (suppressed == NULL && PyErr_Occurred())
+        goto error;
+    if (suppressed != NULL) {
+        int truth = PyObject_IsTrue(suppressed);
+        if (truth < 0)
+            goto error;
+        if (truth) {
+            Py_DECREF(ctx);
+            Py_RETURN_NONE;
+        }
+    }
+    if (PyContextVar_Get(current_var, NULL, &parent) < 0)
+        goto error;
+    long long depth = 1;
+    if (parent != Py_None) {
+        if (!PyObject_TypeCheck(parent, &Call_Type))
+            goto slow;
+        depth = ((CallObject *)parent)->depth + 1;
+        if (depth > self->max_depth)
+            goto slow;
+    }
+    if (frame == Py_None)
+        call = new_call((PyTypeObject *)call_type, info, parent, depth, instance, args,
+                        kwargs);
+    else {
+        PyObject *empty = PyTuple_New(0);
+        if (empty == NULL)
+            goto error;
+        call = new_call((PyTypeObject *)call_type, info, parent, depth, Py_None, empty,
+                        Py_None);
+        Py_DECREF(empty);
+        if (call != NULL && self->capture_args) {
+            Py_INCREF(frame);
+            Py_SETREF(call->frame, frame);  /* read when the call ends, if kept */
+        }
+    }
+    if (call == NULL)
+        goto error;
+    call->start_ns = now_ns();
+    Py_INCREF(ctx);
+    Py_SETREF(call->parent_ctx, ctx);
+    if (parent != Py_None && ctx == ((CallObject *)parent)->run_ctx) {
+        call->under_pending = 1;  /* the parent's PendingSpan is current already */
+        Py_INCREF(ctx);
+        Py_SETREF(call->run_ctx, ctx);
+    }
+    else {
+        PyObject *cache = self->pending_cache;
+        if (cache != NULL && PyTuple_Check(cache) && PyTuple_GET_SIZE(cache) == 2 &&
+            PyTuple_GET_ITEM(cache, 0) == ctx) {
+            run_ctx = PyTuple_GET_ITEM(cache, 1);
+            Py_INCREF(run_ctx);
+        }
+        else {
+            run_ctx = PyObject_CallMethodOneArg((PyObject *)self, str_pending_context, ctx);
+            if (run_ctx == NULL)
+                goto error;
+        }
+        if (run_ctx == Py_None) {
+            call->under_pending = 1;
+            Py_INCREF(ctx);
+            Py_SETREF(call->run_ctx, ctx);
+        }
+        else {
+            PyObject *token = PyContextVar_Set(otel_var, run_ctx);
+            if (token == NULL)
+                goto error;
+            Py_SETREF(call->token, token);
+            Py_INCREF(run_ctx);
+            Py_SETREF(call->run_ctx, run_ctx);
+        }
+        Py_CLEAR(run_ctx);
+    }
+    PyObject *token = PyContextVar_Set(current_var, (PyObject *)call);
+    if (token == NULL)
+        goto error;
+    Py_DECREF(token);
+    Py_DECREF(ctx);
+    Py_DECREF(parent);
+    return (PyObject *)call;
+slow:
+    Py_XDECREF(ctx);
+    Py_XDECREF(parent);
+    return SLOW;
+error:
+    Py_XDECREF(ctx);
+    Py_XDECREF(parent);
+    Py_XDECREF(run_ctx);
+    Py_XDECREF(call);
+    return NULL;
+}
+
+/* start(info, instance, args, kwargs, frame=None, suspends=False) */
+static PyObject *
+Core_start(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && (nargs == 4 || nargs == 5 ||
+                            (nargs == 6 && args[5] == Py_False))) {
+        PyObject *frame = nargs >= 5 ? args[4] : Py_None;
+        PyObject *result = core_start_fast(self, args[0], args[1], args[2], args[3], frame);
+        if (result != SLOW)
+            return result;
+    }
+    return call_python(py_start, (PyObject *)self, args, nargsf, kwnames);
+}
+
+/* Make the caller's context current again, as Recorder.finish does first: a finaliser
+ * that runs meanwhile (any allocation) must find the caller current, not this call. */
+static int
+restore_context(CallObject *call)
+{
+    if (call->token != Py_None) {
+        PyObject *token = call->token;
+        Py_INCREF(Py_None);
+        call->token = Py_None;
+        if (PyContextVar_Reset(otel_var, token) < 0)
+            report_failure("detach", NULL);  /* finished in another context */
+        Py_DECREF(token);
+    }
+    PyObject *reset = PyContextVar_Set(current_var, call->saved);
+    if (reset == NULL)
+        return -1;
+    Py_DECREF(reset);
+    return 0;
+}
+
+/* The fast path of Recorder.finish: a pending call that is dropped. 1: done; 0: the
+ * Python method decides, nothing changed; 2: the Python method decides, the context
+ * restored already; -1: an error. */
+static int
+core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *value)
+{
+    if (!PyObject_TypeCheck(call_obj, &Call_Type) || outcome == ABANDONED ||
+        in_collection() || otel_var == NULL)
+        return 0;
+    CallObject *call = (CallObject *)call_obj;
+    if (restore_context(call) < 0)
+        return -1;
+    if (self->timed || !self->pending || call->generation != generation ||
+        call->span != Py_None || call->depth == -1)
+        return 2;
+    if (call->dict != NULL && PyDict_GET_SIZE(call->dict) != 0)
+        return 2;  /* failures held, a kept child, ...: the Python method */
+    if (now_ns() - call->start_ns >= self->min_ns)
+        return 2;
+    if (outcome == RAISED && self->keep_errors &&
+        PyObject_TypeCheck(value, (PyTypeObject *)PyExc_Exception))
+        return 2;
+    /* dropped: forget the arguments (no allocation from the decision to here) */
+    call->closed = 1;
+    PyObject *instance = call->instance, *args = call->args, *kwargs = call->kwargs,
+             *frame = call->frame;
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_None);
+    call->instance = call->args = call->kwargs = call->frame = Py_None;
+    Py_XDECREF(instance);  /* may run a finaliser: the call is closed already */
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(frame);
+    return 1;
+}
+
+static PyObject *
+Core_finish(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && nargs == 3 && PyLong_CheckExact(args[1])) {
+        int done = core_finish_fast(self, args[0], (int)PyLong_AsLong(args[1]), args[2]);
+        if (done < 0)
+            return NULL;
+        if (done == 1)
+            Py_RETURN_NONE;
+        if (done == 2) {
+            PyObject *stack[] = {(PyObject *)self, args[0], args[1], args[2], Py_True};
+            return PyObject_Vectorcall(py_finish, stack, 5, NULL);
+        }
+    }
+    return call_python(py_finish, (PyObject *)self, args, nargsf, kwnames);
+}
+
+/* From C (the wrapper, the callbacks): start, never raising an Exception. */
+static PyObject *
+start_call(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
+           PyObject *kwargs, PyObject *frame, PyObject *what)
+{
+    PyObject *call = core_start_fast(self, info, instance, args, kwargs, frame);
+    if (call == SLOW) {
+        PyObject *stack[] = {(PyObject *)self, info, instance, args, kwargs, frame};
+        call = PyObject_Vectorcall(py_start, stack, frame == Py_None ? 5 : 6, NULL);
+    }
+    if (call == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;  /* KeyboardInterrupt and friends go on, as in Python */
+        report_failure("start", what);
+        Py_RETURN_NONE;
+    }
+    return call;
+}
+
+/* From C: finish, keeping the exception in flight (the caller fetched it). */
+static void
+finish_call(CoreObject *self, PyObject *call, int outcome, PyObject *value)
+{
+    int done = core_finish_fast(self, call, outcome, value);
+    if (done == 0 || done == 2) {
+        PyObject *code = PyLong_FromLong(outcome);
+        if (code != NULL) {
+            PyObject *stack[] = {(PyObject *)self, call, code, value,
+                                 done == 2 ? Py_True : Py_False};
+            PyObject *res = PyObject_Vectorcall(py_finish, stack, 5, NULL);
+            Py_DECREF(code);
+            if (res != NULL) {
+                Py_DECREF(res);
+                return;
+            }
+        }
+        done = -1;
+    }
+    if (done < 0)
+        report_failure("finish", NULL);
+}
+
+static PyMethodDef Core_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))Core_start, METH_FASTCALL | METH_KEYWORDS,
+     "A traced call starts (Recorder.start)."},
+    {"finish", (PyCFunction)(void (*)(void))Core_finish, METH_FASTCALL | METH_KEYWORDS,
+     "A traced call ended (Recorder.finish)."},
+    {NULL}
+};
+
+static PyMemberDef Core_members[] = {
+    {"active", T_BOOL, offsetof(CoreObject, active), 0, NULL},
+    {"dormant", T_BOOL, offsetof(CoreObject, dormant), 0, NULL},
+    {"own_time", T_BOOL, offsetof(CoreObject, own_time), 0, NULL},
+    {"require_parent", T_BOOL, offsetof(CoreObject, require_parent), 0, NULL},
+    {"pending", T_BOOL, offsetof(CoreObject, pending), 0, NULL},
+    {"keep_errors", T_BOOL, offsetof(CoreObject, keep_errors), 0, NULL},
+    {"spans", T_BOOL, offsetof(CoreObject, spans), 0, NULL},
+    {"timed", T_BOOL, offsetof(CoreObject, timed), 0, NULL},
+    {"_no_span_rules", T_BOOL, offsetof(CoreObject, no_span_rules), 0, NULL},
+    {"capture_args", T_BOOL, offsetof(CoreObject, capture_args), 0, NULL},
+    {"min_ns", T_LONGLONG, offsetof(CoreObject, min_ns), 0, NULL},
+    {"max_depth", T_LONGLONG, offsetof(CoreObject, max_depth), 0, NULL},
+    {"tracer", T_OBJECT, offsetof(CoreObject, tracer), 0, NULL},
+    {"stats", T_OBJECT, offsetof(CoreObject, stats), 0, NULL},
+    {"_pending_cache", T_OBJECT, offsetof(CoreObject, pending_cache), 0, NULL},
+    {NULL}
+};
+
+static PyTypeObject Core_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Core",
+    .tp_doc = "The recorder's per-call path, compiled (see compiled.CompiledRecorder).",
+    .tp_basicsize = sizeof(CoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_traverse = (traverseproc)Core_traverse,
+    .tp_clear = (inquiry)Core_clear,
+    .tp_methods = Core_methods,
+    .tp_members = Core_members,
+};
+
+/* -- Local: the per-thread busy flag --------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+} LocalObject;
+
+static PyObject *
+Local_get_busy(PyObject *self, void *closure)
+{
+    return PyBool_FromLong(busy);
+}
+
+static int
+Local_set_busy(PyObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "busy cannot be deleted");
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    if (truth < 0)
+        return -1;
+    busy = truth;
+    return 0;
+}
+
+static PyGetSetDef Local_getset[] = {
+    {"busy", Local_get_busy, Local_set_busy, "autotrace is at work on this thread", NULL},
+    {NULL}
+};
+
+static PyTypeObject Local_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Local",
+    .tp_doc = "Per-thread flags of the recorder (as threading.local, read from C).",
+    .tp_basicsize = sizeof(LocalObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_getset = Local_getset,
+};
+
+/* -- FunctionCall: the wrapt wrapper of a plain function ------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    CoreObject *core;
+    PyObject *info;      /* NULL until the first call describes the function */
+    PyObject *describe;
+    vectorcallfunc vectorcall;
+} FunctionCallObject;
+
+static int
+FunctionCall_traverse(FunctionCallObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->core);
+    Py_VISIT(self->info);
+    Py_VISIT(self->describe);
+    return 0;
+}
+
+static int
+FunctionCall_clear(FunctionCallObject *self)
+{
+    Py_CLEAR(self->core);
+    Py_CLEAR(self->info);
+    Py_CLEAR(self->describe);
+    return 0;
+}
+
+static void
+FunctionCall_dealloc(FunctionCallObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    FunctionCall_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Fetch the exception in flight as one normalised object (with its traceback). */
+static PyObject *
+fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+static void
+restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore((PyObject *)Py_TYPE(exc), exc, tb);
+    Py_INCREF(Py_TYPE(exc));
+#endif
+}
+
+/* wrapper(wrapped, instance, args, kwargs), called by wrapt's FunctionWrapper */
+static PyObject *
+FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t nargsf,
+                        PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 4 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "wrapper(wrapped, instance, args, kwargs)");
+        return NULL;
+    }
+    PyObject *wrapped = argv[0], *instance = argv[1], *args = argv[2], *kwargs = argv[3];
+    CoreObject *core = self->core;
+    PyObject *call = NULL;
+    if (!PyTuple_Check(args) || (kwargs != Py_None && !PyDict_Check(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "wrapper(wrapped, instance, args, kwargs)");
+        return NULL;
+    }
+    if (!core->dormant) {  /* no provider yet: not even the lazy description */
+        if (self->info == NULL) {
+            PyObject *info = PyObject_CallNoArgs(self->describe);
+            if (info == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                    return NULL;
+                report_failure("start", wrapped);
+            }
+            else
+                self->info = info;
+        }
+        if (self->info != NULL) {
+            call = start_call(core, self->info, instance, args, kwargs, Py_None, wrapped);
+            if (call == NULL)
+                return NULL;
+            if (call == Py_None)
+                Py_CLEAR(call);
+        }
+    }
+    PyObject *result = PyObject_Call(wrapped, args,
+                                     (kwargs != Py_None && PyDict_GET_SIZE(kwargs)) ? kwargs
+                                                                                   : NULL);
+    if (call != NULL) {
+        if (result == NULL) {
+            PyObject *exc = fetch_exception();
+            finish_call(core, call, RAISED, exc ? exc : Py_None);
+            restore_exception(exc);
+        }
+        else
+            finish_call(core, call, RETURNED, result);
+        Py_DECREF(call);
+    }
+    return result;
+}
+
+static PyObject *
+FunctionCall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *core, *describe;
+    if (!PyArg_ParseTuple(args, "O!O:FunctionCall", &Core_Type, &core, &describe))
+        return NULL;
+    FunctionCallObject *self = (FunctionCallObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(core);
+    self->core = (CoreObject *)core;
+    Py_INCREF(describe);
+    self->describe = describe;
+    self->vectorcall = (vectorcallfunc)FunctionCall_vectorcall;
+    return (PyObject *)self;
+}
+
+static PyTypeObject FunctionCall_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.FunctionCall",
+    .tp_doc = "FunctionCall(core, describe): the wrapt wrapper of a plain traced function.",
+    .tp_basicsize = sizeof(FunctionCallObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = FunctionCall_new,
+    .tp_dealloc = (destructor)FunctionCall_dealloc,
+    .tp_traverse = (traverseproc)FunctionCall_traverse,
+    .tp_clear = (inquiry)FunctionCall_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(FunctionCallObject, vectorcall),
+};
+
+/* -- Monitor: sys.monitoring callbacks of plain functions ------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    CoreObject *core;
+    PyObject *backend;  /* its _on_start: first calls, generators, coroutines */
+    PyObject *traced;   /* id(code) -> _Traced */
+    PyObject *calls;    /* id(frame) -> (call, code) */
+    PyObject *plain;    /* id(code) -> (code, info): described plain functions */
+} MonitorObject;
+
+static int
+Monitor_traverse(MonitorObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->core);
+    Py_VISIT(self->backend);
+    Py_VISIT(self->traced);
+    Py_VISIT(self->calls);
+    Py_VISIT(self->plain);
+    return 0;
+}
+
+static int
+Monitor_clear(MonitorObject *self)
+{
+    Py_CLEAR(self->core);
+    Py_CLEAR(self->backend);
+    Py_CLEAR(self->traced);
+    Py_CLEAR(self->calls);
+    Py_CLEAR(self->plain);
+    return 0;
+}
+
+static void
+Monitor_dealloc(MonitorObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Monitor_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *core, *backend, *traced, *calls;
+    if (!PyArg_ParseTuple(args, "O!OO!O!:Monitor", &Core_Type, &core, &backend,
+                          &PyDict_Type, &traced, &PyDict_Type, &calls))
+        return NULL;
+    MonitorObject *self = (MonitorObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(core);
+    self->core = (CoreObject *)core;
+    Py_INCREF(backend);
+    self->backend = backend;
+    Py_INCREF(traced);
+    self->traced = traced;
+    Py_INCREF(calls);
+    self->calls = calls;
+    self->plain = PyDict_New();
+    if (self->plain == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* The frame running the event (borrowed), as sys._getframe(1) in a Python callback. */
+static PyObject *
+event_frame(void)
+{
+    return (PyObject *)PyEval_GetFrame();
+}
+
+/* A plain function's call starts: the fast path of backend._on_start. */
+static PyObject *
+start_plain(MonitorObject *self, PyObject *code, PyObject *info)
+{
+    PyObject *frame = event_frame();
+    PyCodeObject *frame_code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
+    Py_XDECREF(frame_code);  /* only compared */
+    if (frame_code != (PyCodeObject *)code)  /* a shim frame (events fired by the C API) */
+        Py_RETURN_NONE;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, code);
+    Py_DECREF(empty);
+    if (call == NULL)
+        return NULL;
+    if (call != Py_None) {
+        PyObject *fkey = PyLong_FromVoidPtr(frame);
+        PyObject *running = PyTuple_Pack(2, call, code);
+        if (fkey == NULL || running == NULL || PyDict_SetItem(self->calls, fkey, running) < 0)
+            report_failure("monitoring:start", code);
+        Py_XDECREF(fkey);
+        Py_XDECREF(running);
+    }
+    Py_DECREF(call);
+    Py_RETURN_NONE;
+}
+
+/* on_start(code, offset): PY_START */
+static PyObject *
+Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        Py_RETURN_NONE;
+    PyObject *code = args[0], *result = NULL;
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL)
+        goto failed;
+    PyObject *known = PyDict_GetItemWithError(self->plain, key);  /* borrowed */
+    if (known != NULL && PyTuple_GET_ITEM(known, 0) == code) {
+        Py_DECREF(key);
+        Py_INCREF(known);
+        result = start_plain(self, code, PyTuple_GET_ITEM(known, 1));
+        Py_DECREF(known);
+        if (result == NULL)
+            goto failed;
+        return result;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        goto failed;
+    }
+    PyObject *entry = PyDict_GetItemWithError(self->traced, key);  /* borrowed */
+    if (entry == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            goto failed;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(entry);
+    PyObject *entry_code = PyObject_GetAttr(entry, str_code);
+    PyObject *info = entry_code ? PyObject_GetAttr(entry, str_info) : NULL;
+    PyObject *suspends = info ? PyObject_GetAttr(entry, str_suspends) : NULL;
+    if (suspends == NULL)
+        ;
+    else if (entry_code != code) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    else if (info == Py_None || suspends != Py_False) {
+        /* first call (described there), generators, coroutines: the Python callback */
+        result = PyObject_CallMethodObjArgs(self->backend, str_on_start, code, args[1], NULL);
+    }
+    else {
+        PyObject *pair = PyTuple_Pack(2, code, info);
+        if (pair != NULL && PyDict_SetItem(self->plain, key, pair) == 0)
+            result = start_plain(self, code, info);
+        Py_XDECREF(pair);
+    }
+    Py_DECREF(key);
+    Py_XDECREF(entry_code);
+    Py_XDECREF(info);
+    Py_XDECREF(suspends);
+    Py_DECREF(entry);
+    if (result == NULL)
+        goto failed;
+    return result;
+failed:
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    report_failure("monitoring:start", code);
+    Py_RETURN_NONE;
+}
+
+/* on_return(code, offset, retval): PY_RETURN */
+static PyObject *
+Monitor_on_return(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3)
+        Py_RETURN_NONE;
+    PyObject *frame = event_frame();
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    PyObject *key = PyLong_FromVoidPtr(frame);
+    if (key == NULL)
+        goto failed;
+    PyObject *running = PyDict_GetItemWithError(self->calls, key);  /* borrowed */
+    if (running == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            goto failed;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(running);
+    if (PyDict_DelItem(self->calls, key) < 0) {
+        Py_DECREF(key);
+        Py_DECREF(running);
+        goto failed;
+    }
+    Py_DECREF(key);
+    if (PyTuple_Check(running) && PyTuple_GET_SIZE(running) == 2 &&
+        PyTuple_GET_ITEM(running, 1) == args[0])
+        finish_call(self->core, PyTuple_GET_ITEM(running, 0), RETURNED, args[2]);
+    Py_DECREF(running);
+    Py_RETURN_NONE;
+failed:
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    report_failure("monitoring:return", args[0]);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Monitor_methods[] = {
+    {"on_start", (PyCFunction)(void (*)(void))Monitor_on_start, METH_FASTCALL,
+     "PY_START of a traced code object."},
+    {"on_return", (PyCFunction)(void (*)(void))Monitor_on_return, METH_FASTCALL,
+     "PY_RETURN of a traced code object."},
+    {NULL}
+};
+
+static PyTypeObject Monitor_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Monitor",
+    .tp_doc = "Monitor(core, backend, traced, calls): PY_START / PY_RETURN callbacks.",
+    .tp_basicsize = sizeof(MonitorObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Monitor_new,
+    .tp_dealloc = (destructor)Monitor_dealloc,
+    .tp_traverse = (traverseproc)Monitor_traverse,
+    .tp_clear = (inquiry)Monitor_clear,
+    .tp_methods = Monitor_methods,
+};
+
+/* -- module ------------------------------------------------------------------------- */
+
+static PyObject *
+core_setup(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"current", "otel", "suppress_key", "span_key", "invalid_span",
+                            "pending_span", "call_type", "start", "finish", "report", NULL};
+    PyObject *o[10];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOO:setup", names, &o[0], &o[1],
+                                     &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9]))
+        return NULL;
+    if (!PyType_Check(o[6]) || !PyType_IsSubtype((PyTypeObject *)o[6], &Call_Type)) {
+        PyErr_SetString(PyExc_TypeError, "call_type must subclass _core.Call");
+        return NULL;
+    }
+    PyObject **slots[] = {&current_var, &otel_var, &suppress_key, &span_key, &invalid_span,
+                          &pending_span_type, &call_type, &py_start, &py_finish, &report};
+    for (int i = 0; i < 10; i++) {
+        PyObject *v = o[i] == Py_None && i == 1 ? NULL : o[i];  /* otel None: no fast path */
+        Py_XINCREF(v);
+        Py_XSETREF(*slots[i], v);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_set_generation(PyObject *module, PyObject *arg)
+{
+    long long value = PyLong_AsLongLong(arg);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    generation = value;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_set_collecting(PyObject *module, PyObject *arg)
+{
+    unsigned long value = PyLong_AsUnsignedLong(arg);
+    if (value == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    collecting = value;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"setup", (PyCFunction)(void (*)(void))core_setup, METH_VARARGS | METH_KEYWORDS,
+     "Hand over the objects the fast path uses (compiled.py, once)."},
+    {"set_generation", core_set_generation, METH_O, "The fork generation (after a fork)."},
+    {"set_collecting", core_set_collecting, METH_O,
+     "The thread ident running a garbage collection, or 0 (< 3.12)."},
+    {NULL}
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "autotrace.record._core",
+    "The compiled per-call path of the recorder (see _core.c).", -1, module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
+                             &Monitor_Type};
+    const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor"};
+    PyObject *module = PyModule_Create(&core_module);
+    if (module == NULL)
+        return NULL;
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) goto fail;
+    INTERN(str_pending_context, "_pending_context")
+    INTERN(str_on_start, "_on_start")
+    INTERN(str_code, "code")
+    INTERN(str_info, "info")
+    INTERN(str_suspends, "suspends")
+#undef INTERN
+    for (int i = 0; i < 5; i++) {
+        if (PyType_Ready(types[i]) < 0)
+            goto fail;
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(module, type_names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            goto fail;
+        }
+    }
+#ifdef Py_GIL_DISABLED
+    PyUnstable_Module_SetGIL(module, Py_MOD_GIL_USED);
+#endif
+    return module;
+fail:
+    Py_DECREF(module);
+    return NULL;
+}

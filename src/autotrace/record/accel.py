@@ -1,0 +1,25 @@
+"""Whether the compiled per-call path (``_core.c``) is here, loaded once per process.
+
+``OTEL_PYTHON_AUTOTRACE_CORE=python`` in the environment keeps it from being loaded at
+all (the pure-Python reference runs alone, as on a machine without a compiler); the
+option itself is validated and applied at ``install()`` (``core.select_core``).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+ENV = "OTEL_PYTHON_AUTOTRACE_CORE"
+
+#: The extension module, or None; ``why_not`` says why when it is None.
+extension: ModuleType | None = None
+why_not = ""
+
+if os.environ.get(ENV, "").strip().lower() == "python":
+    why_not = f"{ENV}=python"
+else:
+    try:
+        from . import _core as extension  # type: ignore[attr-defined, no-redef]  # noqa: F401
+    except ImportError as exc:  # not built: no compiler at install time
+        why_not = f"the extension autotrace.record._core is not built ({exc})"

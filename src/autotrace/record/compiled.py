@@ -1,0 +1,81 @@
+"""The compiled core: ``recorder.Recorder`` with its per-call path in C (``_core.c``).
+
+``CompiledRecorder`` is the Python recorder with ``_core.Core`` as its first base:
+the per-call settings live in C fields (the Python methods read and write the same
+fields), and ``start`` / ``finish`` are C functions that take the common case (a
+pending call started and dropped, a call refused by ``require_parent``) and hand
+every other call, unchanged, to the Python methods. So the behaviour is the pure
+core's by construction, and the suite runs against both (``core`` fixture).
+
+The backends get C callables for their hot paths through the contract
+(``compiled_wrapper``: wrapt's wrapper of a plain function; ``compiled_callbacks``:
+sys.monitoring's PY_START and PY_RETURN of plain functions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from .._log import log_once
+from . import accel, recorder
+from .spans import PendingSpan
+
+_core: Any = accel.extension
+if _core is None:  # pragma: no cover - imported only when the extension loads
+    raise ImportError(accel.why_not)
+
+
+class CompiledCall(_core.Call, recorder.RareFields):  # type: ignore[misc]
+    """A call's storage: the common fields in C, the rare ones as in ``recorder.Call``."""
+
+
+class CompiledRecorder(_core.Core, recorder.Recorder):  # type: ignore[misc]
+    """``recorder.Recorder`` with the per-call path compiled (module docstring)."""
+
+    new_call = CompiledCall  # type: ignore[assignment]
+    core_name = "compiled"
+
+    def compiled_wrapper(self, describe: Callable[[], Any]) -> Any:
+        return _core.FunctionCall(self, describe)
+
+    def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
+                           calls: dict[int, Any]) -> Any:
+        return _core.Monitor(self, backend, traced, calls)
+
+
+def _report(kind: str, what: Any, error: Any) -> None:
+    """An own failure on the compiled path: logged once per kind, never raised."""
+    name = what if isinstance(what, str) else getattr(what, "__qualname__", None) or \
+        getattr(what, "co_qualname", None) or repr(what)
+    if kind == "detach":
+        log_once("detach", "autotrace: could not restore the context of a traced call",
+                 exc_info=False)
+    elif kind == "start":
+        log_once(f"start:{name}", "autotrace: could not start tracing a call of %s; it "
+                 "runs untraced (%r)", name, error, exc_info=False)
+    else:
+        log_once(f"compiled:{kind}", "autotrace: error in the compiled call path (%s) at "
+                 "%s: %r", kind, name, error, exc_info=False)
+
+
+def _otel_var() -> Any:
+    """The runtime context's ContextVar, or None when it is not the standard one (then
+    every call takes the Python path)."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    if type(runtime).__name__ != "ContextVarsRuntimeContext":
+        return None
+    return getattr(runtime, "_current_context", None)
+
+
+_core.setup(current=recorder._current, otel=_otel_var(),
+            suppress_key=_SUPPRESS_INSTRUMENTATION_KEY, span_key=_SPAN_KEY,
+            invalid_span=trace.INVALID_SPAN, pending_span=PendingSpan,
+            call_type=CompiledCall, start=recorder.Recorder.start,
+            finish=recorder.Recorder.finish, report=_report)
+_core.set_generation(recorder._fork_generation)
