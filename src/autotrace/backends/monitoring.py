@@ -35,6 +35,7 @@ from typing import Any, Tuple
 
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
+from ..errors import InstallError
 from ..loading.importhook import ImportHook
 from ..loading.source import compile_source
 from ..record.contract import ABANDONED, RAISED, RETURNED, Core
@@ -119,8 +120,6 @@ class MonitoringBackend:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        from ..core import InstallError
-
         tool = self._claim_tool_id()
         if tool is None:
             taken = {i: _monitoring.get_tool(i) for i in range(6)}
