@@ -173,8 +173,15 @@ class WraptBackend:
                 log_once("undo", "autotrace: could not restore the methods of %s", cls)
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
-        """Compile a run module so each top-level definition is wrapped as it is made."""
-        return wrapt_main.compile_main(self, source, filename, module)
+        """Compile a run module (``__main__``, ``-m``, ``run_path``) so each selected
+        definition is wrapped as it is made."""
+        tree = parse_source(source, filename, module)
+        name = module
+        if module in ("__main__", "__mp_main__", "<run_path>"):
+            name = os.path.splitext(os.path.basename(filename))[0]
+        if self.may_trace(name):
+            wrapt_main.rewrite(tree, name, self.selects, source)
+        return compile_source(tree, filename, module)
 
     def may_trace(self, module: str) -> bool:
         return self._recorder.active and self._selector.may_contain(module)

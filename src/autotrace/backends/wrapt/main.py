@@ -24,37 +24,39 @@ anywhere is compiled unchanged.
 from __future__ import annotations
 
 import ast
-import os
 import threading
-from types import CodeType
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import Any, Callable, Protocol, Union
 
-from ...loading.source import compile_source, parse_source
 from ...selection.discovery import TRACED_DUNDERS
-
-if TYPE_CHECKING:
-    from .backend import WraptBackend
 
 _HELPER = "__import__"
 _NO_TRACE = "no_trace"
 _STATIC = "staticmethod"
 
+
+
+class Decorates(Protocol):
+    """The active backend, as rewritten code reaches it."""
+
+    def decorator(self, implicit_first: bool) -> Callable[[Any], Any]: ...
+
+
 _lock = threading.Lock()
-_active: WraptBackend | None = None
+_active: Decorates | None = None
 
 
 def _identity(func: Any) -> Any:
     return func
 
 
-def activate(backend: WraptBackend | None) -> None:
+def activate(backend: Decorates | None) -> None:
     """Route the decorators of rewritten code to ``backend`` (None: pass-through)."""
     global _active
     with _lock:
         _active = backend
 
 
-def deactivate(backend: WraptBackend) -> None:
+def deactivate(backend: Decorates) -> None:
     global _active
     with _lock:
         if _active is backend:
@@ -67,18 +69,6 @@ def traced(implicit_first: bool) -> Callable[[Any], Any]:
     if backend is None:
         return _identity
     return backend.decorator(implicit_first)
-
-
-def compile_main(backend: WraptBackend, source: Union[str, bytes], filename: str,
-                 module: str) -> CodeType:
-    """Compile a run module (``__main__``, ``-m``, ``run_path``) with its defs wrapped."""
-    tree = parse_source(source, filename, module)
-    compiled_as = module
-    if module in ("__main__", "__mp_main__", "<run_path>"):
-        module = os.path.splitext(os.path.basename(filename))[0]
-    if backend.may_trace(module):
-        rewrite(tree, module, backend.selects, source)
-    return compile_source(tree, filename, compiled_as)
 
 
 def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
