@@ -40,7 +40,9 @@ from ..loading.importhook import ImportHook
 from ..loading.source import compile_source
 from ..record.contract import ABANDONED, RAISED, RETURNED, Core
 from ..selection import Selector, is_opted_out_code
-from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
+from ..selection.discovery import iter_targets, modules_to_scan
+from ..selection.names import module_name
+from ..selection.names import untraced_dunder as _untraced_dunder
 
 if sys.version_info >= (3, 12):
     _monitoring = sys.monitoring
@@ -355,11 +357,6 @@ class MonitoringBackend:
                 self._recorder.finish(running[0], ABANDONED, None)
         except Exception:
             log_once("monitoring:release", "autotrace: error ending an abandoned span")
-
-
-def _untraced_dunder(name: str) -> bool:
-    return (len(name) > 4 and name.startswith("__") and name.endswith("__")
-            and name not in TRACED_DUNDERS)
 
 
 def _original_code(func: Any) -> CodeType | None:

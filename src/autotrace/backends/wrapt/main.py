@@ -27,10 +27,13 @@ import ast
 import threading
 from typing import Any, Callable, Protocol, Union
 
-from ...selection.discovery import TRACED_DUNDERS
+from ...selection.optout import Definition, decorated_with
+
+#: ``(module, qualname, def or class statement, in a class body) -> traced?``:
+#: ``Selector.def_selected``.
+DefSelected = Callable[[str, str, Definition, bool], bool]
 
 _HELPER = "__import__"
-_NO_TRACE = "no_trace"
 _STATIC = "staticmethod"
 
 
@@ -71,7 +74,7 @@ def traced(implicit_first: bool) -> Callable[[Any], Any]:
     return backend.decorator(implicit_first)
 
 
-def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
+def rewrite(tree: ast.Module, module: str, selected: DefSelected,
             source: Union[str, bytes, None] = None) -> int:
     """Add the tracing decorator to every selected def of ``tree``; how many.
 
@@ -83,13 +86,13 @@ def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
         mentioned = "__import__" in source
     if mentioned and _rebinds_helper(tree):
         return 0
-    return _Rewriter(module, selects).block(tree.body, "", False)
+    return _Rewriter(module, selected).block(tree.body, "", False)
 
 
 class _Rewriter:
-    def __init__(self, module: str, selects: Callable[[str, str], bool]) -> None:
+    def __init__(self, module: str, selected: DefSelected) -> None:
         self.module = module
-        self.selects = selects
+        self.selected = selected
 
     def block(self, body: list[ast.stmt], prefix: str, in_class: bool) -> int:
         count = 0
@@ -101,15 +104,16 @@ class _Rewriter:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             qualname = prefix + stmt.name
             count = 0
-            if self._wanted(stmt, qualname, in_class):
-                implicit = in_class and not _decorated_with(stmt, _STATIC)
+            if self.selected(self.module, qualname, stmt, in_class):
+                implicit = in_class and not decorated_with(stmt, _STATIC)
                 stmt.decorator_list.append(_decorator(stmt, implicit))
                 count = 1
             return count + self.block(stmt.body, qualname + ".<locals>.", False)
         if isinstance(stmt, ast.ClassDef):
-            if _decorated_with(stmt, _NO_TRACE):
+            qualname = prefix + stmt.name
+            if not self.selected(self.module, qualname, stmt, in_class):
                 return 0  # opted out whole, nested classes included
-            return self.block(stmt.body, prefix + stmt.name + ".", True)
+            return self.block(stmt.body, qualname + ".", True)
         count = 0
         for field in ("body", "orelse", "finalbody"):
             inner = getattr(stmt, field, None)
@@ -120,27 +124,6 @@ class _Rewriter:
         for case in getattr(stmt, "cases", ()) or ():
             count += self.block(case.body, prefix, in_class)
         return count
-
-    def _wanted(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
-                in_class: bool) -> bool:
-        name = stmt.name
-        if name.startswith("__") and name.endswith("__") and not (
-                in_class and name in TRACED_DUNDERS):
-            return False  # the same rule as discovery after the body runs
-        if _decorated_with(stmt, _NO_TRACE):
-            return False
-        return self.selects(self.module, qualname)
-
-
-def _decorated_with(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
-                    name: str) -> bool:
-    for dec in stmt.decorator_list:
-        target = dec.func if isinstance(dec, ast.Call) else dec
-        if isinstance(target, ast.Name) and target.id == name:
-            return True
-        if isinstance(target, ast.Attribute) and target.attr == name:
-            return True
-    return False
 
 
 def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool) -> ast.expr:
