@@ -144,6 +144,45 @@ def test_autotrace_has_no_import_circle() -> None:
     assert not found, "import circles among autotrace's modules:\n" + "\n".join(found)
 
 
+#: The floors of the house, top first: a module imports only from floors below its own
+#: (or inside its own part). Data flows one way: the command and ``install()`` wire
+#: the backends, which see modules through loading, ask selection which functions
+#: count, and tell record of each call, which has describe say what a span holds.
+FLOORS: list[tuple[str, ...]] = [
+    ("autotrace.__main__",),
+    ("autotrace", "autotrace.zerocode"),
+    ("autotrace.core",),
+    ("autotrace.backends",),
+    ("autotrace.loading",),
+    ("autotrace.selection", "autotrace.record"),
+    ("autotrace.config",),
+    ("autotrace.describe",),
+    ("autotrace.errors", "autotrace._log", "autotrace._version"),
+]
+
+
+def _part(module: str) -> tuple[int, str]:
+    """The floor and the part (the longest name of ``FLOORS`` that holds ``module``)."""
+    best: tuple[int, str] | None = None
+    for floor, parts in enumerate(FLOORS):
+        for part in parts:
+            holds = module == part or (part != "autotrace" and module.startswith(part + "."))
+            if holds and (best is None or len(part) > len(best[1])):
+                best = (floor, part)
+    assert best is not None, f"{module} stands on no floor of FLOORS: add it"
+    return best
+
+
+def test_imports_only_run_down() -> None:
+    root = Path(autotrace.__file__).parent
+    wrong = []
+    for importer, imported, where in import_edges(root, "autotrace"):
+        (floor, part), (other_floor, other_part) = _part(importer), _part(imported)
+        if part != other_part and floor >= other_floor:
+            wrong.append(f"{importer} -> {imported} ({where})")
+    assert not wrong, "imports that do not run down the floors:\n" + "\n".join(wrong)
+
+
 def test_the_graph_sees_autotrace_imports() -> None:
     """The reader finds imports at all: relative, absolute, and inside functions."""
     root = Path(autotrace.__file__).parent
