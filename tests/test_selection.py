@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
+from typing import Any
+
 import pytest
 
 from autotrace.config import make_config
@@ -120,3 +123,87 @@ def test_no_trace_opts_out_functions_methods_and_classes(traced: Traced) -> None
     c = mod.C()
     assert (c.m(), c.s(), c.s2(), c.n(), mod.Hidden().m()) == (2, 3, 4, 5, 6)
     assert sorted(traced.names()) == ["C.n", "shown"]
+
+
+_RULES_SOURCE = """
+    import functools
+    import autotrace
+
+    def __(message): return message            # gettext's alias: a name, not a dunder
+    class C:
+        def __init__(self): self.x = 1
+        def __call__(self): return 2
+        def __repr__(self): return "C()"
+        @autotrace.no_trace
+        @functools.cached_property
+        def hidden(self): return 3
+        @functools.cached_property
+        def shown(self): return 4
+"""
+
+
+@pytest.mark.parametrize("imported", ["after install", "before install"])
+def test_each_rule_holds_on_every_route(traced: Traced, imported: str) -> None:
+    """The dunder rule and opting out answer alike on both backends, whether a module
+    is rewritten as it is imported (wrapt) or walked after its body ran."""
+    name = traced.modules.module("rules", _RULES_SOURCE)
+    if imported == "before install":
+        __import__(name)
+        traced.install()
+    mod = traced.load("rules", _RULES_SOURCE) if imported == "after install" else \
+        __import__(name)
+    c = mod.C()
+    assert (mod.__("hi"), c(), repr(c), c.hidden, c.shown) == ("hi", 2, "C()", 3, 4)
+    assert sorted(traced.names()) == ["C.__call__", "C.__init__", "C.shown", "__"]
+
+
+def test_the_selector_answers_for_objects_source_and_code() -> None:
+    """Each form a backend holds (an object, a ``def`` not yet run, a code object) is
+    asked through the one ``Selector``, and its rules agree across the forms."""
+    import ast
+
+    import autotrace
+
+    sel = _selector(["app"])
+    source = textwrap.dedent("""
+        def f(): pass
+        def __repr__(): pass
+        class C:
+            def __init__(self): pass
+            def __eq__(self, other): pass
+            def g(self):
+                def __init__(): pass
+                return __init__
+        @no_trace
+        def hidden(): pass
+        @no_trace
+        class Hidden:
+            def m(self): pass
+    """)
+    namespace: dict[str, Any] = {"no_trace": autotrace.no_trace}
+    exec(compile(source, "app.py", "exec"), namespace)
+    tree = ast.parse(source)
+    nodes = {node.name: node for node in ast.walk(tree)
+             if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    C = namespace["C"]
+    closure = C.g(C())
+    cases = [  # qualname, object, def node, in a class, code, expected
+        ("f", namespace["f"], nodes["f"], False, True),
+        ("__repr__", namespace["__repr__"], nodes["__repr__"], False, False),
+        ("C.__init__", C.__init__, nodes["__init__"], True, True),
+        ("C.__eq__", C.__eq__, nodes["__eq__"], True, False),
+        ("hidden", namespace["hidden"], nodes["hidden"], False, False),
+    ]
+    for qualname, obj, node, in_class, expected in cases:
+        assert sel.function_selected("app", qualname, obj) is expected, qualname
+        assert sel.def_selected("app", qualname, node, in_class) is expected, qualname
+        assert sel.code_selected("app", obj.__code__) is expected, qualname
+        assert not sel.function_selected("other", qualname, obj)
+    # A closure's __init__ is no method: skipped as a module-level one is.
+    assert not sel.function_selected("app", closure.__qualname__, closure)
+    assert not sel.code_selected("app", closure.__code__)
+    assert not sel.def_selected("app", closure.__qualname__, nodes["g"].body[0], False)
+    assert not sel.class_selected("app", "Hidden", namespace["Hidden"])
+    assert not sel.def_selected("app", "Hidden", nodes["Hidden"], False)
+    assert sel.class_selected("app", "C", C)
+    assert sel.def_selected("app", "C", nodes["C"], False)

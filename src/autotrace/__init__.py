@@ -7,7 +7,8 @@
 
 from ._version import __version__
 from .config import DEFAULT_REDACT, Config
-from .core import Installation, InstallError, active_installation, install, uninstall
+from .core import Installation, active_installation, install, uninstall
+from .errors import InstallError
 from .selection import no_trace
 
 __all__ = [

@@ -21,13 +21,10 @@ from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
 from .describe.function import Formatter
+from .errors import InstallError
 from .loading.source import compile_source
 from .record import Recorder, accel, core_name, make_recorder
 from .selection import Selector
-
-
-class InstallError(RuntimeError):
-    """autotrace cannot be installed in this process as configured."""
 
 
 def compiled_core_refusal(config: Config) -> str | None:

@@ -35,11 +35,14 @@ from typing import Any, Tuple
 
 from .._log import log_once
 from ..describe.function import FunctionInfo, code_of
+from ..errors import InstallError
 from ..loading.importhook import ImportHook
 from ..loading.source import compile_source
 from ..record.contract import ABANDONED, RAISED, RETURNED, Core
 from ..selection import Selector, is_opted_out_code
-from ..selection.discovery import TRACED_DUNDERS, iter_targets, module_name, modules_to_scan
+from ..selection.discovery import iter_targets, modules_to_scan
+from ..selection.names import module_name
+from ..selection.names import untraced_dunder as _untraced_dunder
 
 if sys.version_info >= (3, 12):
     _monitoring = sys.monitoring
@@ -119,8 +122,6 @@ class MonitoringBackend:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        from ..core import InstallError
-
         tool = self._claim_tool_id()
         if tool is None:
             taken = {i: _monitoring.get_tool(i) for i in range(6)}
@@ -358,11 +359,6 @@ class MonitoringBackend:
                 self._recorder.finish(running[0], ABANDONED, None)
         except Exception:
             log_once("monitoring:release", "autotrace: error ending an abandoned span")
-
-
-def _untraced_dunder(name: str) -> bool:
-    return (len(name) > 4 and name.startswith("__") and name.endswith("__")
-            and name not in TRACED_DUNDERS)
 
 
 def _original_code(func: Any) -> CodeType | None:

@@ -13,9 +13,9 @@ import inspect
 import linecache
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import CodeType, FrameType, FunctionType
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from opentelemetry.semconv.attributes.code_attributes import (
     CODE_FILE_PATH,
@@ -23,7 +23,6 @@ from opentelemetry.semconv.attributes.code_attributes import (
     CODE_LINE_NUMBER,
 )
 
-from ..config import Config
 from .redaction import compile_value_patterns
 from .values import (
     REDACTED,
@@ -121,10 +120,26 @@ def code_of(func: Any) -> CodeType | None:
     return None
 
 
+class Settings(Protocol):
+    """What ``Formatter`` reads of the configuration (``config.Config``), named here so
+    that describing stays below the configuration that validates its options."""
+
+    @property
+    def max_value_length(self) -> int: ...
+    @property
+    def repr_objects(self) -> bool: ...
+    @property
+    def redact(self) -> Sequence[str]: ...
+    @property
+    def redact_values(self) -> Sequence[str]: ...
+    @property
+    def redact_disable(self) -> Sequence[str]: ...
+
+
 class Formatter:
     """Builds span names and attributes under one ``Config``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Settings) -> None:
         self.renderer = Renderer(config.max_value_length, config.repr_objects,
                                  compile_redaction(config.redact),
                                  compile_value_patterns(config.redact_values),

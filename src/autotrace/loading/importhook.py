@@ -9,6 +9,9 @@ its body runs (so ``importlib.resources`` and ``inspect.getsource`` see the
 real one), and calls the hook after the body has run. Imports hold the
 per-module import lock across ``exec_module``, so threads importing the same
 module at once see it executed and hooked exactly once.
+
+The installed finder also serves the main script (``mainscript``), the one
+module that no finder sees: ``installed()`` is how it is found.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Callable, Sequence, Union
 
 from .._log import log_once
 from ..selection import Selector
+from ..selection.names import script_module_name
 from .source import plain_source_loader
 
 ModuleHook = Callable[[ModuleType], None]
@@ -35,6 +39,14 @@ AdoptHook = Callable[[CodeType, str], None]
 
 class _Guard(threading.local):
     finding = False
+
+
+_installed: ImportHook | None = None
+
+
+def installed() -> ImportHook | None:
+    """The finder of the active installation, if any (the main script asks it)."""
+    return _installed
 
 
 class ProxyLoader:
@@ -123,10 +135,15 @@ class ImportHook:
         self._started_at: dict[str, int] = {}
 
     def install(self) -> None:
+        global _installed
         if self not in sys.meta_path:
             sys.meta_path.insert(0, self)
+        _installed = self
 
     def uninstall(self) -> None:
+        global _installed
+        if _installed is self:
+            _installed = None
         while self in sys.meta_path:
             sys.meta_path.remove(self)
 
@@ -170,6 +187,17 @@ class ImportHook:
             if spec is not None:
                 return spec  # type: ignore[no-any-return]
         return None
+
+    def may_trace_script(self, filename: str) -> bool:
+        """Whether the patterns can select functions of the script ``filename``."""
+        return self._selector.may_contain(script_module_name(filename))
+
+    def compile_script(self, source: Union[str, bytes], filename: str) -> CodeType | None:
+        """The main script compiled through the backend to run as ``__main__``; None
+        (the interpreter runs it) when the backend compiles nothing itself."""
+        if self._compile is None:
+            return None
+        return self._compile(source, filename, "__main__")
 
     def compile_run_module(self, loader: Any, fullname: str) -> CodeType | None:
         """Compile ``fullname`` from source through the backend; None to fall back."""

@@ -5,7 +5,8 @@ code. The one place where Python code runs after ``__main__``, ``sys.argv``
 and ``sys.path[0]`` are set up and before the script's first line is the
 ``cpython.run_file`` audit event. A hook registered from ``sitecustomize``
 (or by the OpenTelemetry instrumentor) takes the run over there: it compiles
-the script with ``autotrace.core.compile_main`` and runs it in the real
+the script through the installed import hook (``importhook.installed()``, which
+knows the selector and the backend's compiler) and runs it in the real
 ``__main__`` namespace, as the interpreter would, then ends the process the
 way the interpreter would have (``SystemExit`` status, a traceback through
 ``sys.excepthook`` and status 1, or death by SIGINT after an uncaught
@@ -32,6 +33,7 @@ from types import CodeType, TracebackType
 from typing import Any
 
 from .._log import log_once, logger
+from . import importhook
 
 _lock = threading.Lock()
 _registered = False
@@ -94,21 +96,15 @@ _audit.__cantrace__ = True  # type: ignore[attr-defined]
 
 def _prepare(filename: str) -> CodeType | None:
     """The script compiled through the backend, or None to let the interpreter run it."""
-    from ..core import active_installation, compile_main
-    from ..selection import Selector
-
-    installation = active_installation()
-    if installation is None or not installation.active or sys.flags.inspect:
-        return None
-    stem = os.path.splitext(os.path.basename(filename))[0]
-    if not Selector(installation.config).may_contain(stem):
+    hook = importhook.installed()
+    if hook is None or sys.flags.inspect or not hook.may_trace_script(filename):
         return None
     with io.open_code(filename) as stream:
         source = stream.read()
     if source[:len(MAGIC_NUMBER)] == MAGIC_NUMBER:
         return None  # a .pyc: the interpreter runs it itself
     try:
-        return compile_main(source, filename, "__main__")
+        return hook.compile_script(source, filename)
     except (SyntaxError, ValueError):
         return None  # reported by the interpreter, in its own words
 

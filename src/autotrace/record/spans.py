@@ -16,7 +16,7 @@ from elsewhere never points at a parent that is not exported.
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -42,9 +42,6 @@ from ..describe.redaction import SCAN_MARGIN
 from ..describe.values import ELLIPSIS, qualified_type_name
 from . import globalprovider
 from .ids import use_private_ids
-
-if TYPE_CHECKING:
-    from .recorder import Recorder
 
 TRACER_NAME = "autotrace"
 #: On the deepest kept span of a chain cut by ``max_depth``: traced calls below it
@@ -100,6 +97,13 @@ class TracerSource:
         return tracer
 
 
+class _Materializer(Protocol):
+    """What a ``PendingSpan`` asks (the recorder): the real span of the innermost
+    pending call running over ``base``, made now; None if there is none."""
+
+    def materialize_innermost(self, base: Any) -> Span | None: ...
+
+
 class PendingSpan(Span):
     """Stands in the context for a chain of calls not yet kept (see module docstring).
 
@@ -110,7 +114,7 @@ class PendingSpan(Span):
 
     __slots__ = ("_base", "_recorder")
 
-    def __init__(self, recorder: Recorder, base: Any) -> None:
+    def __init__(self, recorder: _Materializer, base: Any) -> None:
         self._recorder = recorder
         self._base = base  # the context it was attached over
 

@@ -1,9 +1,14 @@
-"""Selection: which functions are traced (name patterns) and where they are found.
+"""Selection: which functions are traced, and where they are found.
 
-``patterns`` answers "is ``module.qualname`` traced?"; ``discovery`` finds the
-functions and methods a module defines. Both backends start here.
+``Selector`` (``selector``) is the one interface: everyone else asks it. Behind
+it each rule has one home: ``patterns`` (the names the patterns select),
+``names`` (the names of run modules, the dunders left alone) and ``optout``
+(``no_trace`` in its three forms). ``discovery`` finds the functions and
+methods a module defines, and asks the selector about each.
 """
 
-from .patterns import NEVER_TRACED, Selector, is_opted_out, is_opted_out_code, no_trace
+from .optout import is_opted_out, is_opted_out_code, no_trace
+from .patterns import NEVER_TRACED
+from .selector import Selector
 
 __all__ = ["NEVER_TRACED", "Selector", "is_opted_out", "is_opted_out_code", "no_trace"]

@@ -11,7 +11,6 @@ so inherited members belong to the class that defines them.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +19,9 @@ from typing import Any
 
 from ..describe.function import code_of
 from ..describe.values import TYPE_MODULE, TYPE_QUALNAME
-from .patterns import Selector, is_opted_out
-
-#: Dunder methods that are traced; every other ``__x__`` is skipped because
-#: they are hot (``__getattr__``), re-entrant (``__repr__`` during rendering,
-#: ``__hash__``/``__eq__`` inside dicts) or called by the interpreter itself.
-TRACED_DUNDERS = frozenset({"__init__", "__call__"})
+from .names import RUN_NAMES, module_name
+from .optout import is_opted_out
+from .selector import Selector
 
 FUNCTION = "function"
 METHOD = "method"
@@ -48,40 +44,6 @@ class Target:
     functions: list[Any] = field(default_factory=list)  # the callables to trace
 
 
-def module_name(module: ModuleType) -> str:
-    """The name functions of ``module`` are selected and reported under.
-
-    ``__main__`` is reported under its real name: the module name for
-    ``python -m pkg.mod``, the script's file stem for ``python app.py``.
-    """
-    name = module.__name__
-    if name not in _RUN_NAMES:
-        return name
-    return namespace_module_name(vars(module))
-
-
-_RUN_NAMES = frozenset({"__main__", "__mp_main__", "<run_path>"})
-
-
-def namespace_module_name(namespace: dict[str, Any]) -> str:
-    """``module_name`` from a module's globals (what a function defined there sees).
-
-    multiprocessing's spawn workers re-run the main script as ``__mp_main__``,
-    ``runpy.run_path`` as ``<run_path>``: both are reported like ``__main__``.
-    """
-    name = namespace.get("__name__")
-    if name not in _RUN_NAMES:
-        return str(name)
-    spec = namespace.get("__spec__")
-    spec_name = getattr(spec, "name", None)
-    if spec_name and spec_name not in _RUN_NAMES:
-        return str(spec_name)
-    path = namespace.get("__file__")
-    if isinstance(path, str) and path:
-        return os.path.splitext(os.path.basename(path))[0]
-    return str(name)
-
-
 def _is_generated(func: Any) -> bool:
     """Functions made by ``exec`` (dataclass ``__init__``, namedtuple helpers)."""
     code = code_of(func)
@@ -97,25 +59,28 @@ def _owned_function(obj: Any, real_module: str, qualname: str) -> bool:
             return False
         if getattr(obj, "__qualname__", None) != qualname:
             return False
-        if is_opted_out(obj) or _is_generated(obj):
+        if _is_generated(obj):
             return False
     except Exception:
         return False
     return isinstance(obj, FunctionType) or code_of(obj) is not None
 
 
-
-
 def _class_defined_here(cls: type, real_module: str, qualname: str) -> bool:
-    """A class this module defines at this place, not opted out. A hostile metaclass
-    (a ``__module__`` property that raises) makes it "no" rather than failing the
+    """A class this module defines at this place. A hostile metaclass (a
+    ``__module__`` property that raises) makes it "no" rather than failing the
     whole module."""
     try:  # type's own slots: a metaclass property named __module__ is user code
-        return (TYPE_MODULE.__get__(cls) == real_module
-                and TYPE_QUALNAME.__get__(cls) == qualname
-                and not is_opted_out(cls))
+        return bool(TYPE_MODULE.__get__(cls) == real_module
+                    and TYPE_QUALNAME.__get__(cls) == qualname)
     except Exception:
         return False
+
+
+def _class_selected(cls: type, real: str, name: str, qualname: str,
+                    selector: Selector) -> bool:
+    return _class_defined_here(cls, real, qualname) and selector.class_selected(
+        name, qualname, cls)
 
 
 def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
@@ -130,12 +95,11 @@ def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
         return
     visited: set[int] = set()
     for attr, value in items:
-        if attr.startswith("__") and attr.endswith("__"):
-            continue
         if isinstance(value, type):
-            if _class_defined_here(value, real, attr):
+            if _class_selected(value, real, name, attr, selector):
                 yield from _class_targets(value, real, name, selector, visited)
-        elif _owned_function(value, real, attr) and selector.matches(name, attr):
+        elif _owned_function(value, real, attr) and selector.function_selected(
+                name, attr, value):
             yield Target(module, attr, value, FUNCTION, name, attr, [value])
 
 
@@ -150,29 +114,27 @@ def _class_targets(cls: type, real: str, name: str, selector: Selector,
     except Exception:
         return
     for attr, value in items:
-        if attr.startswith("__") and attr.endswith("__") and attr not in TRACED_DUNDERS:
-            continue
         qualname = f"{prefix}.{attr}"
         if isinstance(value, type):
-            if _class_defined_here(value, real, qualname):
+            if _class_selected(value, real, name, qualname, selector):
                 yield from _class_targets(value, real, name, selector, visited)
             continue
-        if not selector.matches(name, qualname):
+        if not selector.function_selected(name, qualname, value):
             continue
         if isinstance(value, (staticmethod, classmethod)):
             func = value.__func__
-            if _owned_function(func, real, qualname) and not is_opted_out(value):
+            if _owned_function(func, real, qualname):
                 kind = STATICMETHOD if isinstance(value, staticmethod) else CLASSMETHOD
                 yield Target(cls, attr, value, kind, name, qualname, [func])
         elif isinstance(value, property):
             accessors = [f for f in (value.fget, value.fset, value.fdel)
                          if f is not None and _owned_function(f, real, f.__qualname__)
-                         and f.__qualname__.startswith(prefix + ".")]
+                         and f.__qualname__.startswith(prefix + ".") and not is_opted_out(f)]
             if accessors:
                 yield Target(cls, attr, value, PROPERTY, name, qualname, accessors)
         elif isinstance(value, functools.cached_property):
             func = value.func
-            if _owned_function(func, real, qualname):
+            if _owned_function(func, real, qualname) and not is_opted_out(func):
                 yield Target(cls, attr, value, CACHED_PROPERTY, name, qualname, [func])
         elif _owned_function(value, real, qualname):
             yield Target(cls, attr, value, METHOD, name, qualname, [value])
@@ -188,7 +150,7 @@ def modules_to_scan(selector: Selector) -> list[ModuleType]:
     for mod_name, module in list(sys.modules.items()):
         if not isinstance(module, ModuleType) or type(module).__name__ == "_LazyModule":
             continue
-        if mod_name in _RUN_NAMES:
+        if mod_name in RUN_NAMES:
             if selector.may_contain(module_name(module)):
                 found.append(module)
         elif selector.may_contain(mod_name):

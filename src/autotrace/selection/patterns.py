@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
-import weakref
 from collections.abc import Iterable
-from typing import Any, TypeVar
 
 from ..config import Config
 
@@ -40,67 +38,6 @@ _EXPLICIT_ONLY = frozenset(getattr(sys, "stdlib_module_names", ())) | frozenset(
 })
 
 _WILDCARDS = frozenset("*?[")
-
-NO_TRACE_ATTR = "__autotrace_no_trace__"
-_opted_out_codes: weakref.WeakSet[Any] = weakref.WeakSet()
-
-T = TypeVar("T")
-
-
-def no_trace(obj: T) -> T:
-    """Opt a function, method or class out of tracing; returns it unchanged.
-
-    Works above or below ``@staticmethod``/``@classmethod``/``@property``.
-    """
-    targets: list[Any] = [obj]
-    if isinstance(obj, type):
-        targets.extend(_class_functions(obj, set()))
-    elif isinstance(obj, (staticmethod, classmethod)):
-        targets.append(obj.__func__)
-    elif isinstance(obj, property):
-        targets.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
-    for target in targets:
-        try:
-            setattr(target, NO_TRACE_ATTR, True)
-        except (AttributeError, TypeError):
-            pass
-        code = getattr(target, "__code__", None)
-        if code is not None:
-            _opted_out_codes.add(code)
-    return obj
-
-
-def _class_functions(cls: type, seen: set[int]) -> list[Any]:
-    """Functions a class body defines (nested classes included), for code-level opt-out."""
-    if id(cls) in seen:
-        return []
-    seen.add(id(cls))
-    found: list[Any] = []
-    for value in vars(cls).values():
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
-        if isinstance(value, property):
-            found.extend(f for f in (value.fget, value.fset, value.fdel) if f is not None)
-        elif isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
-            found.extend(_class_functions(value, seen))
-        elif hasattr(value, "__code__"):
-            found.append(value)
-    return found
-
-
-def is_opted_out(obj: Any) -> bool:
-    """True when ``no_trace`` was applied to ``obj`` (classes: to this very class)."""
-    if isinstance(obj, type):
-        return bool(vars(obj).get(NO_TRACE_ATTR, False))
-    try:
-        return bool(getattr(obj, NO_TRACE_ATTR, False))
-    except Exception:  # hostile __getattr__ on some callable object
-        return False
-
-
-def is_opted_out_code(code: Any) -> bool:
-    return code in _opted_out_codes
-
 
 def _glob_to_regex(pattern: str) -> str:
     """Translate one glob (``*`` crosses dots) plus the dotted-prefix rule."""
@@ -155,8 +92,9 @@ def _reaches(prefixes: list[tuple[str, bool]], module: str) -> bool:
     return False
 
 
-class Selector:
-    """Answers "is this name traced?" and "may this module hold traced names?"."""
+class Patterns:
+    """Answers "is this name traced?" and "may this module hold traced names?" from
+    the names alone (patterns, excludes, modules off limits)."""
 
     def __init__(self, config: Config) -> None:
         self.patterns = tuple(config.patterns)

@@ -15,9 +15,7 @@ import sys
 
 from .._log import log_once
 from ..config import OPTIONS_BY_NAME
-
-#: Put first on PYTHONPATH by the command; holds only ``sitecustomize.py``.
-BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+from . import BOOTSTRAP_DIR as BOOTSTRAP_DIR
 
 
 def dump_stacks_on_sigquit() -> None:

@@ -36,9 +36,10 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from .._log import logger
+from .exporter_env import ENV_EXPORTER as ENV_EXPORTER
+from .exporter_env import KNOWN_EXPORTERS as KNOWN_EXPORTERS
+from .exporter_env import exporter_names
 
-ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
-KNOWN_EXPORTERS = ("console", "otlp", "trace-file", "none")
 DEFAULT_TIMEOUT = 10.0
 ENV_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"
 DEFAULT_QUEUE_SIZE = 16384
@@ -49,12 +50,6 @@ _ENTRY_POINT_GROUP = "opentelemetry_traces_exporter"
 #: Loggers of the exporters, their HTTP clients and the SDK's batch processor.
 _NOISY = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal",
           "opentelemetry.sdk.trace.export", "urllib3", "requests", "grpc")
-
-
-def exporter_names(environ: Mapping[str, str]) -> list[str]:
-    """The exporters asked for; empty means the default call tree."""
-    raw = environ.get(ENV_EXPORTER, "")
-    return [name.strip().lower() for name in raw.split(",") if name.strip()]
 
 
 def check_exporters(environ: Mapping[str, str], source: str = ENV_EXPORTER) -> str | None:

@@ -41,7 +41,7 @@ from typing import Any, Callable
 from .._log import log_once, logger
 from ..config import command_setting
 from ..loading.importhook import ProxyLoader
-from .bootstrap import BOOTSTRAP_DIR
+from . import BOOTSTRAP_DIR
 
 DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 #: autotrace's own instrumentor: the bootstrap has installed autotrace already.

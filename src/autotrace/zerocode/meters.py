@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from ..config import OPTIONS_BY_NAME, TRUE_WORDS
+from .exporter_env import exporter_names
 
 ENV_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
 KNOWN_METRIC_EXPORTERS = ("console", "otlp", "none")
@@ -30,8 +31,7 @@ def metric_exporter_names(environ: Mapping[str, str]) -> list[str]:
     names = [name.strip().lower() for name in raw.split(",") if name.strip()]
     if names:
         return names
-    spans = [name.strip().lower() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
-    return ["otlp"] if "otlp" in spans else ["console"]  # exporters.exporter_names, no SDK
+    return ["otlp"] if "otlp" in exporter_names(environ) else ["console"]
 
 
 def check_metric_exporters(environ: Mapping[str, str]) -> str | None:

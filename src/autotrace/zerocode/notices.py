@@ -61,7 +61,9 @@ def _at_exit(installation: Installation, stream: TextIO, marker: str, done: set[
 
 
 def nothing_matched_message(patterns: tuple[str, ...], script: str | None) -> str:
-    stem = os.path.splitext(os.path.basename(script))[0] if script else ""
+    from ..selection.names import script_module_name  # at exit only: no start-up cost
+
+    stem = script_module_name(script) if script else ""
     example = (f"{stem}.main for main() in {os.path.basename(script or '')}" if stem
                else "app.main for main() in app.py")
     return ("autotrace: the patterns " + ", ".join(repr(p) for p in patterns)

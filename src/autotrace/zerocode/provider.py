@@ -22,6 +22,7 @@ from opentelemetry.trace import NoOpTracer, ProxyTracer, Span, Tracer, TracerPro
 
 from ..config import TRUE_WORDS
 from ..record.ids import PRIVATE_IDS, use_private_ids
+from .exporter_env import exporter_names
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -35,8 +36,7 @@ def default_provider(environ: Mapping[str, str], stream: TextIO) -> TracerProvid
     most of which never make a span (issue 13.15)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in TRUE_WORDS:
         return None
-    names = [name.strip().lower() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",")
-             if name.strip()]  # exporters.exporter_names, without importing the SDK
+    names = exporter_names(environ)
     if names and all(name == "none" for name in names):
         return None
     environ = dict(environ)

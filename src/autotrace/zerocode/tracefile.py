@@ -40,6 +40,7 @@ from opentelemetry.trace import StatusCode
 
 from .._log import logger
 from ..config import ENV_PREFIX, OPTIONS_BY_NAME
+from .exporter_env import exporter_names
 
 ENV_TRACE_FILE = OPTIONS_BY_NAME["trace_file"].env
 #: Set by the command (its pid is the program's after ``exec``): that process
@@ -59,8 +60,6 @@ TASK_TID_BASE = 1 << 30
 def prepare_trace_file(env: dict[str, str], source: str) -> str | None:
     """For the command: make the path absolute (children may ``chdir``), check its folder,
     name this process the file's owner. A message naming the fix, or None."""
-    from .exporters import exporter_names
-
     if "trace-file" not in exporter_names(env):
         return None
     raw = env.get(ENV_TRACE_FILE, "").strip() or DEFAULT_TRACE_FILE

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib
 import io
-import os
 import runpy
 import sys
 import threading
@@ -42,8 +41,8 @@ from ...selection.discovery import (
     Target,
     iter_targets,
     modules_to_scan,
-    namespace_module_name,
 )
+from ...selection.names import namespace_module_name, run_module_name, script_module_name
 from . import cache
 from . import main as wrapt_main
 from .stack import inspects_stack
@@ -173,14 +172,16 @@ class WraptBackend:
                 log_once("undo", "autotrace: could not restore the methods of %s", cls)
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
-        """Compile a run module so each top-level definition is wrapped as it is made."""
-        return wrapt_main.compile_main(self, source, filename, module)
+        """Compile a run module (``__main__``, ``-m``, ``run_path``) so each selected
+        definition is wrapped as it is made."""
+        tree = parse_source(source, filename, module)
+        name = run_module_name(module, filename)
+        if self.may_trace(name):
+            wrapt_main.rewrite(tree, name, self._selector.def_selected, source)
+        return compile_source(tree, filename, module)
 
     def may_trace(self, module: str) -> bool:
         return self._recorder.active and self._selector.may_contain(module)
-
-    def selects(self, module: str, qualname: str) -> bool:
-        return self._selector.matches(module, qualname)
 
     def compile_imported(self, loader: Any, module: ModuleType) -> CodeType | None:
         """An imported module's code with its traced defs wrapped as they are defined;
@@ -205,7 +206,7 @@ class WraptBackend:
         except (SyntaxError, ValueError):
             return None  # the loader reports it, in its own words
         code: CodeType | None = None
-        if wrapt_main.rewrite(tree, name, self.selects, source):
+        if wrapt_main.rewrite(tree, name, self._selector.def_selected, source):
             code = compile_source(tree, filename, name)
         if stored is not None:
             cache.write(stored, cache.NOTHING if code is None else code, mtime, len(source))
@@ -295,7 +296,7 @@ class WraptBackend:
         if not isinstance(code, CodeType) or not self._recorder.active:
             return None
         filename = code.co_filename
-        stem = os.path.splitext(os.path.basename(filename))[0]
+        stem = script_module_name(filename)
         if not self._selector.may_contain(stem):
             return None
         with io.open_code(filename) as stream:

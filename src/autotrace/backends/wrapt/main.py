@@ -24,37 +24,42 @@ anywhere is compiled unchanged.
 from __future__ import annotations
 
 import ast
-import os
 import threading
-from types import CodeType
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import Any, Callable, Protocol, Union
 
-from ...loading.source import compile_source, parse_source
-from ...selection.discovery import TRACED_DUNDERS
+from ...selection.optout import Definition, decorated_with
 
-if TYPE_CHECKING:
-    from .backend import WraptBackend
+#: ``(module, qualname, def or class statement, in a class body) -> traced?``:
+#: ``Selector.def_selected``.
+DefSelected = Callable[[str, str, Definition, bool], bool]
 
 _HELPER = "__import__"
-_NO_TRACE = "no_trace"
 _STATIC = "staticmethod"
 
+
+
+class Decorates(Protocol):
+    """The active backend, as rewritten code reaches it."""
+
+    def decorator(self, implicit_first: bool) -> Callable[[Any], Any]: ...
+
+
 _lock = threading.Lock()
-_active: WraptBackend | None = None
+_active: Decorates | None = None
 
 
 def _identity(func: Any) -> Any:
     return func
 
 
-def activate(backend: WraptBackend | None) -> None:
+def activate(backend: Decorates | None) -> None:
     """Route the decorators of rewritten code to ``backend`` (None: pass-through)."""
     global _active
     with _lock:
         _active = backend
 
 
-def deactivate(backend: WraptBackend) -> None:
+def deactivate(backend: Decorates) -> None:
     global _active
     with _lock:
         if _active is backend:
@@ -69,19 +74,7 @@ def traced(implicit_first: bool) -> Callable[[Any], Any]:
     return backend.decorator(implicit_first)
 
 
-def compile_main(backend: WraptBackend, source: Union[str, bytes], filename: str,
-                 module: str) -> CodeType:
-    """Compile a run module (``__main__``, ``-m``, ``run_path``) with its defs wrapped."""
-    tree = parse_source(source, filename, module)
-    compiled_as = module
-    if module in ("__main__", "__mp_main__", "<run_path>"):
-        module = os.path.splitext(os.path.basename(filename))[0]
-    if backend.may_trace(module):
-        rewrite(tree, module, backend.selects, source)
-    return compile_source(tree, filename, compiled_as)
-
-
-def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
+def rewrite(tree: ast.Module, module: str, selected: DefSelected,
             source: Union[str, bytes, None] = None) -> int:
     """Add the tracing decorator to every selected def of ``tree``; how many.
 
@@ -93,13 +86,13 @@ def rewrite(tree: ast.Module, module: str, selects: Callable[[str, str], bool],
         mentioned = "__import__" in source
     if mentioned and _rebinds_helper(tree):
         return 0
-    return _Rewriter(module, selects).block(tree.body, "", False)
+    return _Rewriter(module, selected).block(tree.body, "", False)
 
 
 class _Rewriter:
-    def __init__(self, module: str, selects: Callable[[str, str], bool]) -> None:
+    def __init__(self, module: str, selected: DefSelected) -> None:
         self.module = module
-        self.selects = selects
+        self.selected = selected
 
     def block(self, body: list[ast.stmt], prefix: str, in_class: bool) -> int:
         count = 0
@@ -111,15 +104,16 @@ class _Rewriter:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             qualname = prefix + stmt.name
             count = 0
-            if self._wanted(stmt, qualname, in_class):
-                implicit = in_class and not _decorated_with(stmt, _STATIC)
+            if self.selected(self.module, qualname, stmt, in_class):
+                implicit = in_class and not decorated_with(stmt, _STATIC)
                 stmt.decorator_list.append(_decorator(stmt, implicit))
                 count = 1
             return count + self.block(stmt.body, qualname + ".<locals>.", False)
         if isinstance(stmt, ast.ClassDef):
-            if _decorated_with(stmt, _NO_TRACE):
+            qualname = prefix + stmt.name
+            if not self.selected(self.module, qualname, stmt, in_class):
                 return 0  # opted out whole, nested classes included
-            return self.block(stmt.body, prefix + stmt.name + ".", True)
+            return self.block(stmt.body, qualname + ".", True)
         count = 0
         for field in ("body", "orelse", "finalbody"):
             inner = getattr(stmt, field, None)
@@ -130,27 +124,6 @@ class _Rewriter:
         for case in getattr(stmt, "cases", ()) or ():
             count += self.block(case.body, prefix, in_class)
         return count
-
-    def _wanted(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
-                in_class: bool) -> bool:
-        name = stmt.name
-        if name.startswith("__") and name.endswith("__") and not (
-                in_class and name in TRACED_DUNDERS):
-            return False  # the same rule as discovery after the body runs
-        if _decorated_with(stmt, _NO_TRACE):
-            return False
-        return self.selects(self.module, qualname)
-
-
-def _decorated_with(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
-                    name: str) -> bool:
-    for dec in stmt.decorator_list:
-        target = dec.func if isinstance(dec, ast.Call) else dec
-        if isinstance(target, ast.Name) and target.id == name:
-            return True
-        if isinstance(target, ast.Attribute) and target.attr == name:
-            return True
-    return False
 
 
 def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool) -> ast.expr:
