@@ -20,6 +20,7 @@ from opentelemetry.trace import TracerProvider
 from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
+from .configfile import ConfigFileError
 from .describe.function import Formatter
 from .loading.source import compile_source
 from .record import Recorder
@@ -110,11 +111,25 @@ def install(
     Call it before the traced modules are imported: references taken earlier
     (``from m import f``) keep the untraced function under the wrapt backend.
     Arguments left as ``None`` come from the ``OTEL_PYTHON_AUTOTRACE_*``
-    environment variables, else from the defaults (``config.OPTIONS``; README).
+    environment variables, else from the configuration file (``[tool.autotrace]``
+    in ``pyproject.toml``, or ``autotrace.toml``, found from the current directory
+    upward), else from the defaults (``config.OPTIONS``). A bad file raises
+    ``InstallError`` naming the file, the key and the accepted forms.
     """
     global _active
-    options = {key: value for key, value in locals().items() if key != "patterns"}
-    config = make_config(patterns, **options)
+    try:
+        config = make_config(
+            patterns, exclude=exclude, backend=backend, capture_args=capture_args,
+            capture_return=capture_return, repr_objects=repr_objects,
+            max_value_length=max_value_length, redact=redact, redact_values=redact_values,
+            redact_disable=redact_disable, min_duration=min_duration,
+            keep_errors=keep_errors, keep_handled_errors=keep_handled_errors,
+            require_parent=require_parent, max_depth=max_depth, spans=spans,
+            metrics=metrics, suppress_hot=suppress_hot, hot_calls=hot_calls,
+            hot_duration=hot_duration, profile=profile, tracer_provider=tracer_provider,
+            meter_provider=meter_provider)
+    except ConfigFileError as exc:
+        raise InstallError(str(exc)) from None
     refusal = free_threading_refusal()
     if refusal is not None:
         raise InstallError(refusal)
