@@ -171,7 +171,7 @@ class FileSurface(Surface):
         return f"{option.name} = {_toml(on)}"
 
 
-_FILE_SYNTAX = FileSurface("")  # examples only: they name no file
+FILE_SYNTAX = FileSurface("")  # examples only: they name no file
 
 
 def _literal(text: str) -> Any:
@@ -713,7 +713,7 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
             raise ValueError(
                 f"autotrace.install() needs {option.name}: pass "
                 f"{API.example(option)}, set {ENV.example(option)} (comma-separated), or "
-                f"write {_FILE_SYNTAX.example(option)} in {configfile.TABLE} of "
+                f"write {FILE_SYNTAX.example(option)} in {configfile.TABLE} of "
                 f"{configfile.PYPROJECT} (or in {configfile.OWN_FILE})")
         elif raw is not None and option.parse in _LIST_PARSERS:
             values[option.name] = ()  # set but empty: explicitly none
