@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import os
 import re
@@ -44,6 +45,7 @@ from autotrace.zerocode.instrumentor import INSTALL_OPTIONS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 CONFIG_PAGE = README.parent / "docs" / "config-file.md"
+SYNC_SCRIPT = README.parent / "scripts" / "sync_options.py"
 _ROW = re.compile(r"^\| `(?P<name>\w+)` \| (?P<env>[^|]+) \| (?P<flag>[^|]+) \|", re.M)
 
 
@@ -118,6 +120,19 @@ def test_install_signature_and_config_fields_follow_each_option() -> None:
         assert config_hints.get(option.name) == kept, f"Config: {field}"
         if not option.required:
             assert defaults[option.name] == option.default, f"Config: {field}"
+
+
+def test_config_fields_and_install_keywords_are_generated_from_the_table() -> None:
+    """scripts/sync_options.py writes them: a new option is one row, then the script."""
+    spec = importlib.util.spec_from_file_location("sync_options", SYNC_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.stale() == [], "run python scripts/sync_options.py"
+    for option in API_OPTIONS:
+        annotation = inspect.signature(autotrace.install).parameters[option.name].annotation
+        assert annotation == option.api_hint, option.name
+        assert Config.__annotations__[option.name] == option.config_hint, option.name
 
 
 def _spell(hint: Any) -> str:

@@ -479,6 +479,21 @@ def parse_provider(option: Option, value: Any, where: Surface) -> Any:
     return value
 
 
+#: parser -> (what install() accepts, what Config holds): the annotations written out
+#: by scripts/sync_options.py.
+_HINTS: dict[Callable[..., Any], tuple[str, str]] = {
+    parse_patterns: ("str | Sequence[str]", "tuple[str, ...]"),
+    parse_regexes: ("str | Sequence[str]", "tuple[str, ...]"),
+    parse_detectors: ("str | Sequence[str]", "tuple[str, ...]"),
+    parse_bool: ("bool", "bool"),
+    parse_int: ("int", "int"),
+    parse_duration: ("float | str", "float"),
+    parse_choice: ("str", "str"),
+    parse_backend: ("str", "str"),
+    parse_text: ("str", "str"),
+}
+
+
 # -- the table ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -516,6 +531,28 @@ class Option:
     @property
     def is_bool(self) -> bool:
         return self.parse is parse_bool
+
+    @property
+    def api_hint(self) -> str:
+        """The ``install()`` keyword's annotation: what a caller may pass."""
+        if self.parse is parse_provider:
+            return f"{self.api_example.removesuffix('()')} | None"
+        return self._hints[0] + " | None"
+
+    @property
+    def config_hint(self) -> str:
+        """The ``Config`` field's annotation: what the rest of autotrace gets."""
+        if self.parse is parse_provider:
+            return "Any"
+        return self._hints[1] + (" | None" if self.default is None else "")
+
+    @property
+    def _hints(self) -> tuple[str, str]:
+        hints = _HINTS.get(self.parse)
+        if hints is None:
+            raise KeyError(f"option {self.name}: add its parser {self.parse.__name__} to "
+                           "config._HINTS (what install() accepts, what Config holds)")
+        return hints
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -599,6 +636,7 @@ API_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.a
 class Config:
     """The validated settings of one installation (fields: ``OPTIONS``, in order)."""
 
+    # -- generated from OPTIONS by scripts/sync_options.py: edit the table, then run it --
     patterns: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     backend: str = "wrapt"
@@ -618,10 +656,11 @@ class Config:
     metrics: bool = False
     suppress_hot: bool = False
     hot_calls: int = 1000
-    hot_duration: float = 100e-6  # seconds
+    hot_duration: float = 0.0001  # seconds
     profile: bool = False
     tracer_provider: Any = None
     meter_provider: Any = None
+    # -- end of generated lines --
 
 
 assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Config != OPTIONS"

@@ -81,6 +81,7 @@ _active: Installation | None = None
 
 
 def install(
+    # -- generated from config.OPTIONS by scripts/sync_options.py: edit the table, then run it --
     patterns: str | Sequence[str] | None = None,
     *,
     exclude: str | Sequence[str] | None = None,
@@ -105,6 +106,7 @@ def install(
     profile: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    # -- end of generated lines --
 ) -> Installation:
     """Trace every function whose ``module.qualname`` matches ``patterns``.
 
@@ -119,15 +121,17 @@ def install(
     global _active
     try:
         config = make_config(
+            # -- generated from config.OPTIONS by scripts/sync_options.py --
             patterns, exclude=exclude, backend=backend, capture_args=capture_args,
             capture_return=capture_return, repr_objects=repr_objects,
             max_value_length=max_value_length, redact=redact, redact_values=redact_values,
-            redact_disable=redact_disable, min_duration=min_duration,
-            keep_errors=keep_errors, keep_handled_errors=keep_handled_errors,
-            require_parent=require_parent, max_depth=max_depth, spans=spans,
-            metrics=metrics, suppress_hot=suppress_hot, hot_calls=hot_calls,
-            hot_duration=hot_duration, profile=profile, tracer_provider=tracer_provider,
-            meter_provider=meter_provider)
+            redact_disable=redact_disable, min_duration=min_duration, keep_errors=keep_errors,
+            keep_handled_errors=keep_handled_errors, require_parent=require_parent,
+            max_depth=max_depth, spans=spans, metrics=metrics, suppress_hot=suppress_hot,
+            hot_calls=hot_calls, hot_duration=hot_duration, profile=profile,
+            tracer_provider=tracer_provider, meter_provider=meter_provider,
+            # -- end of generated lines --
+        )
     except ConfigFileError as exc:
         raise InstallError(str(exc)) from None
     refusal = free_threading_refusal()
