@@ -20,7 +20,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from . import configfile
@@ -662,8 +662,6 @@ class Config:
     meter_provider: Any = None
     # -- end of generated lines --
 
-
-assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Config != OPTIONS"
 
 
 #: The keys of the configuration file: every option but the objects (the providers).
