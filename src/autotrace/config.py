@@ -663,7 +663,6 @@ class Config:
     # -- end of generated lines --
 
 
-
 #: The keys of the configuration file: every option but the objects (the providers).
 FILE_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.env_var)
 
