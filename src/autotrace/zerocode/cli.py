@@ -56,6 +56,10 @@ def _epilog() -> str:
 
 
 _EPILOG_TAIL = """\
+What no flag or variable gives comes from [tool.autotrace] in pyproject.toml, or from
+autotrace.toml (keys: the options' names with underscores, e.g. max_depth = 20), found
+from the current directory upward; OTEL_PYTHON_AUTOTRACE_CONFIG names the file, or none.
+
 The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
 OTEL_SDK_DISABLED variables apply; with --metrics, OTEL_METRICS_EXPORTER (console,
 otlp, none; unset: otlp if spans go there, else console) and
