@@ -1,14 +1,17 @@
 """User configuration: one table of options, validated once at ``install()``.
 
-``OPTIONS`` is the single source of truth: the ``install()`` keywords, the
-``Config`` fields, the ``OTEL_PYTHON_AUTOTRACE_*`` variables, the ``autotrace``
-command's flags and the ``opentelemetry-instrument`` flags are all derived from
-it (tests hold the README tables and ``install()``'s signature against it).
+``OPTIONS`` is the single source of truth: the ``OTEL_PYTHON_AUTOTRACE_*``
+variables, the ``autotrace`` command's flags, the ``opentelemetry-instrument``
+flags and the configuration file's keys are derived from it; the ``Config``
+fields and ``install()``'s keywords are written out for type checkers and held
+to it by tests/test_options.py (as are README and the docs).
 Every value comes from an explicit ``install()`` argument, else from its
-environment variable, else from the default. A bad value fails here, before
-anything is installed, with a message naming the value and the fix in the
-syntax of the surface it came from (Python keyword, variable or flag); the rest
-of autotrace may trust a ``Config``.
+environment variable (which the command's flags set), else from the
+configuration file (``configfile``: ``[tool.autotrace]`` or ``autotrace.toml``),
+else from the default. A bad value fails here, before anything is installed,
+with a message naming the value and the fix in the syntax of the surface it
+came from (Python keyword, variable, flag or TOML key); the rest of autotrace
+may trust a ``Config``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import os
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from . import configfile
+from .configfile import ConfigFile, ConfigFileError
 from .describe.redaction import DETECTOR_NAMES
 
 ENV_PREFIX = "OTEL_PYTHON_AUTOTRACE_"
@@ -72,6 +77,8 @@ class Surface:
     """The Python API: ``name=value``."""
 
     kind = "api"
+    #: Values come typed (a bool, an int, a list), not as text to split and convert.
+    typed = True
 
     def name(self, option: Option) -> str:
         return option.name
@@ -96,6 +103,7 @@ class EnvSurface(Surface):
     """An environment variable: ``VAR=value``."""
 
     kind = "env"
+    typed = False
 
     def name(self, option: Option) -> str:
         return option.env
@@ -117,6 +125,7 @@ class FlagSurface(Surface):
     """A command-line flag of the ``autotrace`` command: ``--flag value``."""
 
     kind = "cli"
+    typed = False
 
     def name(self, option: Option) -> str:
         if option.short:
@@ -136,6 +145,56 @@ class FlagSurface(Surface):
         if not option.flag:
             return super().switch(option, on)
         return option.flag if on else f"--no-{option.flag[2:]}"
+
+
+class FileSurface(Surface):
+    """A key of the configuration file: ``name = value`` in TOML, values typed."""
+
+    kind = "file"
+
+    def __init__(self, where: str) -> None:
+        self.where = where  # the file (and table), as ConfigFile.where names it
+
+    def name(self, option: Option) -> str:
+        return f"{option.name} in {self.where}"
+
+    def show(self, option: Option, value: Any) -> str:
+        return f"{option.name} = {_toml(value)} in {self.where}"
+
+    def example(self, option: Option) -> str:
+        return f"{option.name} = {_toml(_literal(option.api_example))}"
+
+    def example_value(self, option: Option, text: str) -> str:
+        listed = isinstance(option.default, tuple) or option.parse in _LIST_PARSERS
+        return f"{option.name} = {_toml([text] if listed else text)}"
+
+    def switch(self, option: Option, on: bool) -> str:
+        return f"{option.name} = {_toml(on)}"
+
+
+FILE_SYNTAX = FileSurface("")  # examples only: they name no file
+
+
+def _literal(text: str) -> Any:
+    """An ``api_example`` (Python source such as ``['myapp']``) as its value."""
+    import ast
+
+    return ast.literal_eval(text)
+
+
+def _toml(value: Any) -> str:
+    """``value`` in TOML syntax (for messages): literal strings keep regexes readable."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        if "'" not in value and "\n" not in value:
+            return f"'{value}'"
+        import json
+
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return repr(value)
 
 
 def _quote(text: str) -> str:
@@ -163,7 +222,7 @@ def _split(raw: str) -> list[str]:
 
 def _strings(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
     if isinstance(value, str):
-        return tuple(_split(value)) if where.kind != "api" else (value,)
+        return tuple(_split(value)) if not where.typed else (value,)
     if isinstance(value, (bytes, bytearray)) or not isinstance(value, Sequence):
         raise TypeError(f"{where.show(option, value)} must be a string or a list of strings, "
                         f"e.g. {where.example(option)}")
@@ -197,7 +256,9 @@ def check_pattern(pattern: str, option: Option, where: Surface) -> None:
                          f"names (strip the spaces), e.g. {dotted}")
     if "," in pattern:  # only through the API: variables and flags split at commas
         parts = [part.strip() for part in pattern.split(",") if part.strip()]
-        fix = (f"pass separate patterns as a list: {option.name}={parts!r}" if parts else
+        listed = (f"{option.name} = {_toml(parts)}" if where.kind == "file" else
+                  f"{option.name}={parts!r}")
+        fix = (f"pass separate patterns as a list: {listed}" if parts else
                f"name a module, e.g. {where.example(option)}")
         raise ValueError(f"{name} entry {pattern!r} contains a comma; {fix}")
     if not _PATTERN_CHARS.fullmatch(pattern):
@@ -229,7 +290,7 @@ def _unclosed_bracket(pattern: str) -> bool:
 
 
 def parse_choice(option: Option, value: Any, where: Surface) -> str:
-    text = value.strip().lower() if isinstance(value, str) and where.kind != "api" else value
+    text = value.strip().lower() if isinstance(value, str) and not where.typed else value
     if not isinstance(text, str) or text not in option.choices:
         raise ValueError(f"{where.show(option, value)} is not a {option.name}; use one of "
                          + ", ".join(repr(c) for c in option.choices))
@@ -249,9 +310,11 @@ def parse_backend(option: Option, value: Any, where: Surface) -> str:
 
 
 def parse_bool(option: Option, value: Any, where: Surface) -> bool:
-    if where.kind == "api":
+    if where.typed:
         if not isinstance(value, bool):
-            raise TypeError(f"{where.show(option, value)} must be True or False")
+            words = ("True or False" if where.kind == "api" else
+                     "true or false (a TOML boolean: no quotes)")
+            raise TypeError(f"{where.show(option, value)} must be {words}")
         return value
     word = str(value).strip().lower()
     if word in TRUE_WORDS:
@@ -262,7 +325,7 @@ def parse_bool(option: Option, value: Any, where: Surface) -> bool:
 
 
 def parse_int(option: Option, value: Any, where: Surface) -> int:
-    if where.kind == "api":
+    if where.typed:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{where.show(option, value)} must be an integer, "
                             f"e.g. {where.example(option)}")
@@ -274,7 +337,8 @@ def parse_int(option: Option, value: Any, where: Surface) -> int:
             raise ValueError(f"{where.show(option, value)} is not an integer; use e.g. "
                              f"{where.example(option)}") from None
     if option.minimum is not None and number < option.minimum:
-        shown = f"{option.name}={number}" if where.kind == "api" else (
+        shown = f"{option.name}={number}" if where.kind == "api" else where.show(
+            option, number) if where.kind == "file" else (
             f"{where.name(option)}={number}" if where.kind == "env" else
             f"{option.short or option.flag} {number}")
         raise ValueError(f"{shown} is too small; use an integer >= "
@@ -284,17 +348,24 @@ def parse_int(option: Option, value: Any, where: Surface) -> int:
 
 def parse_duration(option: Option, value: Any, where: Surface) -> float:
     """Seconds. API: a number of seconds or a string with a unit; variables and flags: a
-    string with a unit, a bare number meaning milliseconds (as OpenTelemetry's own)."""
+    string with a unit, a bare number meaning milliseconds (as OpenTelemetry's own);
+    the file: a string with a unit (a bare number there would be read either way)."""
     accepted = ("a duration such as '5ms', '250us' or '1.5s' (units ns, us, ms, s"
                 + ("; a bare number is seconds)" if where.kind == "api" else
+                   "; a string with its unit)" if where.kind == "file" else
                    "; a bare number is milliseconds)"))
+    if where.kind == "file":
+        bare = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+        if not isinstance(value, str) or (bare is not None and not bare["unit"]):
+            raise TypeError(f"{where.show(option, value)} must be {accepted}, "
+                            f"e.g. {where.example(option)}")
     if where.kind == "api" and not isinstance(value, str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where.show(option, value)} must be {accepted}")
         seconds = float(value)
     else:
         text = str(value)
-        match = _DURATION.fullmatch(text.strip() if where.kind != "api" else text)
+        match = _DURATION.fullmatch(text.strip() if not where.typed else text)
         if match is None:
             raise ValueError(f"{where.show(option, value)} is not {accepted}")
         unit = match["unit"]
@@ -337,7 +408,7 @@ def _split_regexes(raw: str) -> list[str]:
 
 
 def parse_regexes(option: Option, value: Any, where: Surface) -> tuple[str, ...]:
-    items = (tuple(_split_regexes(value)) if isinstance(value, str) and where.kind != "api"
+    items = (tuple(_split_regexes(value)) if isinstance(value, str) and not where.typed
              else _strings(option, value, where))
     for expr in items:
         try:
@@ -365,6 +436,33 @@ def parse_detectors(option: Option, value: Any, where: Surface) -> tuple[str, ..
     return items
 
 
+_LIST_PARSERS = (parse_patterns, parse_regexes, parse_detectors)
+
+
+def _join_regexes(items: Sequence[str]) -> str:
+    """``items`` as one comma-separated text that ``_split_regexes`` splits back into them
+    (a comma it would split at is escaped: ``\\,`` matches a comma, as ``,`` does)."""
+    joined = []
+    for item in items:
+        out: list[str] = []
+        depth = 0
+        escaped = False
+        for ch in item:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch in "{[(":
+                depth += 1
+            elif ch in "}])" and depth:
+                depth -= 1
+            elif ch == "," and not depth:
+                out.append("\\")
+            out.append(ch)
+        joined.append("".join(out))
+    return ",".join(joined)
+
+
 def parse_text(option: Option, value: Any, where: Surface) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{where.show(option, value)} is empty; give e.g. "
@@ -380,6 +478,21 @@ def parse_provider(option: Option, value: Any, where: Surface) -> Any:
         raise TypeError(f"{option.name}={value!r} is not a {option.api_example[:-2]}; pass "
                         f"an OpenTelemetry {option.api_example[:-2]} or None for the global one")
     return value
+
+
+#: parser -> (what install() accepts, what Config holds): the annotations written out
+#: by scripts/sync_options.py.
+_HINTS: dict[Callable[..., Any], tuple[str, str]] = {
+    parse_patterns: ("str | Sequence[str]", "tuple[str, ...]"),
+    parse_regexes: ("str | Sequence[str]", "tuple[str, ...]"),
+    parse_detectors: ("str | Sequence[str]", "tuple[str, ...]"),
+    parse_bool: ("bool", "bool"),
+    parse_int: ("int", "int"),
+    parse_duration: ("float | str", "float"),
+    parse_choice: ("str", "str"),
+    parse_backend: ("str", "str"),
+    parse_text: ("str", "str"),
+}
 
 
 # -- the table ------------------------------------------------------------------------
@@ -419,6 +532,28 @@ class Option:
     @property
     def is_bool(self) -> bool:
         return self.parse is parse_bool
+
+    @property
+    def api_hint(self) -> str:
+        """The ``install()`` keyword's annotation: what a caller may pass."""
+        if self.parse is parse_provider:
+            return f"{self.api_example.removesuffix('()')} | None"
+        return self._hints[0] + " | None"
+
+    @property
+    def config_hint(self) -> str:
+        """The ``Config`` field's annotation: what the rest of autotrace gets."""
+        if self.parse is parse_provider:
+            return "Any"
+        return self._hints[1] + (" | None" if self.default is None else "")
+
+    @property
+    def _hints(self) -> tuple[str, str]:
+        hints = _HINTS.get(self.parse)
+        if hints is None:
+            raise KeyError(f"option {self.name}: add its parser {self.parse.__name__} to "
+                           "config._HINTS (what install() accepts, what Config holds)")
+        return hints
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -505,6 +640,7 @@ API_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.a
 class Config:
     """The validated settings of one installation (fields: ``OPTIONS``, in order)."""
 
+    # -- generated from OPTIONS by scripts/sync_options.py: edit the table, then run it --
     patterns: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     backend: str = "wrapt"
@@ -525,18 +661,68 @@ class Config:
     metrics: bool = False
     suppress_hot: bool = False
     hot_calls: int = 1000
-    hot_duration: float = 100e-6  # seconds
+    hot_duration: float = 0.0001  # seconds
     profile: bool = False
     tracer_provider: Any = None
     meter_provider: Any = None
+    # -- end of generated lines --
 
 
-assert [f.name for f in fields(Config)] == [o.name for o in API_OPTIONS], "Config != OPTIONS"
+#: The keys of the configuration file: every option but the objects (the providers).
+FILE_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.env_var)
+
+
+def read_settings(found: ConfigFile) -> tuple[dict[str, Any], FileSurface]:
+    """The file's settings by option name, validated; each error names the file, the key
+    and the accepted forms, in TOML (``ConfigFileError``)."""
+    where = FileSurface(found.where)
+    settings: dict[str, Any] = {}
+    for key, value in found.table.items():
+        option = OPTIONS_BY_NAME.get(key)
+        if option is None or not option.env_var:
+            raise ConfigFileError(_unknown_key(key, found.where))
+        try:
+            settings[key] = option.parse(option, value, where)
+        except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: a backend
+            raise ConfigFileError(str(exc)) from None
+    return settings, where
+
+
+def _unknown_key(key: str, where: str) -> str:
+    names = [option.name for option in FILE_OPTIONS]
+    if key in OPTIONS_BY_NAME:
+        return (f"{key} in {where} cannot be set in a file (it is an object): pass "
+                f"{API.example(OPTIONS_BY_NAME[key])} to autotrace.install()")
+    spelled = key.replace("-", "_").lower()
+    if spelled in names:
+        return (f"unknown key {key!r} in {where}: write {spelled} (the keys are the "
+                "install() keywords, with underscores)")
+    import difflib
+
+    close = difflib.get_close_matches(spelled, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"unknown key {key!r} in {where}; {hint}the keys are " + ", ".join(names)
+            + " (the install() keywords)")
+
+
+def file_settings(environ: Mapping[str, str]) -> tuple[dict[str, Any], Surface]:
+    """The configuration file's settings in force for ``environ`` here (none: ``{}``)."""
+    found = configfile.find(environ)
+    if found is None:
+        return {}, API
+    return read_settings(found)
+
+
+def _given(option: Option, raw: str | None) -> bool:
+    """Whether a variable's value ``raw`` gives ``option`` (so the file does not): a
+    value, or an empty list ("none")."""
+    return raw is not None and (bool(raw.strip()) or option.parse in _LIST_PARSERS)
 
 
 def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = None,
                 flags: Collection[str] = (), **options: Any) -> Config:
-    """Merge arguments over the environment over defaults, and validate.
+    """Merge arguments over the environment over the configuration file over defaults,
+    and validate.
 
     ``flags``: the options the ``autotrace`` command got as flags (already in
     ``environ``), so that a conflict between options is told in flag syntax."""
@@ -548,6 +734,7 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
         raise TypeError(f"unknown autotrace option {names}; the options are "
                         + ", ".join(option.name for option in API_OPTIONS))
     options["patterns"] = patterns
+    from_file, in_file = file_settings(env)
     values: dict[str, Any] = {}
     for option in API_OPTIONS:
         given = options.get(option.name)
@@ -563,33 +750,60 @@ def make_config(patterns: Any = None, *, environ: Mapping[str, str] | None = Non
             raise ValueError(f"{option.env} is empty; give at least one pattern, e.g. "
                              f"{ENV.example(option)}, or unset it and pass "
                              f"{API.example(option)} to autotrace.install()")
-        elif option.required:
+        elif option.required and option.name not in from_file:
             raise ValueError(
                 f"autotrace.install() needs {option.name}: pass "
-                f"{API.example(option)} or set {ENV.example(option)} (comma-separated)")
-        elif raw is not None and option.parse in (parse_regexes, parse_patterns,
-                                                  parse_detectors):
+                f"{API.example(option)}, set {ENV.example(option)} (comma-separated), or "
+                f"write {FILE_SYNTAX.example(option)} in {configfile.TABLE} of "
+                f"{configfile.PYPROJECT} (or in {configfile.OWN_FILE})")
+        elif raw is not None and option.parse in _LIST_PARSERS:
             values[option.name] = ()  # set but empty: explicitly none
+        elif option.name in from_file:
+            values[option.name] = from_file[option.name]
+            given_on[option.name] = in_file
         else:
             values[option.name] = option.default
     if not values["spans"] and not values["metrics"] and not values["profile"]:
         surface = given_on.get("spans", API)
         spans, metrics, profile = (OPTIONS_BY_NAME[name] for name in
                                    ("spans", "metrics", "profile"))
-        raise ValueError(
-            f"{surface.switch(spans, False)} turns spans off, and with neither "
-            f"{surface.switch(metrics, True)} nor {surface.switch(profile, True)} "
-            f"nothing would be recorded: add one of them, or leave spans on")
+        message = (f"{surface.switch(spans, False)} turns spans off, and with neither "
+                   f"{surface.switch(metrics, True)} nor {surface.switch(profile, True)} "
+                   f"nothing would be recorded: add one of them, or leave spans on")
+        if isinstance(surface, FileSurface):
+            raise ConfigFileError(f"{message} (in {surface.where})")
+        raise ValueError(message)
     return Config(**values)
 
 
 def command_setting(name: str, environ: Mapping[str, str]) -> Any:
-    """A command-only setting (``api=False``) from its variable, validated, else the default."""
+    """A command-only setting (``api=False``) from its variable, validated, else from the
+    configuration file, else the default."""
     option = OPTIONS_BY_NAME[name]
     raw = environ.get(option.env)
     if raw is None or not raw.strip():
-        return option.default
+        return file_settings(environ)[0].get(name, option.default)
     return option.parse(option, raw, ENV)
+
+
+def file_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The configuration file's settings that no variable (or flag) in ``environ`` gives,
+    as the variables that would give them. The ``autotrace`` command hands them to the
+    program with ``OTEL_PYTHON_AUTOTRACE_CONFIG=none``: every process of the run has the
+    settings the command checked, whichever directory it runs in."""
+    found = configfile.find(environ)
+    if found is None:
+        return {}
+    settings = read_settings(found)[0]
+    out: dict[str, str] = {}
+    for name, parsed in settings.items():
+        option = OPTIONS_BY_NAME[name]
+        if _given(option, environ.get(option.env)):
+            continue
+        raw = found.table[name]
+        out[option.env] = (raw.strip() if option.parse is parse_duration
+                           else to_text(option, parsed, raw))
+    return out
 
 
 def check_command_settings(environ: Mapping[str, str]) -> None:
@@ -614,6 +828,8 @@ def to_text(option: Option, parsed: Any, raw: Any) -> str:
     """A validated value as its environment variable would spell it."""
     if option.is_bool:
         return "true" if parsed else "false"
+    if option.parse is parse_regexes:
+        return _join_regexes(parsed)
     if isinstance(parsed, tuple):
         return ",".join(parsed)
     if option.parse is parse_duration:

@@ -20,6 +20,7 @@ from opentelemetry.trace import TracerProvider
 from ._log import log_once, logger
 from .backends import Backend, create_backend
 from .config import Config, make_config, resolve_backend
+from .configfile import ConfigFileError
 from .describe.function import Formatter
 from .errors import InstallError
 from .loading.source import compile_source
@@ -91,6 +92,7 @@ _active: Installation | None = None
 
 
 def install(
+    # -- generated from config.OPTIONS by scripts/sync_options.py: edit the table, then run it --
     patterns: str | Sequence[str] | None = None,
     *,
     exclude: str | Sequence[str] | None = None,
@@ -116,17 +118,34 @@ def install(
     profile: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    # -- end of generated lines --
 ) -> Installation:
     """Trace every function whose ``module.qualname`` matches ``patterns``.
 
     Call it before the traced modules are imported: references taken earlier
     (``from m import f``) keep the untraced function under the wrapt backend.
     Arguments left as ``None`` come from the ``OTEL_PYTHON_AUTOTRACE_*``
-    environment variables, else from the defaults (``config.OPTIONS``; README).
+    environment variables, else from the configuration file (``[tool.autotrace]``
+    in ``pyproject.toml``, or ``autotrace.toml``, found from the current directory
+    upward), else from the defaults (``config.OPTIONS``). A bad file raises
+    ``InstallError`` naming the file, the key and the accepted forms.
     """
     global _active
-    options = {key: value for key, value in locals().items() if key != "patterns"}
-    config = make_config(patterns, **options)
+    try:
+        config = make_config(
+            # -- generated from config.OPTIONS by scripts/sync_options.py --
+            patterns, exclude=exclude, backend=backend, core=core, capture_args=capture_args,
+            capture_return=capture_return, repr_objects=repr_objects,
+            max_value_length=max_value_length, redact=redact, redact_values=redact_values,
+            redact_disable=redact_disable, min_duration=min_duration, keep_errors=keep_errors,
+            keep_handled_errors=keep_handled_errors, require_parent=require_parent,
+            max_depth=max_depth, spans=spans, metrics=metrics, suppress_hot=suppress_hot,
+            hot_calls=hot_calls, hot_duration=hot_duration, profile=profile,
+            tracer_provider=tracer_provider, meter_provider=meter_provider,
+            # -- end of generated lines --
+        )
+    except ConfigFileError as exc:
+        raise InstallError(str(exc)) from None
     refusal = free_threading_refusal() or compiled_core_refusal(config)
     if refusal is not None:
         raise InstallError(refusal)

@@ -24,8 +24,10 @@ from ..config import (
     OPTIONS_BY_NAME,
     check_command_settings,
     environment_from_flags,
+    file_variables,
     make_config,
 )
+from ..configfile import ENV_CONFIG, NO_FILE
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
 from .meters import check_metric_exporters
@@ -54,6 +56,10 @@ def _epilog() -> str:
 
 
 _EPILOG_TAIL = """\
+What no flag or variable gives comes from [tool.autotrace] in pyproject.toml, or from
+autotrace.toml (keys: the options' names with underscores, e.g. max_depth = 20), found
+from the current directory upward; OTEL_PYTHON_AUTOTRACE_CONFIG names the file, or none.
+
 The standard OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
 OTEL_SDK_DISABLED variables apply; with --metrics, OTEL_METRICS_EXPORTER (console,
 otlp, none; unset: otlp if spans go there, else console) and
@@ -122,20 +128,28 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
         parser.error(str(exc))
     if args.exporter is not None:
         env[ENV_EXPORTER] = args.exporter
+    try:  # the configuration file: what no flag or variable gives
+        from_file = file_variables(env)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     patterns = OPTIONS_BY_NAME["patterns"]
     if patterns.env in env and not env[patterns.env].strip():
         parser.error(f"{patterns.env} is empty; give at least one pattern, e.g. "
                      f"{ENV.example(patterns)}, or unset it and pass {FLAG.example(patterns)}")
-    if not env.get(patterns.env, "").strip():
+    if not env.get(patterns.env, "").strip() and patterns.env not in from_file:
         parser.error(f"no patterns: pass {FLAG.name(patterns)} PATTERN[,PATTERN...] (e.g. "
-                     f"{FLAG.example(patterns)}) or set "
-                     f"{ENV.example(patterns)}")
+                     f"{FLAG.example(patterns)}), set {ENV.example(patterns)}, or write "
+                     f"patterns = ['myapp'] in [tool.autotrace] of pyproject.toml")
     try:
         make_config(environ=env, flags=given)
         check_command_settings(env)
     except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: backend cannot run
         parser.error(str(exc))
+    # One reading for the whole run: the program and its children get the file's values
+    # as variables, and read no file (a child may run in another directory).
+    env.update(from_file)
+    env[ENV_CONFIG] = NO_FILE
     problem = check_exporters(env, "--exporter" if args.exporter else ENV_EXPORTER)
     if problem:
         parser.error(problem)
@@ -143,6 +157,7 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
     if problem:
         parser.error(problem)
     problem = prepare_trace_file(env, "--trace-file" if args.trace_file is not None
+                                 else "trace_file" if ENV_TRACE_FILE in from_file
                                  else ENV_TRACE_FILE)
     if problem:
         parser.error(problem)

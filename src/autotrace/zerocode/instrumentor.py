@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from .._log import logger
-from ..config import API_OPTIONS, OPTIONS_BY_NAME
+from ..config import API_OPTIONS, OPTIONS_BY_NAME, file_settings
 from ..core import Installation, active_installation, install
 from ..loading.mainscript import hook_main_script
 from . import propagation
@@ -36,7 +36,8 @@ ENV_PATTERNS = OPTIONS_BY_NAME["patterns"].env
 class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """``instrument(tracer_provider=..., **install_options)`` / ``uninstrument()``.
 
-    Settings not given come from ``OTEL_PYTHON_AUTOTRACE_*``. Without any
+    Settings not given come from ``OTEL_PYTHON_AUTOTRACE_*``, then from the
+    configuration file (``[tool.autotrace]``, ``autotrace.toml``). Without any
     patterns it does nothing (said at debug level): being installed must not
     start tracing anything by itself. A bad setting is logged as an error
     rather than raised, so the other instrumentations still load.
@@ -49,9 +50,15 @@ class AutotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         options = {key: kwargs[key] for key in INSTALL_OPTIONS if kwargs.get(key) is not None}
-        if "patterns" not in options and not os.environ.get(ENV_PATTERNS, "").strip():
-            logger.debug("autotrace instrumentor: no patterns (%s is unset); nothing is traced",
-                         ENV_PATTERNS)
+        try:
+            configured = ("patterns" in options or bool(os.environ.get(ENV_PATTERNS, "").strip())
+                          or "patterns" in file_settings(os.environ)[0])
+        except ValueError as exc:  # the configuration file is bad
+            logger.error("autotrace instrumentor: %s; nothing is traced", exc)
+            return
+        if not configured:
+            logger.debug("autotrace instrumentor: no patterns (%s is unset, and no "
+                         "configuration file gives them); nothing is traced", ENV_PATTERNS)
             return
         current = active_installation()
         if current is not None:
