@@ -49,29 +49,6 @@ SYNC_SCRIPT = README.parent / "scripts" / "sync_options.py"
 _ROW = re.compile(r"^\| `(?P<name>\w+)` \| (?P<env>[^|]+) \| (?P<flag>[^|]+) \|", re.M)
 
 
-def _readme_rows() -> dict[str, tuple[str, str]]:
-    text = README.read_text(encoding="utf-8")
-    table = text[text.index("| `install()` keyword |"):]
-    table = table[:table.index("\n\n")]
-    return {m["name"]: (m["env"].strip(), m["flag"].strip()) for m in _ROW.finditer(table)}
-
-
-def test_readme_configuration_table_matches_the_options() -> None:
-    rows = _readme_rows()
-    assert list(rows) == [option.name for option in OPTIONS]
-    for option in OPTIONS:
-        env, flag = rows[option.name]
-        assert env == (f"`{option.env}`" if option.env_var else "—"), option.name
-        if option.flag is None:
-            assert flag == "—", option.name
-            continue
-        assert f"`{option.flag}`" in flag, option.name
-        if option.is_bool:
-            assert f"`--no-{option.flag[2:]}`" in flag, option.name
-        if option.short:
-            assert f"`{option.short}`" in flag, option.name
-
-
 def test_install_keywords_and_config_fields_are_the_options() -> None:
     names = [option.name for option in API_OPTIONS]
     assert list(inspect.signature(autotrace.install).parameters) == names

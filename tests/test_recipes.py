@@ -1,10 +1,11 @@
-"""README's production recipes, one per stack, run exactly as written (issue 24.6).
+"""The production recipes, one per stack, run exactly as written (issue 24.6).
 
-Each line of the ```bash block under "### Recipes" runs on a small app of that stack,
-with this venv's scripts first on PATH, spans exported to a real collector; the test
-checks the spans that stack should give. Servers bind 127.0.0.1 (the recipe's own
-command line plus ``-b``/``--host``/``--port``, appended by the test), every wait is
-bounded, and a server is stopped with SIGTERM (its spans flushed then).
+Each line of the ```bash block under "## Recipes" in ``docs/production.md`` runs on a
+small app of that stack, with this venv's scripts first on PATH, spans exported to a
+real collector; the test checks the spans that stack should give. Servers bind
+127.0.0.1 (the recipe's own command line plus ``-b``/``--host``/``--port``, appended by
+the test), every wait is bounded, and a server is stopped with SIGTERM (its spans
+flushed then).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from .test_servers import _get, _on_path, _server_env, serving
 
 __all__ = ["collector"]  # the fixture
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PRODUCTION = Path(__file__).resolve().parents[1] / "docs" / "production.md"
 
 
 def recipes() -> dict[str, str]:
     """The recipe lines by stack: each ``# comment`` line names the command after it."""
-    section = README.read_text().split("### Recipes", 1)[1]
+    section = PRODUCTION.read_text().split("## Recipes", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     out, stack = {}, ""
     for line in block.splitlines():
