@@ -5,7 +5,9 @@ succeeds, with the pure-Python core, and says so here once; at run time
 ``autotrace --version`` and the debug log name the core that runs.
 """
 
+import os
 import sys
+import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -33,8 +35,14 @@ class OptionalBuildExt(build_ext):
               "(e.g. apt install gcc python3-dev) and reinstall.", file=sys.stderr)
 
 
+#: Debian's multiarch headers: pyconfig.h includes <x86_64-linux-gnu/pythonX.Y/pyconfig.h>,
+#: found only when the directory above the headers is searched too (an interpreter
+#: unpacked outside /usr, as CI's 3.14 and 3.15, does not have it on the default path).
+_INCLUDE_ROOT = os.path.dirname(sysconfig.get_path("include") or "")
+
 setup(
     ext_modules=[Extension("autotrace.record._core", ["src/autotrace/record/_core.c"],
+                           include_dirs=[_INCLUDE_ROOT] if _INCLUDE_ROOT else [],
                            optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -12,6 +12,8 @@ the patterns ``black,blib2to3`` (its two packages) and the default output (the
 call tree on stderr, sent to /dev/null):
 
 * ``plain``: no autotrace;
+* ``cprofile``: no autotrace, black under ``python -m cProfile -o /dev/null`` (a C
+  profiler that records every call: the bar a per-call recorder is held to);
 * ``full``: every call a span (only with ``--only full`` or ``--lines``: on the
   whole file it takes over ten minutes a run);
 * ``min_duration``: ``--min-duration 1ms``;
@@ -25,17 +27,22 @@ Bytecode is written as on a user's machine (``PYTHONDONTWRITEBYTECODE`` is remov
 and each contender runs once before the timed rounds, so the rewritten modules come
 from autotrace's cache as they would from the second run on.
 
+*kept spans*: the sum of the span counts in the call tree's headers
+(``autotrace: trace ... (N spans, ...)``) written by each contender's warm-up run.
+The header line also says which core the venv's autotrace runs (``--version``).
+
 Rounds alternate the contenders (the order rotates) and the ratios are medians
 of each round's pair with ``plain``, so a noisy neighbour hits both alike. Wall
 time and the peak RSS of the process are measured from the outside
-(``os.wait4``). A venv with the project and black is made once in
-``benchmarks/.work/real-X.Y``.
+(``os.wait4``). A venv with the project (editable: it runs ``src/``
+and the compiled core built there) and black is made once in ``benchmarks/.work/real-X.Y``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -57,6 +64,8 @@ CONTENDERS: dict[str, list[str] | None] = {
     "metrics_min_duration": ["--metrics", "--min-duration", "1ms"],
     "metrics_only": ["--no-spans", "--metrics"],
 }
+#: Contenders that run black under another Python tool instead of autotrace.
+PROFILERS: dict[str, list[str]] = {"cprofile": ["-m", "cProfile", "-o", os.devnull]}
 
 
 def ensure_venv() -> Path:
@@ -94,16 +103,23 @@ def first_lines(path: Path, count: int) -> Path:
     return out
 
 
-def run_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process."""
-    with open(os.devnull, "wb") as devnull:
+def run_once(command: list[str], env: dict[str, str], stderr: Path | None = None
+             ) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one process; its stderr to ``stderr`` if given."""
+    with open(os.devnull, "wb") as devnull, open(stderr or os.devnull, "wb") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=devnull, stderr=devnull, env=env)
+        process = subprocess.Popen(command, stdout=devnull, stderr=err, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: black found changes
         raise SystemExit(f"failed: {shlex.join(command)}")
     return wall, usage.ru_maxrss / 1024
+
+
+def kept_spans(call_tree: Path) -> int:
+    """Spans in a call tree on stderr: the sum of its traces' header counts."""
+    return sum(int(n) for n in re.findall(r"^autotrace: trace \S+ \((\d+) spans?,",
+                                          call_tree.read_text(errors="replace"), re.M))
 
 
 def main() -> None:
@@ -118,7 +134,7 @@ def main() -> None:
                         help="reformat only the first N lines of linegen.py (whole "
                              "statements), for a quicker run")
     args = parser.parse_args()
-    contenders = dict(CONTENDERS)
+    contenders: dict[str, list[str] | None] = {**CONTENDERS, **PROFILERS}
     for extra in args.extra:
         name, _, flags = extra.partition("=")
         contenders[name] = shlex.split(flags)
@@ -142,12 +158,18 @@ def main() -> None:
 
     def command_of(name: str) -> list[str]:
         flags = contenders[name]
+        if name in PROFILERS:
+            return [str(python), *PROFILERS[name], *black[1:]]
         return black if flags is None else [
             str(python), "-m", "autotrace", "-p", PATTERNS, "--backend", args.backend,
             *flags, *black]
 
-    for name in names:  # warm-up: bytecode and rewrite caches
-        run_once(command_of(name), env)
+    kept: dict[str, int] = {}
+    tree = Path(tempfile.mkdtemp()) / "stderr"
+    for name in names:  # warm-up: bytecode and rewrite caches; the kept spans
+        run_once(command_of(name), env, tree)
+        if contenders[name] is not None and name not in PROFILERS:
+            kept[name] = kept_spans(tree)
     for round_ in range(args.rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
@@ -155,19 +177,25 @@ def main() -> None:
             print(f"  round {round_ + 1}: {name} {results[name][-1][0]:.2f} s", file=sys.stderr,
                   flush=True)
     plain = results["plain"]
-    lines = [f"black {BLACK.split('==')[1]} reformatting black/linegen.py "
+    version = subprocess.run([str(python), "-m", "autotrace", "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    lines = [f"`python benchmarks/real_program.py {shlex.join(sys.argv[1:])}`; {version}", "",
+             f"black {BLACK.split('==')[1]} reformatting black/linegen.py "
              + (f"(first {args.lines} lines) " if args.lines else "")
              + f"({len(target.read_text().splitlines()):,} lines), Python "
              f"{'.'.join(map(str, sys.version_info[:3]))}, backend {args.backend}, "
              f"{args.rounds} rounds",
-             "", "| contender | flags | wall (median) | / plain | peak RSS |",
-             "| --- | --- | ---: | ---: | ---: |"]
+             "", "| contender | flags | wall (median) | / plain | peak RSS | kept spans |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
     for name, samples in results.items():
         ratio = statistics.median(a[0] / b[0] for a, b in zip(samples, plain, strict=True))
         flags = contenders[name]
-        shown = "—" if flags is None else (shlex.join(flags) or "(all calls)")
+        shown = (f"python {shlex.join(PROFILERS[name])}" if name in PROFILERS else
+                 "—" if flags is None else (shlex.join(flags) or "(all calls)"))
+        spans = f"{kept[name]:,}" if name in kept else ""
         lines.append(f"| {name} | `{shown}` | {statistics.median(s[0] for s in samples):.2f} s "
-                     f"| {ratio:.2f}x | {statistics.median(s[1] for s in samples):.0f} MB |")
+                     f"| {ratio:.2f}x | {statistics.median(s[1] for s in samples):.0f} MB "
+                     f"| {spans} |")
     print("\n".join(lines))
 
 

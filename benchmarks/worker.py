@@ -12,7 +12,10 @@ interleaved with plain and decorator, uninstall.
 Modes (results go to ``--json`` as JSON):
 
 * ``calls --provider nosdk|sampled|recording``: ns per call of every workload;
-* ``imports``: ms per import of a generated 1,000-function module;
+* ``imports [--warm-cache]``: ms per import of a generated 1,000-function module;
+  with ``--warm-cache`` every copy is imported once untimed and dropped from
+  ``sys.modules`` first, so the timed imports read autotrace's rewrite cache (wrapt)
+  as a program's second run would; without it each timed import rewrites its copy;
 * ``rss --contender decorator|wrapt|monitoring``: RSS after 10,000 and 1,000,000 calls.
 """
 
@@ -388,7 +391,7 @@ def run_calls(setup: str, repeats: int, target_ns: float) -> dict[str, Any]:
     return {"setup": setup, "phases": phases}
 
 
-def run_imports(repeats: int) -> dict[str, Any]:
+def run_imports(repeats: int, warm_cache: bool = False) -> dict[str, Any]:
     """Each sample imports a fresh copy; plain and traced copies alternate."""
     root = fresh_root()
     source = big_module_source()
@@ -409,6 +412,12 @@ def run_imports(repeats: int) -> dict[str, Any]:
         else:
             inst, why = try_install(package, name, None)
         samples: dict[str, list[float]] = {"plain": [], name: []}
+        if why is None and warm_cache:  # fill the caches, then import afresh from them
+            for i in range(repeats + 1):
+                for pkg in (package + "_plain", package):
+                    importlib.import_module(f"{pkg}.m{i}")
+                    del sys.modules[f"{pkg}.m{i}"]
+                    delattr(sys.modules[pkg], f"m{i}")
         if why is None:
             for i in range(repeats + 1):  # the first pair warms up
                 order = [(package + "_plain", "plain"), (package, name)]
@@ -480,12 +489,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--sample-ms", type=float, default=8.0)
     parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="imports: time imports that read autotrace's rewrite cache")
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
     if args.mode == "calls":
         result = run_calls(args.provider, args.repeats, args.sample_ms * 1e6)
     elif args.mode == "imports":
-        result = run_imports(args.repeats)
+        result = run_imports(args.repeats, args.warm_cache)
     else:
         result = run_rss(args.contender, args.calls)
     Path(args.json).write_text(json.dumps(result))

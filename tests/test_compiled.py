@@ -154,7 +154,6 @@ def test_reference_counts_are_balanced(traced: Traced, policy: dict[str, object]
     assert after == before
 
 
-@compiled_only
 def test_the_exception_in_flight_is_the_programs_own(traced: Traced) -> None:
     """A raised exception leaves the traced call as the same object, with the same
     traceback entries, context and cause as untraced; no wrapper frame is added."""
@@ -168,7 +167,12 @@ def test_the_exception_in_flight_is_the_programs_own(traced: Traced) -> None:
     while tb is not None:
         names.append(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
-    assert names == ["test_the_exception_in_flight_is_the_programs_own", "fail"]
+    expected = ["test_the_exception_in_flight_is_the_programs_own", "fail"]
+    if traced.core == "python" and traced.backend == "wrapt" and sys.version_info < (3, 11):
+        # 3.10 re-raises the traceback the Python wrapper's handler caught, its own entry
+        # included (transparency limitation); the compiled wrapper has no frame at all
+        expected.insert(1, "traced_call")
+    assert names == expected
     caught = mod.catch("y")
     assert isinstance(caught, mod.Boom) and caught.args == ("y",)
     assert sys.exc_info() == (None, None, None)
@@ -218,3 +222,14 @@ def test_memory_stays_flat_over_many_dropped_calls(tmp_path: Path, core: str) ->
     name, growth = done.stdout.split()
     assert name == core
     assert int(growth) < 8 * 1024 * 1024, f"{int(growth) / 1e6:.1f} MB more"
+
+
+def test_the_version_says_which_core_runs() -> None:
+    for env, expected in (({}, "compiled core" if accel.extension is not None
+                           else "pure-Python core"),
+                          ({"OTEL_PYTHON_AUTOTRACE_CORE": "python"}, "pure-Python core")):
+        done = subprocess.run([sys.executable, "-m", "autotrace", "--version"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout, done.stdout

@@ -156,6 +156,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("autotrace.loading",),
     ("autotrace.selection", "autotrace.record"),
     ("autotrace.config",),
+    ("autotrace.configfile",),
     ("autotrace.describe",),
     ("autotrace.errors", "autotrace._log", "autotrace._version"),
 ]

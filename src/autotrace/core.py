@@ -185,7 +185,8 @@ def install(
 
             installation._at_exit = partial(print_profile, recorder.stats)
             atexit.register(installation._at_exit)
-        logger.debug("autotrace installed: %r", installation)
+        logger.debug("autotrace installed: %r (%s core%s)", installation, installation.core,
+                      "" if accel.extension is not None else f": {accel.why_not}")
         return installation
 
 

@@ -28,6 +28,7 @@ from ..config import (
     make_config,
 )
 from ..configfile import ENV_CONFIG, NO_FILE
+from ..record import accel
 from .bootstrap import BOOTSTRAP_DIR
 from .exporters import ENV_EXPORTER, KNOWN_EXPORTERS, check_exporters
 from .meters import check_metric_exporters
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=help_text)
     parser.add_argument("--exporter", choices=KNOWN_EXPORTERS,
                         help="where spans go (default: a call tree on stderr)")
-    parser.add_argument("--version", action="version", version=f"autotrace {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                         help="the command to run, e.g. python app.py")
     return parser
@@ -205,3 +206,13 @@ def _fail(status: int, message: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _version() -> str:
+    """The version and the core that runs by default here (``--core`` / the variable
+    can still choose the pure one)."""
+    if accel.extension is not None:
+        core = "compiled core (C extension autotrace.record._core)"
+    else:
+        core = f"pure-Python core ({accel.why_not})"
+    return f"autotrace {__version__}, {core}, Python {sys.version.split()[0]}"
