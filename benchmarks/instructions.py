@@ -369,10 +369,12 @@ def function_costs(path: Path, inclusive: bool) -> tuple[dict[str, int], set[str
     """Instructions per C function (``callgrind_annotate``), and the recursive ones.
 
     Parts of one function inlined from several files are added up; callgrind's
-    recursion levels (``f'2``) too, which is right for self costs only."""
+    recursion levels (``f'2``) too, which is right for self costs only. ``--auto=no``:
+    with a source file on disk (the compiled core's ``_core.c``) callgrind_annotate
+    would append that file annotated, whose call lines the table's pattern matches."""
     out = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
-                          "--threshold=100", str(path)], capture_output=True, text=True,
-                         check=True).stdout
+                          "--threshold=100", "--auto=no", str(path)], capture_output=True,
+                         text=True, check=True).stdout
     costs: dict[str, int] = {}
     recursive: set[str] = set()
     table = False

@@ -8,6 +8,7 @@ option itself is validated and applied at ``install()`` (``core.select_core``).
 from __future__ import annotations
 
 import os
+import sysconfig
 from types import ModuleType
 
 ENV = "OTEL_PYTHON_AUTOTRACE_CORE"
@@ -18,6 +19,10 @@ why_not = ""
 
 if os.environ.get(ENV, "").strip().lower() == "python":
     why_not = f"{ENV}=python"
+elif sysconfig.get_config_var("Py_GIL_DISABLED"):
+    # Importing an extension that needs the GIL turns it back on for the whole process
+    # (with a warning): autotrace must not change the program it is imported into.
+    why_not = "this is a free-threaded build (the compiled core needs the GIL)"
 else:
     try:
         from . import _core as extension  # type: ignore[attr-defined, no-redef]  # noqa: F401
