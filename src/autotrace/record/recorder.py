@@ -619,8 +619,12 @@ class Recorder:
             if end_ns - call.start_ns < self.min_ns and not call.kept_child:
                 if not (outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
                     _drop(call)
-                    return
-                if not self.keep_handled and self._hold(call, outcome, value, end_ns):
+                    if call.span is None and not self._lock.locked():
+                        return
+                    # Another thread made it real (a kept child there, through a copied
+                    # context) between the decision and ``closed``, or may be doing so
+                    # now: it is ended as kept, else its span would stay open.
+                elif not self.keep_handled and self._hold(call, outcome, value, end_ns):
                     return  # its caller decides, when it ends
         # Kept. Only bookkeeping here; the span is made and ended at a safe point.
         if outcome == RAISED and call.parent is not None:
