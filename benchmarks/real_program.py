@@ -33,8 +33,9 @@ The header line also says which core the venv's autotrace runs (``--version``).
 
 Rounds alternate the contenders (the order rotates) and the ratios are medians
 of each round's pair with ``plain``, so a noisy neighbour hits both alike. Wall
-time and the peak RSS of the process are measured from the outside
-(``os.wait4``). A venv with the project (editable: it runs ``src/``
+time, CPU time (user + system, the process and its children) and the peak RSS of
+the process are measured from the outside (``os.wait4``); on a loaded machine the
+CPU-time ratios move far less than the wall-time ones. A venv with the project (editable: it runs ``src/``
 and the compiled core built there) and black is made once in ``benchmarks/.work/real-X.Y``.
 """
 
@@ -104,8 +105,9 @@ def first_lines(path: Path, count: int) -> Path:
 
 
 def run_once(command: list[str], env: dict[str, str], stderr: Path | None = None
-             ) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process; its stderr to ``stderr`` if given."""
+             ) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds of one process; its stderr to
+    ``stderr`` if given."""
     with open(os.devnull, "wb") as devnull, open(stderr or os.devnull, "wb") as err:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=devnull, stderr=err, env=env)
@@ -113,7 +115,7 @@ def run_once(command: list[str], env: dict[str, str], stderr: Path | None = None
         wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: black found changes
         raise SystemExit(f"failed: {shlex.join(command)}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def kept_spans(call_tree: Path) -> int:
@@ -153,7 +155,7 @@ def main() -> None:
     env = dict(os.environ, BLACK_CACHE_DIR=tempfile.mkdtemp())
     env.pop("OTEL_TRACES_EXPORTER", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
     names = list(contenders)
 
     def command_of(name: str) -> list[str]:
@@ -174,8 +176,8 @@ def main() -> None:
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             results[name].append(run_once(command_of(name), env))
-            print(f"  round {round_ + 1}: {name} {results[name][-1][0]:.2f} s", file=sys.stderr,
-                  flush=True)
+            print(f"  round {round_ + 1}: {name} {results[name][-1][0]:.2f} s "
+                  f"(CPU {results[name][-1][2]:.2f} s)", file=sys.stderr, flush=True)
     plain = results["plain"]
     version = subprocess.run([str(python), "-m", "autotrace", "--version"], capture_output=True,
                              text=True).stdout.strip()
@@ -185,16 +187,19 @@ def main() -> None:
              + f"({len(target.read_text().splitlines()):,} lines), Python "
              f"{'.'.join(map(str, sys.version_info[:3]))}, backend {args.backend}, "
              f"{args.rounds} rounds",
-             "", "| contender | flags | wall (median) | / plain | peak RSS | kept spans |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "", "| contender | flags | wall (median) | / plain | CPU (median) | / plain "
+             "| peak RSS | kept spans |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, samples in results.items():
         ratio = statistics.median(a[0] / b[0] for a, b in zip(samples, plain, strict=True))
+        cpu = statistics.median(a[2] / b[2] for a, b in zip(samples, plain, strict=True))
         flags = contenders[name]
         shown = (f"python {shlex.join(PROFILERS[name])}" if name in PROFILERS else
                  "—" if flags is None else (shlex.join(flags) or "(all calls)"))
         spans = f"{kept[name]:,}" if name in kept else ""
         lines.append(f"| {name} | `{shown}` | {statistics.median(s[0] for s in samples):.2f} s "
-                     f"| {ratio:.2f}x | {statistics.median(s[1] for s in samples):.0f} MB "
+                     f"| {ratio:.2f}x | {statistics.median(s[2] for s in samples):.2f} s "
+                     f"| {cpu:.2f}x | {statistics.median(s[1] for s in samples):.0f} MB "
                      f"| {spans} |")
     print("\n".join(lines))
 

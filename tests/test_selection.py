@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import Any
 
@@ -194,14 +195,16 @@ def test_the_selector_answers_for_objects_source_and_code() -> None:
         ("C.__eq__", C.__eq__, nodes["__eq__"], True, False),
         ("hidden", namespace["hidden"], nodes["hidden"], False, False),
     ]
+    has_qualname = sys.version_info >= (3, 11)
     for qualname, obj, node, in_class, expected in cases:
         assert sel.function_selected("app", qualname, obj) is expected, qualname
         assert sel.def_selected("app", qualname, node, in_class) is expected, qualname
-        assert sel.code_selected("app", obj.__code__) is expected, qualname
+        if has_qualname:  # code objects know their qualname from 3.11 (monitoring: 3.12+)
+            assert sel.code_selected("app", obj.__code__) is expected, qualname
         assert not sel.function_selected("other", qualname, obj)
     # A closure's __init__ is no method: skipped as a module-level one is.
     assert not sel.function_selected("app", closure.__qualname__, closure)
-    assert not sel.code_selected("app", closure.__code__)
+    assert not has_qualname or not sel.code_selected("app", closure.__code__)
     assert not sel.def_selected("app", closure.__qualname__, nodes["g"].body[0], False)
     assert not sel.class_selected("app", "Hidden", namespace["Hidden"])
     assert not sel.def_selected("app", "Hidden", nodes["Hidden"], False)
