@@ -35,8 +35,9 @@ Rounds alternate the contenders (the order rotates) and the ratios are medians
 of each round's pair with ``plain``, so a noisy neighbour hits both alike. Wall
 time, CPU time (user + system, the process and its children) and the peak RSS of
 the process are measured from the outside (``os.wait4``); on a loaded machine the
-CPU-time ratios move far less than the wall-time ones. A venv with the project (editable: it runs ``src/``
-and the compiled core built there) and black is made once in ``benchmarks/.work/real-X.Y``.
+CPU-time ratios move far less than the wall-time ones. A venv with the project
+(editable: it runs ``src/`` and the compiled core built there) and black is made once
+in ``benchmarks/.work/real-X.Y``.
 """
 
 from __future__ import annotations

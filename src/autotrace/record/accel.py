@@ -26,5 +26,11 @@ elif sysconfig.get_config_var("Py_GIL_DISABLED"):
 else:
     try:
         from . import _core as extension  # type: ignore[attr-defined, no-redef]  # noqa: F401
-    except ImportError as exc:  # not built: no compiler at install time
-        why_not = f"the extension autotrace.record._core is not built ({exc})"
+    except ImportError as exc:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if any(name.startswith("_core.") and not name.endswith(".c")
+               for name in os.listdir(here)):
+            why_not = f"the extension autotrace.record._core did not load ({exc})"
+        else:  # the install had no C compiler or no Python headers
+            why_not = ("the extension autotrace.record._core was not built when autotrace "
+                       "was installed")
