@@ -304,9 +304,6 @@ class Recorder:
     """What is kept of the traced calls of one installation (see module docstring): the
     pure-Python ``contract.Core``."""
 
-    #: The class of a call's storage (the compiled core's differs).
-    new_call: type[Call] = Call
-
     def __init__(self, config: Config, formatter: Formatter) -> None:
         self.formatter = formatter
         self.capture_args = config.capture_args
@@ -440,9 +437,9 @@ class Recorder:
             # only, rendered if the call is kept (a pending generator keeps its
             # arguments alive until it ends; rendering each one at start would cost
             # more than the rest of a dropped call).
-            call = self.new_call(info, parent, depth, instance, args, kwargs)
+            call = Call(info, parent, depth, instance, args, kwargs)
         else:
-            call = self.new_call(info, parent, depth, None, (), None)
+            call = Call(info, parent, depth, None, (), None)
             if self.capture_args:
                 self._arguments_at_start(call, instance, args, kwargs, frame, suspends)
         if self.pending:
@@ -486,7 +483,7 @@ class Recorder:
     def _counted(self, info: FunctionInfo, parent: Call | None, depth: int) -> Call:
         """A call that makes no span but is aggregated: it is not made current, so its
         time counts as its enclosing call's own time (``closed`` marks it)."""
-        call = self.new_call(info, parent, depth, None, (), None)
+        call = Call(info, parent, depth, None, (), None)
         call.closed = True
         call.start_ns = time_ns()
         return call
@@ -498,7 +495,7 @@ class Recorder:
             return None
         parent = _current.get()
         depth = 1 if parent is None else parent.depth + 1
-        call = self.new_call(info, parent, depth, None, (), None)
+        call = Call(info, parent, depth, None, (), None)
         call.start_ns = time_ns()
         _current.set(call)
         return call
@@ -619,11 +616,12 @@ class Recorder:
             if end_ns - call.start_ns < self.min_ns and not call.kept_child:
                 if not (outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
                     _drop(call)
-                    if call.span is None and not self._lock.locked():
+                    if call.span is None and not self._holder:
                         return
                     # Another thread made it real (a kept child there, through a copied
-                    # context) between the decision and ``closed``, or may be doing so
-                    # now: it is ended as kept, else its span would stay open.
+                    # context) between the decision and ``closed``, or is making spans
+                    # real now (``_holder`` is set before ``_materialize`` reads
+                    # ``closed``): it is ended as kept, else its span would stay open.
                 elif not self.keep_handled and self._hold(call, outcome, value, end_ns):
                     return  # its caller decides, when it ends
         # Kept. Only bookkeeping here; the span is made and ended at a safe point.
