@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -382,14 +382,13 @@ def parse_duration(option: Option, value: Any, where: Surface) -> float:
     return seconds
 
 
-def _split_regexes(raw: str) -> list[str]:
-    """Comma-separated regexes; a comma inside ``{m,n}``, ``[...]`` or ``(...)`` or
-    escaped (``\\,``) belongs to its regex."""
-    parts: list[str] = []
-    current: list[str] = []
+def _separators(text: str) -> Iterator[tuple[str, bool]]:
+    """Each character of ``text``, and whether it separates two regexes: a comma that is
+    not escaped (``\\,``) nor inside ``{m,n}``, ``[...]`` or ``(...)``."""
     depth = 0
     escaped = False
-    for ch in raw:
+    for ch in text:
+        separates = False
         if escaped:
             escaped = False
         elif ch == "\\":
@@ -399,10 +398,21 @@ def _split_regexes(raw: str) -> list[str]:
         elif ch in "}])" and depth:
             depth -= 1
         elif ch == "," and not depth:
+            separates = True
+        yield ch, separates
+
+
+def _split_regexes(raw: str) -> list[str]:
+    """Comma-separated regexes; a comma inside ``{m,n}``, ``[...]`` or ``(...)`` or
+    escaped (``\\,``) belongs to its regex."""
+    parts: list[str] = []
+    current: list[str] = []
+    for ch, separates in _separators(raw):
+        if separates:
             parts.append("".join(current))
             current = []
-            continue
-        current.append(ch)
+        else:
+            current.append(ch)
     parts.append("".join(current))
     return [part.strip() for part in parts if part.strip()]
 
@@ -442,25 +452,8 @@ _LIST_PARSERS = (parse_patterns, parse_regexes, parse_detectors)
 def _join_regexes(items: Sequence[str]) -> str:
     """``items`` as one comma-separated text that ``_split_regexes`` splits back into them
     (a comma it would split at is escaped: ``\\,`` matches a comma, as ``,`` does)."""
-    joined = []
-    for item in items:
-        out: list[str] = []
-        depth = 0
-        escaped = False
-        for ch in item:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch in "{[(":
-                depth += 1
-            elif ch in "}])" and depth:
-                depth -= 1
-            elif ch == "," and not depth:
-                out.append("\\")
-            out.append(ch)
-        joined.append("".join(out))
-    return ",".join(joined)
+    return ",".join("".join("\\" + ch if separates else ch
+                            for ch, separates in _separators(item)) for item in items)
 
 
 def parse_text(option: Option, value: Any, where: Surface) -> str:
