@@ -56,8 +56,7 @@ def _report(kind: str, what: Any, error: Any) -> None:
     name = what if isinstance(what, str) else getattr(what, "__qualname__", None) or \
         getattr(what, "co_qualname", None) or repr(what)
     if kind == "detach":
-        log_once("detach", "autotrace: could not restore the context of a traced call",
-                 exc_info=False)
+        recorder.detach_failed()
     elif kind == "start":
         log_once(f"start:{name}", "autotrace: could not start tracing a call of %s; it "
                  "runs untraced (%r)", name, error, exc_info=False)

@@ -110,8 +110,14 @@ def _detach(token: Any) -> None:
     try:
         _reset(token)
     except Exception:  # a generator finished in another context than it ran in
-        log_once("detach", "autotrace: could not restore the context of a traced call",
-                 exc_info=False)
+        detach_failed()
+
+
+def detach_failed() -> None:
+    """A call's context could not be restored (it ended in another context than it ran
+    in): logged once, by both cores."""
+    log_once("detach", "autotrace: could not restore the context of a traced call",
+             exc_info=False)
 _set_span_in_context = trace.set_span_in_context
 _get_current_span = trace.get_current_span
 _NO_DEPTH_LIMIT = 1 << 62
@@ -574,8 +580,7 @@ class Recorder:
                 try:
                     _reset(token)
                 except Exception:  # a generator finished in another context
-                    log_once("detach", "autotrace: could not restore the context of a "
-                             "traced call", exc_info=False)
+                    detach_failed()
             _current.set(call.saved)
         if call.generation != _fork_generation:
             return
