@@ -161,3 +161,60 @@ def test_sigquit_prints_every_threads_stack_then_quits_as_before(tmp_path: Path,
     assert process.returncode == -signal.SIGQUIT  # what SIGQUIT does untraced
     assert "wait_forever" in stderr and "helper_thread" in stderr, stderr
     assert "Current thread 0x" in stderr and stderr.count("Thread 0x") >= 1, stderr
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="the collection rule is for < 3.12")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_traced_code_run_by_the_collectors_callbacks_sets_no_context(
+        tmp_path: Path, backend: str, core: str) -> None:
+    """CPython < 3.12 (gh-148891): a ContextVar set while the collector runs inside
+    another one loses the outer one's update, or crashes. Traced code that the
+    collector's callbacks run (the program's own, added before or after autotrace's,
+    or a signal handler inside one) is left untraced; the program's own span, whose
+    context the collection was allocating, detaches as untraced."""
+    write(tmp_path, "gcmod.py", """
+        def work(x):
+            return x + 1
+    """)
+    write(tmp_path, "prog.py", """
+        import gc, json, sys
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter)
+        import autotrace
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        autotrace.install(["gcmod"], backend=sys.argv[1], tracer_provider=provider)
+        import gcmod
+
+        results = []
+        def inside(phase, info):
+            results.append(gcmod.work(len(results)))
+        gc.callbacks.insert(0, inside)  # added after autotrace: before its first marker
+        gc.callbacks.append(inside)     # and after its last one
+        gc.collect()  # the first collection moves autotrace's markers outside them
+        first = len(exporter.get_finished_spans())
+        exporter.clear()
+        with provider.get_tracer("program").start_as_current_span("root"):
+            gc.collect()
+            gcmod.work(0)  # outside a collection: traced
+        gc.callbacks.remove(inside)
+        gc.callbacks.remove(inside)
+        names = [span.name for span in exporter.get_finished_spans()]
+        print(json.dumps({"first": first, "names": names, "results": results}))
+    """)
+    done = subprocess.run(
+        [sys.executable, "prog.py", backend], cwd=tmp_path, capture_output=True, text=True,
+        env=clean_env(OTEL_PYTHON_AUTOTRACE_CORE=core), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "detach" not in done.stderr, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["results"] == [1, 2, 3, 4, 5, 6, 7, 8]  # the callbacks ran, unchanged
+    # the first collection: only the callback placed before autotrace's first marker, at
+    # the start, ran before autotrace could know; after it, none
+    assert report["first"] <= 1
+    assert report["names"] == ["work", "root"]

@@ -61,6 +61,8 @@ static PyObject *str_pending_context, *str_on_start, *str_code, *str_info,
 
 static long long generation;       /* recorder._fork_generation */
 static unsigned long collecting;   /* recorder._collecting (< 3.12): a thread ident */
+/* recorder._gc_first, _gc_last, _IDLE (< 3.12): the collector's phase markers */
+static PyObject *gc_first, *gc_last, *gc_idle;
 static THREAD_LOCAL int busy;      /* recorder._local.busy */
 
 static long long
@@ -80,10 +82,25 @@ now_ns(void)
 #endif
 }
 
+/* recorder._in_collection (< 3.12; see there): both markers idle, or another thread
+   is collecting. An exception in flight is kept; a failed comparison counts as
+   collecting (the side that sets no ContextVar). */
 static int
 in_collection(void)
 {
-    return collecting != 0 && collecting == PyThread_get_thread_ident();
+    if (gc_first == NULL)
+        return 0;
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    int idle = PyObject_RichCompareBool(gc_first, gc_idle, Py_EQ);
+    if (idle == 1)
+        idle = PyObject_RichCompareBool(gc_last, gc_idle, Py_EQ);
+    if (idle < 0)
+        PyErr_Clear();
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+    if (idle == 1)
+        return 0;
+    return collecting == 0 || collecting == PyThread_get_thread_ident();
 }
 
 /* Log an own failure once (through Python), keeping any exception in flight. */
@@ -1095,12 +1112,29 @@ core_set_collecting(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+core_set_collection_markers(PyObject *module, PyObject *args)
+{
+    PyObject *first, *last, *idle;
+    if (!PyArg_ParseTuple(args, "OOO", &first, &last, &idle))
+        return NULL;
+    Py_INCREF(first);
+    Py_INCREF(last);
+    Py_INCREF(idle);
+    Py_XSETREF(gc_first, first);
+    Py_XSETREF(gc_last, last);
+    Py_XSETREF(gc_idle, idle);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"setup", (PyCFunction)(void (*)(void))core_setup, METH_VARARGS | METH_KEYWORDS,
      "Hand over the objects the fast path uses (compiled.py, once)."},
     {"set_generation", core_set_generation, METH_O, "The fork generation (after a fork)."},
     {"set_collecting", core_set_collecting, METH_O,
      "The thread ident running a garbage collection, or 0 (< 3.12)."},
+    {"set_collection_markers", core_set_collection_markers, METH_VARARGS,
+     "The collector's phase markers and their idle state (< 3.12)."},
     {NULL}
 };
 

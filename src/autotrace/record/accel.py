@@ -8,7 +8,6 @@ option itself is validated and applied at ``install()`` (``core.select_core``).
 from __future__ import annotations
 
 import os
-import sys
 import sysconfig
 from types import ModuleType
 
@@ -20,12 +19,6 @@ why_not = ""
 
 if os.environ.get(ENV, "").strip().lower() == "python":
     why_not = f"{ENV}=python"
-elif sys.version_info < (3, 12):
-    # Known difference, not yet found: under re-entry (tests/test_reentry.py, foreign code
-    # inside the recorder, with the < 3.12 collection mitigation) the compiled path leaves a
-    # context the program's own span cannot detach from, and once crashed. The pure core
-    # passes; until the cause is found, 3.10 and 3.11 run it.
-    why_not = "Python < 3.12 (the compiled core is not yet exact under re-entry there)"
 elif sysconfig.get_config_var("Py_GIL_DISABLED"):
     # Importing an extension that needs the GIL turns it back on for the whole process
     # (with a warning): autotrace must not change the program it is imported into.

@@ -55,11 +55,12 @@ signal handlers, which may themselves start and end traced calls. So:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from time import time_ns
@@ -148,11 +149,27 @@ _fork_generation = 0
 
 #: CPython < 3.12 (gh-148891): a ``ContextVar.set`` made by a finaliser while the
 #: collector runs inside another ``ContextVar.set`` (allocating its map's nodes) frees
-#: that map under it: a segmentation fault. There, while a collection runs, the
-#: recorder sets no ContextVar on the collecting thread (finalisers run there; other
-#: threads, which a finaliser may let run, have contexts of their own): calls that
-#: start are not traced, a generator closed by the collector ends without being made
-#: current, and kept calls stay queued. The ident of the collecting thread, or 0.
+#: that map under it (a segmentation fault), or the outer set then overwrites the
+#: inner one (the program's own context is lost: its span cannot be detached). There,
+#: from the collector's first callback to its last, the recorder sets no ContextVar on
+#: the collecting thread (finalisers run there; other threads, which a finaliser may
+#: let run, have contexts of their own): calls that start are not traced, a generator
+#: closed by the collector ends without being made current, and kept calls stay queued.
+#:
+#: The phases are marked by C methods, ``OrderedDict.move_to_end`` (the last key is the
+#: phase): a Python callback's first bytecode runs any pending signal handler, whose
+#: traced calls would set ContextVars before the callback marked anything. One marker
+#: runs before every other callback, one after them all: callbacks the program adds
+#: later (a metrics library's, say) are moved inside at the next collection. Between
+#: them a Python callback notes the collecting thread (``_collecting``; 0 while not
+#: known: then every thread counts as collecting).
+WATCH_COLLECTIONS = sys.version_info < (3, 12)
+_IDLE = OrderedDict.fromkeys(("start", "stop"))
+_gc_first = _IDLE.copy()
+_gc_last = _IDLE.copy()
+#: Called as ``(phase, info)``: ``info`` (never empty) is the true ``last`` argument.
+_mark_first: Any = _gc_first.move_to_end
+_mark_last: Any = _gc_last.move_to_end
 _collecting = 0
 
 
@@ -161,16 +178,44 @@ def _collection_phase(phase: str, info: dict[str, Any]) -> None:
     _collecting = threading.get_ident() if phase == "start" else 0
     if accel.extension is not None:
         accel.extension.set_collecting(_collecting)
+    try:
+        _keep_markers_outside(gc.callbacks)
+    except Exception:
+        pass
+
+
+def _keep_markers_outside(callbacks: list[Any]) -> None:
+    """The markers first and last among the collector's callbacks. At "start" the
+    collector has not reached the last one yet, nor (after "stop") the next collection
+    the first: moving them now is in time. Each is found by identity (bound methods
+    compare equal by ``==`` only)."""
+    if callbacks and callbacks[-1] is not _mark_last:
+        for index, callback in enumerate(callbacks):
+            if callback is _mark_last:
+                del callbacks[index]
+                break
+        callbacks.append(_mark_last)
+    if callbacks[0] is not _mark_first:
+        for index, callback in enumerate(callbacks):
+            if callback is _mark_first:
+                del callbacks[index]
+                break
+        callbacks.insert(0, _mark_first)
 
 
 def _in_collection() -> bool:
-    return _collecting != 0 and _collecting == threading.get_ident()
+    if _gc_first == _IDLE and _gc_last == _IDLE:
+        return False
+    thread = _collecting
+    return thread == 0 or thread == threading.get_ident()
 
 
-if sys.version_info < (3, 12):
-    import gc
-
+if WATCH_COLLECTIONS:
+    gc.callbacks.insert(0, _mark_first)
     gc.callbacks.append(_collection_phase)
+    gc.callbacks.append(_mark_last)
+    if accel.extension is not None:
+        accel.extension.set_collection_markers(_gc_first, _gc_last, _IDLE)
 
 #: Live recorders: a forked child gets fresh locks and an empty queue in each.
 _recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
@@ -407,7 +452,7 @@ class Recorder:
                 if self.stats is None or not self.active or _local.busy:
                     return None
                 return self._counted(info, _current.get(), 0)
-        if not self.active or _local.busy or (_collecting and _in_collection()):
+        if not self.active or _local.busy or (WATCH_COLLECTIONS and _in_collection()):
             return None
         if self._no_span_rules:  # spans off, or suppress_hot
             if not self.spans:
@@ -542,7 +587,7 @@ class Recorder:
 
     def suspend(self, call: Call) -> None:
         """The body yielded or awaited: the call stays open but is no longer current."""
-        if _collecting and _in_collection():
+        if WATCH_COLLECTIONS and _in_collection():
             return  # not made current at resume either (gh-148891, above)
         token = call.token
         if token is not None:
@@ -556,7 +601,7 @@ class Recorder:
 
     def resume(self, call: Call) -> None:
         """The body runs again, maybe in another context: make the call current there."""
-        if _collecting and _in_collection():
+        if WATCH_COLLECTIONS and _in_collection():
             return  # the collector resumes it to close it (gh-148891, above)
         call.saved = _current.get()
         _current.set(call)
@@ -573,7 +618,7 @@ class Recorder:
         ``restored``: the compiled path has already made the caller's context current
         again (before deciding anything: a finaliser may start calls meanwhile, and they
         must not become this call's children)."""
-        if outcome != ABANDONED and not restored and not (_collecting and _in_collection()):
+        if outcome != ABANDONED and not restored and not (WATCH_COLLECTIONS and _in_collection()):
             token = call.token
             if token is not None:
                 call.token = None
@@ -706,7 +751,7 @@ class Recorder:
         autotrace's own work or an export (then they stay queued for that work to
         drain). True when the queue was left empty."""
         local = _local
-        if local.busy or (_collecting and _in_collection()) or _exporting() or \
+        if local.busy or (WATCH_COLLECTIONS and _in_collection()) or _exporting() or \
                 _little_stack_left():
             return False
         late = self._late
