@@ -194,3 +194,32 @@ def f(x):
 ''')
     assert mod.f(1) == 1
     assert len(typing.get_overloads(mod.f)) == 2
+
+
+BORROWED = '''
+def describe(obj, label="x"):
+    return f"{type(obj).__name__}:{label}"
+
+def helper(label):
+    return f"static:{label}"
+
+class Host:
+    method = describe                 # a module function stored in a class: binds
+    static = staticmethod(helper)
+
+    def uses(self):
+        return self.method("m"), Host.method(self, "c"), self.static("s"), Host.static("t")
+'''
+
+
+def test_a_module_function_stored_in_a_class_binds_as_untraced(traced: Traced) -> None:
+    """Module-level functions get a proxy with no implicit instance (no per-call
+    ``__self__`` lookup); stored in a class they still bind like a function."""
+    mod = traced.load("borrowed", BORROWED)
+    host = mod.Host()
+    assert host.uses() == ("Host:m", "Host:c", "static:s", "static:t")
+    assert mod.Host.method is mod.Host.__dict__["method"]  # fetched from the class: itself
+    assert host.method.__self__ is host
+    assert mod.describe(3) == "int:x"
+    names = [span.name for span in traced.spans()]
+    assert names.count("describe") == 3 and names.count("helper") == 2, names

@@ -1112,6 +1112,22 @@ core_set_collecting(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* How deep this thread's recursion counter is: on < 3.12 it counts C calls too (the
+   wrapt proxy's, the C path's), which sys._getframe cannot see. -1 on 3.12+, where the
+   limit counts Python frames only. */
+static PyObject *
+core_recursion_depth(PyObject *module, PyObject *unused)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyLong_FromLong(-1);
+#elif PY_VERSION_HEX >= 0x030B0000
+    PyThreadState *tstate = PyThreadState_Get();
+    return PyLong_FromLong((long)(tstate->recursion_limit - tstate->recursion_remaining));
+#else
+    return PyLong_FromLong((long)PyThreadState_Get()->recursion_depth);
+#endif
+}
+
 static PyObject *
 core_set_collection_markers(PyObject *module, PyObject *args)
 {
@@ -1133,6 +1149,8 @@ static PyMethodDef module_methods[] = {
     {"set_generation", core_set_generation, METH_O, "The fork generation (after a fork)."},
     {"set_collecting", core_set_collecting, METH_O,
      "The thread ident running a garbage collection, or 0 (< 3.12)."},
+    {"recursion_depth", core_recursion_depth, METH_NOARGS,
+     "This thread's recursion depth as the limit counts it (< 3.12), or -1."},
     {"set_collection_markers", core_set_collection_markers, METH_VARARGS,
      "The collector's phase markers and their idle state (< 3.12)."},
     {NULL}

@@ -25,7 +25,7 @@ elif sysconfig.get_config_var("Py_GIL_DISABLED"):
     why_not = "this is a free-threaded build (the compiled core needs the GIL)"
 else:
     try:
-        from . import _core as extension  # type: ignore[attr-defined, no-redef]  # noqa: F401
+        from . import _core as extension  # type: ignore[attr-defined, no-redef]
     except ImportError as exc:
         here = os.path.dirname(os.path.abspath(__file__))
         if any(name.startswith("_core.") and not name.endswith(".c")
@@ -34,3 +34,14 @@ else:
         else:  # the install had no C compiler or no Python headers
             why_not = ("the extension autotrace.record._core was not built when autotrace "
                        "was installed")
+
+#: What this source expects of the extension: one built from older source (an editable
+#: install not rebuilt) is not loaded rather than failing at import.
+_EXPECTED = ("Core", "Call", "Local", "setup", "set_generation", "set_collecting",
+             "set_collection_markers", "recursion_depth")
+if extension is not None:
+    missing = [name for name in _EXPECTED if not hasattr(extension, name)]
+    if missing:
+        extension = None
+        why_not = (f"the extension autotrace.record._core was built from older source "
+                   f"(no {', '.join(missing)}); reinstall autotrace to rebuild it")

@@ -161,8 +161,10 @@ _fork_generation = 0
 #: traced calls would set ContextVars before the callback marked anything. One marker
 #: runs before every other callback, one after them all: callbacks the program adds
 #: later (a metrics library's, say) are moved inside at the next collection. Between
-#: them a Python callback notes the collecting thread (``_collecting``; 0 while not
-#: known: then every thread counts as collecting).
+#: them, second, a Python callback notes the collecting thread (``_collecting``; 0
+#: before the first collection: then every thread counts as collecting). One gap is
+#: left: a signal handler run by that callback's first bytecode, in a collection that
+#: follows one on another thread, finds that thread's ident still noted.
 WATCH_COLLECTIONS = sys.version_info < (3, 12)
 _IDLE = OrderedDict.fromkeys(("start", "stop"))
 _gc_first = _IDLE.copy()
@@ -174,10 +176,13 @@ _collecting = 0
 
 
 def _collection_phase(phase: str, info: dict[str, Any]) -> None:
+    """Notes the collecting thread (kept after "stop": the last marker ends the
+    collection, and until then another thread's calls must stay traced)."""
     global _collecting
-    _collecting = threading.get_ident() if phase == "start" else 0
-    if accel.extension is not None:
-        accel.extension.set_collecting(_collecting)
+    if phase == "start":
+        _collecting = threading.get_ident()
+        if accel.extension is not None:
+            accel.extension.set_collecting(_collecting)
     try:
         _keep_markers_outside(gc.callbacks)
     except Exception:
@@ -185,22 +190,17 @@ def _collection_phase(phase: str, info: dict[str, Any]) -> None:
 
 
 def _keep_markers_outside(callbacks: list[Any]) -> None:
-    """The markers first and last among the collector's callbacks. At "start" the
-    collector has not reached the last one yet, nor (after "stop") the next collection
-    the first: moving them now is in time. Each is found by identity (bound methods
-    compare equal by ``==`` only)."""
-    if callbacks and callbacks[-1] is not _mark_last:
-        for index, callback in enumerate(callbacks):
-            if callback is _mark_last:
-                del callbacks[index]
-                break
-        callbacks.append(_mark_last)
-    if callbacks[0] is not _mark_first:
-        for index, callback in enumerate(callbacks):
-            if callback is _mark_first:
-                del callbacks[index]
-                break
-        callbacks.insert(0, _mark_first)
+    """Autotrace's callbacks first, second and last among the collector's: at "start"
+    the collector has not reached the last one yet, nor (after "stop") the next
+    collection the first two; the list keeps its length, so it runs every other
+    callback once. Found by identity (bound methods compare equal by ``==`` only)."""
+    if len(callbacks) >= 3 and callbacks[0] is _mark_first and \
+            callbacks[1] is _collection_phase and callbacks[-1] is _mark_last:
+        return
+    ours = (_mark_first, _collection_phase, _mark_last)
+    others = [callback for callback in callbacks
+              if not any(callback is own for own in ours)]
+    callbacks[:] = [_mark_first, _collection_phase, *others, _mark_last]
 
 
 def _in_collection() -> bool:
@@ -325,16 +325,26 @@ def _caused_by(raised: BaseException, error: BaseException) -> bool:
 
 
 def _little_stack_left() -> bool:
-    """Whether this thread is within ``_STACK_MARGIN`` frames of the recursion limit: a
-    deep recursion ending. A span's end there could fail half-way inside the SDK (some
+    """Whether this thread is within ``_STACK_MARGIN`` of the recursion limit: a deep
+    recursion ending. A span's end there could fail half-way inside the SDK (some
     processors told, some not), so it waits for a shallower safe point. Walks at most
-    the frames there are (C pointer chasing), once per drain."""
+    the frames there are (C pointer chasing), once per drain; before 3.12 the limit
+    also counts C calls, which the compiled core reads (the pure core counts frames)."""
     limit = sys.getrecursionlimit()
+    margin = min(_STACK_MARGIN, limit // 4)
+    if _recursion_depth is not None:
+        depth = _recursion_depth()
+        if depth >= 0:
+            return depth >= limit - margin
     try:
-        _get_frame(limit - min(_STACK_MARGIN, limit // 4))
+        _get_frame(limit - margin)
     except ValueError:
         return False
     return True
+
+
+_recursion_depth: Callable[[], int] | None = (
+    accel.extension.recursion_depth if accel.extension is not None else None)
 
 
 class _SpanWait:

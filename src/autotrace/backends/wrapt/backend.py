@@ -256,8 +256,9 @@ class WraptBackend:
         describe = functools.partial(self._recorder.describe_function, func, module,
                                      qualname, implicit_first)
         wrappers = _wrappers()
-        wrapper = wrappers.TracedFunction(
-            func, wrappers.make_wrapper(func, self._recorder, describe, code.co_flags))
+        kind = wrappers.TracedFunction if implicit_first else wrappers.TracedPlainFunction
+        wrapper = kind(func, wrappers.make_wrapper(func, self._recorder, describe,
+                                                   code.co_flags))
         self._defined.append(wrapper)  # atomic under the GIL
         self.matched += 1
         return wrapper
@@ -399,8 +400,10 @@ class WraptBackend:
             return info
 
         wrappers = _wrappers()
-        proxy: TracedFunction = wrappers.TracedFunction(
-            wrapped, wrappers.make_wrapper(func, self._recorder, describe))
+        plain = not implicit_first and type(wrapped) is FunctionType
+        kind = wrappers.TracedPlainFunction if plain else wrappers.TracedFunction
+        proxy: TracedFunction = kind(wrapped, wrappers.make_wrapper(func, self._recorder,
+                                                                    describe))
         return proxy
 
     def _patch(self, target: Target) -> list[Patch]:
