@@ -329,6 +329,256 @@ call_python(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyObject_Vectorcall(method, stack, nargs + 1, kwnames);
 }
 
+/* ---- The current-call store: one Chain per context, not a ContextVar set per call ----
+
+   recorder._current holds, in each context, a Chain whose `call` is the innermost
+   traced call running there. A call's start and end write that field; the ContextVar
+   is set only when the context has no chain of its own that is safe to write.
+
+   What must hold is the ContextVar's meaning: a context copied while a call runs
+   (an asyncio task created in it, copy_context().run in a thread) keeps seeing that
+   call, whatever the original context does next. A copy shares the original's map of
+   variables (CPython copies no map until one of them sets a variable), so:
+   - a chain is written in place only when its owner is the current context, the map
+     is the one seen when the chain was last synced, and nobody else holds that map
+     (its reference count is the context's and the chain's: no copy was made since);
+   - otherwise the chain is frozen (copies keep it as it is) and the context gets a new
+     chain, set once through the ContextVar.
+   The map is held by the chain (a strong reference, so its address cannot be reused);
+   sets of other variables by the core itself (the OpenTelemetry context of a pending
+   call) keep the chain in sync when nothing copied the map meanwhile.
+
+   The field read is `ctx_vars` of CPython's PyContext, whose layout is the same from
+   3.10 to 3.15 and is checked when the module loads; if it ever differs, every write
+   sets the ContextVar (`chains_ok` 0), as the pure core does. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars;
+} ContextLayout;  /* the head of CPython's struct _pycontextobject */
+
+#define CONTEXT_VARS(ctx) (((ContextLayout *)(ctx))->ctx_vars)
+
+static int chains_ok;
+static PyObject *store_otel_var;  /* the OpenTelemetry runtime's ContextVar, or NULL */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *call;   /* the innermost traced call of its context (or None) */
+    void *owner;      /* the context it is written in; NULL: frozen (compared only) */
+    PyObject *vars;   /* the owner's map when last synced, or NULL */
+} ChainObject;
+
+static int
+Chain_traverse(ChainObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->call);
+    Py_VISIT(self->vars);
+    return 0;
+}
+
+static int
+Chain_clear(ChainObject *self)
+{
+    Py_CLEAR(self->call);
+    Py_CLEAR(self->vars);
+    return 0;
+}
+
+static void
+Chain_dealloc(ChainObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Chain_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Chain_get_call(ChainObject *self, void *closure)
+{
+    return Py_NewRef(self->call);
+}
+
+static PyGetSetDef Chain_getset[] = {
+    {"call", (getter)Chain_get_call, NULL, "The innermost traced call of its context.",
+     NULL},
+    {NULL}
+};
+
+static PyTypeObject Chain_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Chain",
+    .tp_basicsize = sizeof(ChainObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The innermost traced call of one context (see _core.c).",
+    .tp_traverse = (traverseproc)Chain_traverse,
+    .tp_clear = (inquiry)Chain_clear,
+    .tp_dealloc = (destructor)Chain_dealloc,
+    .tp_getset = Chain_getset,
+};
+
+/* This context's value of recorder._current (new reference), and the context. */
+static PyObject *
+chain_value(PyObject **ctx)
+{
+    PyObject *value = NULL;
+    if (PyContextVar_Get(current_var, Py_None, &value) < 0)
+        return NULL;
+    *ctx = PyThreadState_Get()->context;  /* made by the read if it was not yet */
+    return value;
+}
+
+static int
+chain_in_sync(ChainObject *chain, PyObject *ctx)
+{
+    PyObject *vars;
+    if (ctx == NULL || chain->owner != (void *)ctx || chain->vars == NULL)
+        return 0;
+    vars = CONTEXT_VARS(ctx);
+    return vars == chain->vars && Py_REFCNT(vars) == 2;
+}
+
+/* The innermost traced call here (new reference): None, a Call. */
+static PyObject *
+current_call(void)
+{
+    PyObject *ctx;
+    PyObject *value = chain_value(&ctx);
+    if (value == NULL || !Py_IS_TYPE(value, &Chain_Type))
+        return value;
+    PyObject *call = Py_NewRef(((ChainObject *)value)->call);
+    Py_DECREF(value);
+    return call;
+}
+
+/* Make `call` the innermost traced call here. */
+static int
+set_current_call(PyObject *call)
+{
+    PyObject *ctx;
+    if (current_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the current-call store is not set up");
+        return -1;
+    }
+    if (!chains_ok) {
+        PyObject *token = PyContextVar_Set(current_var, call);
+        Py_XDECREF(token);
+        return token == NULL ? -1 : 0;
+    }
+    PyObject *value = chain_value(&ctx);
+    if (value == NULL)
+        return -1;
+    if (Py_IS_TYPE(value, &Chain_Type)) {
+        ChainObject *chain = (ChainObject *)value;
+        if (chain_in_sync(chain, ctx)) {
+            PyObject *old = chain->call;
+            chain->call = Py_NewRef(call);
+            Py_DECREF(value);
+            Py_DECREF(old);  /* may run a finaliser: the chain is already written */
+            return 0;
+        }
+        if (chain->owner == (void *)ctx) {  /* copied, or the map moved on: freeze it */
+            chain->owner = NULL;
+            Py_CLEAR(chain->vars);
+        }
+    }
+    Py_DECREF(value);
+    ChainObject *chain = PyObject_GC_New(ChainObject, &Chain_Type);
+    if (chain == NULL)
+        return -1;
+    chain->call = Py_NewRef(call);
+    chain->owner = NULL;
+    chain->vars = NULL;
+    PyObject_GC_Track(chain);
+    PyObject *token = PyContextVar_Set(current_var, (PyObject *)chain);
+    if (token != NULL) {
+        Py_DECREF(token);
+        ctx = PyThreadState_Get()->context;
+        if (ctx != NULL && Py_REFCNT(CONTEXT_VARS(ctx)) == 1) {
+            chain->owner = (void *)ctx;
+            chain->vars = Py_NewRef(CONTEXT_VARS(ctx));
+        }
+    }
+    Py_DECREF(chain);
+    return token == NULL ? -1 : 0;
+}
+
+/* This context's chain if it is in sync (borrowed from the map), else NULL. */
+static ChainObject *
+synced_chain(PyObject **ctx)
+{
+    *ctx = NULL;
+    if (!chains_ok || current_var == NULL)
+        return NULL;
+    PyObject *value = chain_value(ctx);
+    if (value == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(value);  /* the map holds it */
+    if (!Py_IS_TYPE(value, &Chain_Type) || !chain_in_sync((ChainObject *)value, *ctx))
+        return NULL;
+    return (ChainObject *)value;
+}
+
+/* After the core's own set of another variable: the chain stays in sync if nothing
+   copied the map meanwhile (a finaliser, during the set). */
+static void
+chain_resync(ChainObject *chain, PyObject *ctx)
+{
+    if (chain == NULL || PyThreadState_Get()->context != ctx)
+        return;
+    PyObject *old = chain->vars, *now = CONTEXT_VARS(ctx);
+    if (Py_REFCNT(old) == 1 && Py_REFCNT(now) == 1 && chain->owner == (void *)ctx) {
+        chain->vars = Py_NewRef(now);
+        Py_DECREF(old);
+    }
+}
+
+/* var.set(value), keeping this context's chain in sync: the token, or NULL. */
+static PyObject *
+set_var_synced(PyObject *var, PyObject *value)
+{
+    PyObject *ctx;
+    ChainObject *chain = synced_chain(&ctx);
+    Py_XINCREF(chain);
+    PyObject *token = PyContextVar_Set(var, value);
+    if (token != NULL)
+        chain_resync(chain, ctx);
+    Py_XDECREF(chain);
+    return token;
+}
+
+/* var.reset(token), keeping this context's chain in sync. */
+static int
+reset_var_synced(PyObject *var, PyObject *token)
+{
+    PyObject *ctx;
+    ChainObject *chain = synced_chain(&ctx);
+    Py_XINCREF(chain);
+    int done = PyContextVar_Reset(var, token);
+    if (done == 0)
+        chain_resync(chain, ctx);
+    Py_XDECREF(chain);
+    return done;
+}
+
+/* Whether this interpreter's contexts have the layout read above: a new context's
+   map is a "hamt". */
+static int
+check_context_layout(void)
+{
+    PyObject *ctx = PyContext_New();
+    if (ctx == NULL)
+        return -1;
+    PyObject *vars = CONTEXT_VARS(ctx);
+    int ok = vars != NULL && strcmp(Py_TYPE(vars)->tp_name, "hamt") == 0 &&
+             Py_REFCNT(vars) >= 1;
+    Py_DECREF(ctx);
+    return ok;
+}
+
 /* The OpenTelemetry context current here (new reference), or NULL with no error
  * when the runtime context is not the ContextVar one. */
 static PyObject *
@@ -395,7 +645,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
             Py_RETURN_NONE;
         }
     }
-    if (PyContextVar_Get(current_var, NULL, &parent) < 0)
+    parent = current_call();
+    if (parent == NULL)
         goto error;
     long long depth = 1;
     if (parent != Py_None) {
@@ -448,7 +699,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
             Py_SETREF(call->run_ctx, ctx);
         }
         else {
-            PyObject *token = PyContextVar_Set(otel_var, run_ctx);
+            PyObject *token = set_var_synced(otel_var, run_ctx);
             if (token == NULL)
                 goto error;
             Py_SETREF(call->token, token);
@@ -457,10 +708,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         }
         Py_CLEAR(run_ctx);
     }
-    PyObject *token = PyContextVar_Set(current_var, (PyObject *)call);
-    if (token == NULL)
+    if (set_current_call((PyObject *)call) < 0)
         goto error;
-    Py_DECREF(token);
     Py_DECREF(ctx);
     Py_DECREF(parent);
     return (PyObject *)call;
@@ -500,15 +749,11 @@ restore_context(CallObject *call)
         PyObject *token = call->token;
         Py_INCREF(Py_None);
         call->token = Py_None;
-        if (PyContextVar_Reset(otel_var, token) < 0)
+        if (reset_var_synced(otel_var, token) < 0)
             report_failure("detach", NULL);  /* finished in another context */
         Py_DECREF(token);
     }
-    PyObject *reset = PyContextVar_Set(current_var, call->saved);
-    if (reset == NULL)
-        return -1;
-    Py_DECREF(reset);
-    return 0;
+    return set_current_call(call->saved);
 }
 
 /* The fast path of Recorder.finish: a pending call that is dropped. 1: done; 0: the
@@ -1143,7 +1388,72 @@ core_set_collection_markers(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+core_current_call(PyObject *module, PyObject *unused)
+{
+    if (current_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the current-call store is not set up");
+        return NULL;
+    }
+    return current_call();
+}
+
+static PyObject *
+core_set_current_call(PyObject *module, PyObject *call)
+{
+    if (set_current_call(call) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_use_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyContextVar_CheckExact(args[0]) ||
+        (args[1] != Py_None && !PyContextVar_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "use_store(current, otel): ContextVars "
+                        "(otel: or None)");
+        return NULL;
+    }
+    Py_XSETREF(current_var, Py_NewRef(args[0]));
+    if (args[1] != Py_None)
+        Py_XSETREF(store_otel_var, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* The OpenTelemetry context's var.set / var.reset for the Python paths, keeping this
+   context's chain in sync (an eager span, a generator's resume: no new chain). */
+static PyObject *
+core_attach(PyObject *module, PyObject *value)
+{
+    if (store_otel_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
+        return NULL;
+    }
+    return set_var_synced(store_otel_var, value);
+}
+
+static PyObject *
+core_detach(PyObject *module, PyObject *token)
+{
+    if (store_otel_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
+        return NULL;
+    }
+    if (reset_var_synced(store_otel_var, token) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"current_call", core_current_call, METH_NOARGS,
+     "The innermost traced call here (recorder._current, through its chain)."},
+    {"set_current_call", core_set_current_call, METH_O,
+     "Make a call the innermost traced call here."},
+    {"use_store", (PyCFunction)(void (*)(void))core_use_store, METH_FASTCALL,
+     "The ContextVars of the chains (recorder._current) and of OpenTelemetry's context."},
+    {"attach", core_attach, METH_O, "OpenTelemetry's var.set, the chain kept in sync."},
+    {"detach", core_detach, METH_O, "OpenTelemetry's var.reset, the chain kept in sync."},
     {"setup", (PyCFunction)(void (*)(void))core_setup, METH_VARARGS | METH_KEYWORDS,
      "Hand over the objects the fast path uses (compiled.py, once)."},
     {"set_generation", core_set_generation, METH_O, "The fork generation (after a fork)."},
@@ -1165,8 +1475,9 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
-                             &Monitor_Type};
-    const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor"};
+                             &Monitor_Type, &Chain_Type};
+    const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor",
+                                "Chain"};
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
@@ -1177,7 +1488,12 @@ PyInit__core(void)
     INTERN(str_info, "info")
     INTERN(str_suspends, "suspends")
 #undef INTERN
-    for (int i = 0; i < 5; i++) {
+    chains_ok = check_context_layout();
+    if (chains_ok < 0)
+        goto fail;
+    if (PyModule_AddIntConstant(module, "CHAINS", chains_ok) < 0)
+        goto fail;
+    for (int i = 0; i < 6; i++) {
         if (PyType_Ready(types[i]) < 0)
             goto fail;
         Py_INCREF(types[i]);

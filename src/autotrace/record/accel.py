@@ -38,7 +38,8 @@ else:
 #: What this source expects of the extension: one built from older source (an editable
 #: install not rebuilt) is not loaded rather than failing at import.
 _EXPECTED = ("Core", "Call", "Local", "setup", "set_generation", "set_collecting",
-             "set_collection_markers", "recursion_depth")
+             "set_collection_markers", "recursion_depth", "Chain", "current_call",
+             "set_current_call", "use_store", "attach", "detach")
 if extension is not None:
     missing = [name for name in _EXPECTED if not hasattr(extension, name)]
     if missing:

@@ -124,7 +124,26 @@ _get_current_span = trace.get_current_span
 _NO_DEPTH_LIMIT = 1 << 62
 
 #: The innermost traced call running in this context (thread, task).
-_current: ContextVar[Call | None] = ContextVar("autotrace_current_call", default=None)
+_current: ContextVar[Any] = ContextVar("autotrace_current_call", default=None)
+
+#: Read and write the innermost traced call here. With the extension loaded, ``_current``
+#: holds one chain per context, written in place, and is set only when a context needs
+#: a chain of its own (``_core.c``: "The current-call store"); else the call itself,
+#: set per call.
+_get_call: Callable[[], Call | None]
+_set_call: Callable[[Call | None], Any]
+if accel.extension is not None:
+    _otel = getattr(_get_current, "__self__", None)
+    if not isinstance(_otel, ContextVar):
+        _otel = None
+    accel.extension.use_store(_current, _otel)
+    _get_call = accel.extension.current_call
+    _set_call = accel.extension.set_current_call
+    if _otel is not None:  # the OpenTelemetry context set without unsyncing the chain
+        _attach, _reset = accel.extension.attach, accel.extension.detach
+else:
+    _get_call = _current.get
+    _set_call = _current.set
 
 #: How long a foreign span that asks for its pending parent waits for another
 #: thread that is making pending spans real; past it, the span starts a new trace.
@@ -461,14 +480,14 @@ class Recorder:
                                            and not current.get_span_context().is_valid):
                 if self.stats is None or not self.active or _local.busy:
                     return None
-                return self._counted(info, _current.get(), 0)
+                return self._counted(info, _get_call(), 0)
         if not self.active or _local.busy or (WATCH_COLLECTIONS and _in_collection()):
             return None
         if self._no_span_rules:  # spans off, or suppress_hot
             if not self.spans:
                 return self._unrecorded(info)
             if self.hot is not None and info in self.hot.hot:
-                call = self._counted(info, _current.get(), -1)  # depth -1: suppressed as hot
+                call = self._counted(info, _get_call(), -1)  # depth -1: suppressed as hot
                 call.parent_ctx = _get_current()
                 call.instance, call.args, call.kwargs = instance, args, kwargs
                 if frame is not None:
@@ -484,7 +503,7 @@ class Recorder:
         ctx = _get_current()
         if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
             return None
-        parent = _current.get()
+        parent = _get_call()
         if parent is None:
             depth = 1
         else:
@@ -517,7 +536,7 @@ class Recorder:
             else:
                 call.run_ctx = run_ctx
                 call.token = _attach(run_ctx)
-            _current.set(call)
+            _set_call(call)
             return call
         if self.timed:
             call.start_ns = time_ns()
@@ -536,7 +555,7 @@ class Recorder:
         call.span = span
         if suspends:
             call.run_ctx = run_ctx
-        _current.set(call)
+        _set_call(call)
         if self._late:  # a finaliser ended a kept call while the SDK had this thread
             self._drain()
         return call
@@ -554,11 +573,11 @@ class Recorder:
         time), with nothing attached to the OpenTelemetry context."""
         if self.stats is None:
             return None
-        parent = _current.get()
+        parent = _get_call()
         depth = 1 if parent is None else parent.depth + 1
         call = Call(info, parent, depth, None, (), None)
         call.start_ns = time_ns()
-        _current.set(call)
+        _set_call(call)
         return call
 
     def _arguments_at_start(self, call: Call, instance: Any, args: tuple[Any, ...],
@@ -603,7 +622,7 @@ class Recorder:
         if token is not None:
             call.token = None
             _detach(token)
-        _current.set(call.saved)
+        _set_call(call.saved)
         if self.own_time:
             resumed = call.resumed_ns
             call.ran_ns += time_ns() - (resumed if resumed > 0 else call.start_ns)
@@ -613,8 +632,8 @@ class Recorder:
         """The body runs again, maybe in another context: make the call current there."""
         if WATCH_COLLECTIONS and _in_collection():
             return  # the collector resumes it to close it (gh-148891, above)
-        call.saved = _current.get()
-        _current.set(call)
+        call.saved = _get_call()
+        _set_call(call)
         if self.own_time:
             call.resumed_ns = time_ns()
         if call.run_ctx is not None:
@@ -636,7 +655,7 @@ class Recorder:
                     _reset(token)
                 except Exception:  # a generator finished in another context
                     detach_failed()
-            _current.set(call.saved)
+            _set_call(call.saved)
         if call.generation != _fork_generation:
             return
         span = call.span
@@ -919,7 +938,7 @@ class Recorder:
         """For a ``PendingSpan`` attached over context ``base``: the innermost pending
         call running under it here, made real; None when none is (the context was
         carried somewhere else), so that a span started there becomes a root."""
-        node = _current.get()
+        node = _get_call()
         walk = node
         while walk is not None:
             if walk.span is not None or not walk.under_pending:
