@@ -116,6 +116,21 @@ def test_every_call_dropped_by_min_duration_is_counted_exactly(
     assert points(reader)[(f"{m.__name__}.leaf", None)].count == 251
 
 
+def test_calls_kept_or_dropped_are_each_counted_once(
+        traced: Traced, meter_provider: MeterProvider, reader: InMemoryMetricReader) -> None:
+    """The compiled finish counts a call before it knows whether the call is kept; a kept
+    one then goes on to the Python finish, which must not count it again."""
+    m = load(traced, meter_provider, min_duration="2ms")
+    for _ in range(3):
+        m.slow()  # kept: lasts longer than min_duration
+    m.loop(40)  # dropped
+    assert [s.name for s in traced.spans()].count("slow") == 3
+    found = points(reader)
+    assert found[(f"{m.__name__}.slow", None)].count == 3
+    assert found[(f"{m.__name__}.leaf", None)].count == 43  # slow() calls it too
+    assert found[(f"{m.__name__}.loop", None)].count == 1
+
+
 def test_the_histogram_has_the_exact_durations_in_the_providers_own_buckets(
         traced: Traced) -> None:
     reader = InMemoryMetricReader()

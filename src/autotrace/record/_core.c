@@ -130,7 +130,7 @@ typedef struct {
     PyObject *dict;  /* the rarely set fields (class defaults otherwise) */
     PyObject *weakrefs;
     long long depth, generation, start_ns, child_ns;
-    char closed, under_pending;
+    char closed, under_pending, counted;
 } CallObject;
 
 static PyTypeObject Call_Type;
@@ -226,7 +226,7 @@ Call_init(CallObject *self, PyObject *args, PyObject *kwds)
     self->depth = depth;
     self->generation = generation;
     self->start_ns = self->child_ns = 0;
-    self->closed = self->under_pending = 0;
+    self->closed = self->under_pending = self->counted = 0;
     return 0;
 }
 
@@ -248,6 +248,7 @@ static PyMemberDef Call_members[] = {
     {"child_ns", T_LONGLONG, offsetof(CallObject, child_ns), 0, NULL},
     {"closed", T_BOOL, offsetof(CallObject, closed), 0, NULL},
     {"under_pending", T_BOOL, offsetof(CallObject, under_pending), 0, NULL},
+    {"counted", T_BOOL, offsetof(CallObject, counted), 0, NULL},
     {NULL}
 };
 
@@ -273,6 +274,137 @@ static PyTypeObject Call_Type = {
     .tp_weaklistoffset = offsetof(CallObject, weakrefs),
 };
 
+/* -- Bins: the per-function counts of metrics.py, counted here for calls that end on
+   the C path ------------------------------------------------------------------------ */
+
+/* The fields of metrics.Bins and metrics.FunctionStats (their base when the extension
+   loads; a Python class with the same slots otherwise). Python reads and writes them
+   as attributes; the C finish counts a successful call in them with no Python code
+   (metrics on, no profile, not hot): metrics.Aggregates.finished, compiled. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *grid, *thresholds, *counts, *exemplars, *name, *errors;
+    long long sum_ns, low_ns, high_ns, calls, failures, total_ns, own_ns, max_ns;
+} BinsObject;
+
+static int
+Bins_traverse(BinsObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->grid);
+    Py_VISIT(self->thresholds);
+    Py_VISIT(self->counts);
+    Py_VISIT(self->exemplars);
+    Py_VISIT(self->name);
+    Py_VISIT(self->errors);
+    return 0;
+}
+
+static int
+Bins_clear(BinsObject *self)
+{
+    Py_CLEAR(self->grid);
+    Py_CLEAR(self->thresholds);
+    Py_CLEAR(self->counts);
+    Py_CLEAR(self->exemplars);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->errors);
+    return 0;
+}
+
+static void
+Bins_dealloc(BinsObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Bins_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Bins_members[] = {
+    {"grid", T_OBJECT_EX, offsetof(BinsObject, grid), 0, NULL},
+    {"thresholds", T_OBJECT_EX, offsetof(BinsObject, thresholds), 0, NULL},
+    {"counts", T_OBJECT_EX, offsetof(BinsObject, counts), 0, NULL},
+    {"exemplars", T_OBJECT_EX, offsetof(BinsObject, exemplars), 0, NULL},
+    {"name", T_OBJECT_EX, offsetof(BinsObject, name), 0, NULL},
+    {"errors", T_OBJECT_EX, offsetof(BinsObject, errors), 0, NULL},
+    {"sum_ns", T_LONGLONG, offsetof(BinsObject, sum_ns), 0, NULL},
+    {"low_ns", T_LONGLONG, offsetof(BinsObject, low_ns), 0, NULL},
+    {"high_ns", T_LONGLONG, offsetof(BinsObject, high_ns), 0, NULL},
+    {"calls", T_LONGLONG, offsetof(BinsObject, calls), 0, NULL},
+    {"failures", T_LONGLONG, offsetof(BinsObject, failures), 0, NULL},
+    {"total_ns", T_LONGLONG, offsetof(BinsObject, total_ns), 0, NULL},
+    {"own_ns", T_LONGLONG, offsetof(BinsObject, own_ns), 0, NULL},
+    {"max_ns", T_LONGLONG, offsetof(BinsObject, max_ns), 0, NULL},
+    {NULL}
+};
+
+static PyTypeObject Bins_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Bins",
+    .tp_doc = "The fields of metrics.Bins, countable from C.",
+    .tp_basicsize = sizeof(BinsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Bins_dealloc,
+    .tp_traverse = (traverseproc)Bins_traverse,
+    .tp_clear = (inquiry)Bins_clear,
+    .tp_members = Bins_members,
+};
+
+/* Count one successful call of `duration` ns in `table[info]`: 1 counted; 0 not here
+   (no stats yet, or not countable from C: Python counts it); -1 an error. As in
+   Aggregates.finished, a collection (another thread, which can run only where this
+   allocates) takes the counts whole: the new count is made first, and stored only if
+   the list it was read from is still the one in place. */
+static int
+count_call(PyObject *table, PyObject *info, long long duration)
+{
+    PyObject *found = PyDict_GetItemWithError(table, info);  /* borrowed */
+    if (found == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyObject_TypeCheck(found, &Bins_Type))
+        return 0;
+    BinsObject *bins = (BinsObject *)found;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        PyObject *thresholds = bins->thresholds, *counts = bins->counts;
+        if (thresholds == NULL || counts == NULL || !PyTuple_Check(thresholds) ||
+            !PyList_Check(counts) ||
+            PyList_GET_SIZE(counts) != PyTuple_GET_SIZE(thresholds) + 1)
+            return 0;
+        Py_ssize_t low = 0, high = PyTuple_GET_SIZE(thresholds);
+        while (low < high) {  /* bisect_left(thresholds, duration) */
+            Py_ssize_t mid = (low + high) / 2;
+            long long bound = PyLong_AsLongLong(PyTuple_GET_ITEM(thresholds, mid));
+            if (bound == -1 && PyErr_Occurred())
+                return -1;
+            if (bound < duration)
+                low = mid + 1;
+            else
+                high = mid;
+        }
+        PyObject *item = PyList_GET_ITEM(counts, low);
+        long long count = PyLong_AsLongLong(item);
+        if (count == -1 && PyErr_Occurred())
+            return -1;
+        PyObject *next = PyLong_FromLongLong(count + 1);  /* may run a collection */
+        if (next == NULL)
+            return -1;
+        if (bins->counts != counts || PyList_GET_ITEM(counts, low) != item) {
+            Py_DECREF(next);  /* taken meanwhile: count in what is in place now */
+            continue;
+        }
+        PyList_SET_ITEM(counts, low, next);
+        bins->sum_ns += duration;
+        if (duration < bins->low_ns)
+            bins->low_ns = duration;
+        if (duration > bins->high_ns)
+            bins->high_ns = duration;
+        bins->calls += 1;
+        Py_DECREF(item);  /* an int: frees nothing else */
+        return 1;
+    }
+    return 0;
+}
+
 /* -- Core -------------------------------------------------------------------------- */
 
 typedef struct {
@@ -281,6 +413,7 @@ typedef struct {
         no_span_rules, capture_args;
     long long min_ns, max_depth;
     PyObject *tracer, *stats, *pending_cache;
+    PyObject *counts;  /* Aggregates.by_info when the C finish may count calls, or None */
 } CoreObject;
 
 static PyTypeObject Core_Type;
@@ -291,6 +424,7 @@ Core_traverse(CoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->tracer);
     Py_VISIT(self->stats);
     Py_VISIT(self->pending_cache);
+    Py_VISIT(self->counts);
     return 0;
 }
 
@@ -300,6 +434,7 @@ Core_clear(CoreObject *self)
     Py_CLEAR(self->tracer);
     Py_CLEAR(self->stats);
     Py_CLEAR(self->pending_cache);
+    Py_CLEAR(self->counts);
     return 0;
 }
 
@@ -768,12 +903,29 @@ core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *va
     CallObject *call = (CallObject *)call_obj;
     if (restore_context(call) < 0)
         return -1;
-    if (self->timed || !self->pending || call->generation != generation ||
+    long long end_ns = 0;
+    if (self->timed) {  /* metrics: counted here when nothing else needs timing */
+        if (self->counts == NULL || !PyDict_Check(self->counts) || call->counted ||
+            call->depth == -1 || call->generation != generation ||
+            (outcome == RAISED &&
+             PyObject_TypeCheck(value, (PyTypeObject *)PyExc_Exception)))
+            return 2;
+        end_ns = now_ns();
+        int counted = count_call(self->counts, call->info, end_ns - call->start_ns);
+        if (counted < 0) {
+            report_failure("aggregate", call->info);
+            return 2;
+        }
+        if (counted == 0)
+            return 2;
+        call->counted = 1;
+    }
+    if (!self->pending || call->generation != generation ||
         call->span != Py_None || call->depth == -1)
         return 2;
     if (call->dict != NULL && PyDict_GET_SIZE(call->dict) != 0)
         return 2;  /* failures held, a kept child, ...: the Python method */
-    if (now_ns() - call->start_ns >= self->min_ns)
+    if ((end_ns ? end_ns : now_ns()) - call->start_ns >= self->min_ns)
         return 2;
     if (outcome == RAISED && self->keep_errors &&
         PyObject_TypeCheck(value, (PyTypeObject *)PyExc_Exception))
@@ -878,6 +1030,7 @@ static PyMemberDef Core_members[] = {
     {"tracer", T_OBJECT, offsetof(CoreObject, tracer), 0, NULL},
     {"stats", T_OBJECT, offsetof(CoreObject, stats), 0, NULL},
     {"_pending_cache", T_OBJECT, offsetof(CoreObject, pending_cache), 0, NULL},
+    {"_counts", T_OBJECT, offsetof(CoreObject, counts), 0, NULL},
     {NULL}
 };
 
@@ -1475,9 +1628,9 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
-                             &Monitor_Type, &Chain_Type};
+                             &Monitor_Type, &Chain_Type, &Bins_Type};
     const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor",
-                                "Chain"};
+                                "Chain", "Bins"};
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
@@ -1493,7 +1646,7 @@ PyInit__core(void)
         goto fail;
     if (PyModule_AddIntConstant(module, "CHAINS", chains_ok) < 0)
         goto fail;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         if (PyType_Ready(types[i]) < 0)
             goto fail;
         Py_INCREF(types[i]);

@@ -43,6 +43,14 @@ class CompiledRecorder(_core.Core, recorder.Recorder):  # type: ignore[misc]
 
     core_name = "compiled"
 
+    def __init__(self, config: Any, formatter: Any) -> None:
+        super().__init__(config, formatter)
+        stats = self.stats
+        # The C finish counts a successful call itself when metrics are all its timing
+        # is for (no profile, no hot-call budget): ``_core.count_call``.
+        self._counts = (stats.by_info if stats is not None and stats.metrics
+                        and not stats.profile and self.hot is None else None)
+
     def compiled_wrapper(self, describe: Callable[[], Any]) -> Any:
         return _core.FunctionCall(self, describe)
 

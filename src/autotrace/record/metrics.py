@@ -62,12 +62,13 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Iterable
 from time import time_ns
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._log import log_once
 from .._version import __version__
 from ..describe.function import FunctionInfo
 from ..describe.values import qualified_type_name
+from . import accel
 
 METER_NAME = "autotrace"
 DURATION_METRIC = "autotrace.function.duration"
@@ -128,11 +129,41 @@ class Grid:
         return found
 
 
-class Bins:
+class _Fields:
+    """The fields of ``Bins`` and ``FunctionStats`` when the extension is not loaded;
+    with it, ``_core.Bins`` has the same ones in C, where the compiled finish counts a
+    call (``Aggregates.finished`` for a successful call, with metrics and no profile)."""
+
+    __slots__ = ("calls", "counts", "errors", "exemplars", "failures", "grid", "high_ns",
+                 "low_ns", "max_ns", "name", "own_ns", "sum_ns", "thresholds", "total_ns")
+
+    calls: int
+    counts: list[int]
+    errors: dict[str, Bins]
+    exemplars: dict[int, tuple[int, int, Any]]
+    failures: int
+    grid: Grid
+    high_ns: int
+    low_ns: int
+    max_ns: int
+    name: str
+    own_ns: int
+    sum_ns: int
+    thresholds: tuple[int, ...]
+    total_ns: int
+
+
+if TYPE_CHECKING:
+    _BinsBase = _Fields
+else:
+    _BinsBase = accel.extension.Bins if accel.extension is not None else _Fields
+
+
+class Bins(_BinsBase):
     """The durations (ns) of one attribute set's calls since the last hand-over, counted
     in ``grid``'s buckets; and the latest kept call of each bucket (exemplars)."""
 
-    __slots__ = ("counts", "exemplars", "grid", "high_ns", "low_ns", "sum_ns", "thresholds")
+    __slots__ = ()
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
@@ -150,7 +181,7 @@ class FunctionStats(Bins):
     the inherited bins, its failures in ``errors`` (per exception type), and the times
     the profile shows."""
 
-    __slots__ = ("calls", "errors", "failures", "max_ns", "name", "own_ns", "total_ns")
+    __slots__ = ()
 
     def __init__(self, name: str, grid: Grid) -> None:
         super().__init__(grid)
@@ -185,7 +216,7 @@ class Aggregates:
         _live.append(self)
 
     def reset(self) -> None:
-        self.by_info = {}
+        self.by_info.clear()  # the same dict: the compiled core holds it (``_counts``)
         self._lock = threading.RLock()
 
     # -- the hot path ------------------------------------------------------------------

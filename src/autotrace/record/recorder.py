@@ -273,6 +273,7 @@ class RareFields:
     hidden = 0  # traced calls below the depth limit
     values: list[Any] | None = None  # arguments read from a frame
     kept_child = False  # a kept descendant is queued to be made real: keep this one too
+    counted = False  # already in the aggregates (the compiled finish counts some calls)
     #: short calls inside it that raised, waiting for it to end: did their exception
     #: escape it (kept with it) or did it handle them (counted)? ``_Late`` items
     failed: list[_Late] | None = None
@@ -664,7 +665,7 @@ class Recorder:
             now = time_ns()
             duration = now - call.start_ns
             stats = self.stats
-            if stats is not None:
+            if stats is not None and not call.counted:  # (counted by the compiled finish)
                 try:
                     own = 0
                     if self.own_time:
