@@ -281,11 +281,57 @@ static PyTypeObject Call_Type = {
    loads; a Python class with the same slots otherwise). Python reads and writes them
    as attributes; the C finish counts a successful call in them with no Python code
    (metrics on, no profile, not hot): metrics.Aggregates.finished, compiled. */
+#define MAX_BUCKETS 64  /* thresholds kept as C integers up to this many */
+
 typedef struct {
     PyObject_HEAD
     PyObject *grid, *thresholds, *counts, *exemplars, *name, *errors;
     long long sum_ns, low_ns, high_ns, calls, failures, total_ns, own_ns, max_ns;
+    /* `thresholds` as C integers (set with it); -1: too many, or not integers */
+    Py_ssize_t n_thresholds;
+    long long threshold_ns[MAX_BUCKETS];
 } BinsObject;
+
+static PyObject *
+Bins_get_thresholds(BinsObject *self, void *closure)
+{
+    if (self->thresholds == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "thresholds");
+        return NULL;
+    }
+    return Py_NewRef(self->thresholds);
+}
+
+static int
+Bins_set_thresholds(BinsObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "thresholds cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t n = -1;
+    if (PyTuple_Check(value) && PyTuple_GET_SIZE(value) <= MAX_BUCKETS) {
+        n = PyTuple_GET_SIZE(value);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            long long bound = PyLong_AsLongLong(PyTuple_GET_ITEM(value, i));
+            if (bound == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                n = -1;
+                break;
+            }
+            self->threshold_ns[i] = bound;
+        }
+    }
+    self->n_thresholds = n;
+    Py_XSETREF(self->thresholds, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef Bins_getset[] = {
+    {"thresholds", (getter)Bins_get_thresholds, (setter)Bins_set_thresholds,
+     "The grid's thresholds (ns), also kept as C integers.", NULL},
+    {NULL}
+};
 
 static int
 Bins_traverse(BinsObject *self, visitproc visit, void *arg)
@@ -321,7 +367,6 @@ Bins_dealloc(BinsObject *self)
 
 static PyMemberDef Bins_members[] = {
     {"grid", T_OBJECT_EX, offsetof(BinsObject, grid), 0, NULL},
-    {"thresholds", T_OBJECT_EX, offsetof(BinsObject, thresholds), 0, NULL},
     {"counts", T_OBJECT_EX, offsetof(BinsObject, counts), 0, NULL},
     {"exemplars", T_OBJECT_EX, offsetof(BinsObject, exemplars), 0, NULL},
     {"name", T_OBJECT_EX, offsetof(BinsObject, name), 0, NULL},
@@ -348,6 +393,7 @@ static PyTypeObject Bins_Type = {
     .tp_traverse = (traverseproc)Bins_traverse,
     .tp_clear = (inquiry)Bins_clear,
     .tp_members = Bins_members,
+    .tp_getset = Bins_getset,
 };
 
 /* Count one successful call of `duration` ns in `table[info]`: 1 counted; 0 not here
@@ -365,18 +411,14 @@ count_call(PyObject *table, PyObject *info, long long duration)
         return 0;
     BinsObject *bins = (BinsObject *)found;
     for (int attempt = 0; attempt < 8; attempt++) {
-        PyObject *thresholds = bins->thresholds, *counts = bins->counts;
-        if (thresholds == NULL || counts == NULL || !PyTuple_Check(thresholds) ||
-            !PyList_Check(counts) ||
-            PyList_GET_SIZE(counts) != PyTuple_GET_SIZE(thresholds) + 1)
+        PyObject *counts = bins->counts;
+        Py_ssize_t low = 0, high = bins->n_thresholds;
+        if (high < 0 || counts == NULL || !PyList_Check(counts) ||
+            PyList_GET_SIZE(counts) != high + 1)
             return 0;
-        Py_ssize_t low = 0, high = PyTuple_GET_SIZE(thresholds);
         while (low < high) {  /* bisect_left(thresholds, duration) */
             Py_ssize_t mid = (low + high) / 2;
-            long long bound = PyLong_AsLongLong(PyTuple_GET_ITEM(thresholds, mid));
-            if (bound == -1 && PyErr_Occurred())
-                return -1;
-            if (bound < duration)
+            if (bins->threshold_ns[mid] < duration)
                 low = mid + 1;
             else
                 high = mid;
