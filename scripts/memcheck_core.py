@@ -71,6 +71,21 @@ def churn(n):
     for i in range(n):
         Finalised()
     return n
+
+def copies(n):
+    import contextvars, threading
+    context = contextvars.copy_context()  # a chain shared with a copy, then frozen
+    add(n, 1)
+    thread = threading.Thread(target=context.run, args=(add, n, 2))
+    thread.start()
+    thread.join()
+    return context.run(add, n, 3)
+
+async def spawn(n):
+    import asyncio
+    task = asyncio.get_running_loop().create_task(coro(n))
+    add(n, 0)
+    return await task
 """
 
 POLICIES = [{}, {"min_duration": 0.002}, {"min_duration": 0.002, "metrics": True},
@@ -92,6 +107,8 @@ def exercise(mod: object, rounds: int) -> int:
         total += sum(m.gen(3))  # type: ignore[attr-defined]
         total += asyncio.run(m.coro(i)) if i % 10 == 0 else 0  # type: ignore[attr-defined]
         total += m.churn(2)  # type: ignore[attr-defined]
+        total += m.copies(i)  # type: ignore[attr-defined]
+        total += asyncio.run(m.spawn(i)) if i % 10 == 5 else 0  # type: ignore[attr-defined]
     total += m.slow(1)  # type: ignore[attr-defined]
     gc.collect()
     return total
