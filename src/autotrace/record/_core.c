@@ -1601,6 +1601,53 @@ core_set_current_call(PyObject *module, PyObject *call)
     Py_RETURN_NONE;
 }
 
+/* wrappers.TracedFunction.__get__ / TracedPlainFunction.__get__ without a Python
+   frame. Fetched from its class (instance None) the proxy of a function is itself;
+   otherwise wrapt binds it (`wrapt_get`: wrapt.FunctionWrapper's own __get__). */
+static PyObject *wrapt_get, *str_self_binding, *str_function;
+
+static PyObject *
+bind_proxy(PyObject *const *args, Py_ssize_t nargs, int plain)
+{
+    if (nargs < 2 || nargs > 3 || wrapt_get == NULL) {
+        PyErr_SetString(PyExc_TypeError, "__get__(self, instance, owner=None)");
+        return NULL;
+    }
+    PyObject *self = args[0], *instance = args[1];
+    if (instance == Py_None) {
+        if (plain)
+            return Py_NewRef(self);
+        PyObject *binding = PyObject_GetAttr(self, str_self_binding);
+        if (binding == NULL)
+            return NULL;
+        int same = PyUnicode_Check(binding) &&
+                   PyUnicode_Compare(binding, str_function) == 0;
+        Py_DECREF(binding);
+        if (same)
+            return Py_NewRef(self);
+    }
+    return PyObject_Vectorcall(wrapt_get, args, nargs, NULL);
+}
+
+static PyObject *
+core_get_method(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return bind_proxy(args, nargs, 0);
+}
+
+static PyObject *
+core_get_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return bind_proxy(args, nargs, 1);
+}
+
+static PyObject *
+core_use_wrapt_get(PyObject *module, PyObject *get)
+{
+    Py_XSETREF(wrapt_get, Py_NewRef(get));
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 core_use_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1641,6 +1688,12 @@ core_detach(PyObject *module, PyObject *token)
 }
 
 static PyMethodDef module_methods[] = {
+    {"get_method", (PyCFunction)(void (*)(void))core_get_method, METH_FASTCALL,
+     "TracedFunction.__get__, compiled."},
+    {"get_plain", (PyCFunction)(void (*)(void))core_get_plain, METH_FASTCALL,
+     "TracedPlainFunction.__get__, compiled."},
+    {"use_wrapt_get", core_use_wrapt_get, METH_O,
+     "wrapt.FunctionWrapper.__get__, which the compiled __get__ hands binding to."},
     {"current_call", core_current_call, METH_NOARGS,
      "The innermost traced call here (recorder._current, through its chain)."},
     {"set_current_call", core_set_current_call, METH_O,
@@ -1682,6 +1735,8 @@ PyInit__core(void)
     INTERN(str_code, "code")
     INTERN(str_info, "info")
     INTERN(str_suspends, "suspends")
+    INTERN(str_self_binding, "_self_binding")
+    INTERN(str_function, "function")
 #undef INTERN
     chains_ok = check_context_layout();
     if (chains_ok < 0)

@@ -39,7 +39,8 @@ else:
 #: install not rebuilt) is not loaded rather than failing at import.
 _EXPECTED = ("Core", "Call", "Local", "setup", "set_generation", "set_collecting",
              "set_collection_markers", "recursion_depth", "Chain", "current_call",
-             "set_current_call", "use_store", "attach", "detach")
+             "set_current_call", "use_store", "attach", "detach", "get_method",
+             "get_plain", "use_wrapt_get")
 if extension is not None:
     missing = [name for name in _EXPECTED if not hasattr(extension, name)]
     if missing:

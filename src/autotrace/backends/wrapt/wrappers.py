@@ -28,6 +28,7 @@ import wrapt
 
 from ..._log import log_once
 from ...describe.function import FunctionInfo
+from ...record import accel
 from ...record.contract import RAISED, RETURNED, Core
 from .stack import inspects_stack  # noqa: F401  (re-exported for the backend)
 
@@ -124,6 +125,20 @@ class TracedPlainFunction(TracedFunction):
 #: wrapt's own ``__wrapped__`` slot: the proxied object whatever the subclass says.
 _TARGET: Any = next(vars(k)["__wrapped__"] for k in wrapt.FunctionWrapper.__mro__
                     if "__wrapped__" in vars(k))
+
+
+def _compiled_binding() -> None:
+    """With the extension loaded, both ``__get__`` above run in C (same rules, no Python
+    frame per method fetched through an instance); wrapt still does the binding."""
+    extension = accel.extension
+    if extension is None:
+        return
+    extension.use_wrapt_get(wrapt.FunctionWrapper.__get__)
+    TracedFunction.__get__ = extension.get_method  # type: ignore[method-assign]
+    TracedPlainFunction.__get__ = extension.get_plain  # type: ignore[method-assign]
+
+
+_compiled_binding()
 
 
 #: wrapt's initialiser that takes the binding (``FunctionWrapper``'s works it out).
