@@ -32,16 +32,16 @@ if _core is None:  # pragma: no cover - imported only when the extension loads
 
 
 class CompiledCall(_core.Call, recorder.RareFields):  # type: ignore[misc]
-    """A call's storage when the C path starts it: the common fields in C, the rare ones
-    as in ``recorder.Call``. Calls the Python methods start (eager spans, generators,
-    counted calls) are ``recorder.Call``s; the C path hands any call, or child of a
-    call, that is not one of its own to the Python methods."""
+    """A call's storage in the compiled core, whichever half starts it: the common fields
+    in C, the rare ones as in ``recorder.Call``. The C path hands any call, or child of a
+    call, that is not one of these to the Python methods."""
 
 
 class CompiledRecorder(_core.Core, recorder.Recorder):  # type: ignore[misc]
     """``recorder.Recorder`` with the per-call path compiled (module docstring)."""
 
     core_name = "compiled"
+    _call_type = CompiledCall
 
     def __init__(self, config: Any, formatter: Any) -> None:
         super().__init__(config, formatter)

@@ -385,6 +385,10 @@ class Recorder:
     """What is kept of the traced calls of one installation (see module docstring): the
     pure-Python ``contract.Core``."""
 
+    #: The storage of the calls the Python methods start (the compiled core's own, so
+    #: that the calls inside them, a generator's body, stay on its C path).
+    _call_type: Callable[..., Call] = Call
+
     def __init__(self, config: Config, formatter: Formatter) -> None:
         self.formatter = formatter
         self.capture_args = config.capture_args
@@ -518,9 +522,9 @@ class Recorder:
             # only, rendered if the call is kept (a pending generator keeps its
             # arguments alive until it ends; rendering each one at start would cost
             # more than the rest of a dropped call).
-            call = Call(info, parent, depth, instance, args, kwargs)
+            call = self._call_type(info, parent, depth, instance, args, kwargs)
         else:
-            call = Call(info, parent, depth, None, (), None)
+            call = self._call_type(info, parent, depth, None, (), None)
             if self.capture_args:
                 self._arguments_at_start(call, instance, args, kwargs, frame, suspends)
         if self.pending:
@@ -564,7 +568,7 @@ class Recorder:
     def _counted(self, info: FunctionInfo, parent: Call | None, depth: int) -> Call:
         """A call that makes no span but is aggregated: it is not made current, so its
         time counts as its enclosing call's own time (``closed`` marks it)."""
-        call = Call(info, parent, depth, None, (), None)
+        call = self._call_type(info, parent, depth, None, (), None)
         call.closed = True
         call.start_ns = time_ns()
         return call
@@ -576,7 +580,7 @@ class Recorder:
             return None
         parent = _get_call()
         depth = 1 if parent is None else parent.depth + 1
-        call = Call(info, parent, depth, None, (), None)
+        call = self._call_type(info, parent, depth, None, (), None)
         call.start_ns = time_ns()
         _set_call(call)
         return call
