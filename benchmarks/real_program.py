@@ -121,8 +121,9 @@ def run_once(command: list[str], env: dict[str, str], stderr: Path | None = None
 
 def kept_spans(call_tree: Path) -> int:
     """Spans in a call tree on stderr: the sum of its traces' header counts."""
-    return sum(int(n) for n in re.findall(r"^autotrace: trace \S+ \((\d+) spans?,",
-                                          call_tree.read_text(errors="replace"), re.M))
+    return sum(int(n.replace(",", "")) for n in re.findall(
+        r"^autotrace: trace \S+ \(([\d,]+) spans?,", call_tree.read_text(errors="replace"),
+        re.M))  # "46,750 spans": the header groups thousands
 
 
 def main() -> None:
