@@ -186,6 +186,31 @@ def test_a_generator_resumed_in_another_task_and_thread(traced: Traced) -> None:
     assert parents["there"] == [None, None], parents
 
 
+def test_the_consumers_calls_between_items_are_not_the_generators_children(
+        traced: Traced) -> None:
+    """Each yield makes the consumer's call current again, each resumption the
+    generator's (``suspend`` / ``resume``, compiled in the compiled core)."""
+    mod = traced.load("between", """
+        def leaf(x):
+            return x
+
+        def numbers():
+            for i in range(2):
+                yield leaf(i)
+
+        def consume():
+            generator = numbers()
+            got = [next(generator), leaf(10)]
+            got.extend(generator)
+            got.append(leaf(20))
+            return got
+    """, **KEEP_ALL)
+    assert mod.consume() == [0, 10, 1, 20]
+    parents = _parents(traced)
+    assert parents["numbers"] == ["consume"], parents
+    assert parents["leaf"] == ["consume", "consume", "numbers", "numbers"], parents
+
+
 def test_an_exception_unwinding_through_several_calls_restores_the_chain(
         traced: Traced) -> None:
     mod = traced.load("unwind", """

@@ -134,8 +134,8 @@ class MonitoringBackend:
         compiled = self._recorder.compiled_callbacks(self, self._traced, self._calls)
         register(tool, _PY_START, self._on_start if compiled is None else compiled.on_start)
         register(tool, _PY_RETURN, self._on_return if compiled is None else compiled.on_return)
-        register(tool, _PY_YIELD, self._on_yield)
-        register(tool, _PY_RESUME, self._on_resume)
+        register(tool, _PY_YIELD, self._on_yield if compiled is None else compiled.on_yield)
+        register(tool, _PY_RESUME, self._on_resume if compiled is None else compiled.on_resume)
         register(tool, _PY_THROW, self._on_throw)
         register(tool, _PY_UNWIND, self._on_unwind)
         if not self._recorder.dormant and _GLOBAL_EVENTS:

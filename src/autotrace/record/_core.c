@@ -7,15 +7,17 @@
  *   Core      a base class of `compiled.CompiledRecorder`: the recorder's per-call
  *             settings as C fields, and `start` / `finish` whose fast path is a
  *             pending call that starts and is dropped (min_duration), or a call
- *             refused by require_parent / busy / suppression. Everything else
- *             (eager spans, kept calls, metrics, generators, failures held on a
- *             caller) calls the Python methods, which see the same fields.
+ *             refused by require_parent / busy / suppression; `suspend` / `resume`
+ *             (a generator's or coroutine's steps) whole. Everything else (eager
+ *             spans, kept calls, own time, failures held on a caller) calls the
+ *             Python methods, which see the same fields.
  *   Call      the storage of one call (the fields recorder.Call has as slots);
  *             `compiled.CompiledCall` adds the rarely set ones through __dict__.
  *   Local     the per-thread `busy` flag, readable here without threading.local.
  *   FunctionCall  the wrapt wrapper of a plain function: no Python frame between
  *             the caller and the callee.
- *   Monitor   the sys.monitoring PY_START / PY_RETURN callbacks of plain functions.
+ *   Monitor   the sys.monitoring callbacks: PY_START / PY_RETURN of plain functions,
+ *             PY_YIELD / PY_RESUME of generators and coroutines.
  *
  * The rules of recorder.py hold here: nothing on this path waits for a lock, raises
  * into the program, or loses an exception in flight. Every Python object touched is
@@ -40,6 +42,10 @@
 #endif
 #endif
 
+/* What accel.py expects (its INTERFACE): bumped with every change to what this module
+   offers Python, so that an extension built from older source is not loaded. */
+#define INTERFACE 2
+
 #define RETURNED 0
 #define RAISED 1
 #define ABANDONED 2
@@ -55,6 +61,8 @@ static PyObject *pending_span_type;
 static PyObject *call_type;        /* compiled.CompiledCall */
 static PyObject *py_start;         /* Recorder.start: everything off the fast path */
 static PyObject *py_finish;        /* Recorder.finish */
+static PyObject *py_suspend;       /* Recorder.suspend */
+static PyObject *py_resume;        /* Recorder.resume */
 static PyObject *report;           /* report(kind, what): logs an own failure once */
 static PyObject *str_pending_context, *str_on_start, *str_code, *str_info,
     *str_suspends;
@@ -538,7 +546,6 @@ typedef struct {
 #define CONTEXT_VARS(ctx) (((ContextLayout *)(ctx))->ctx_vars)
 
 static int chains_ok;
-static PyObject *store_otel_var;  /* the OpenTelemetry runtime's ContextVar, or NULL */
 
 typedef struct {
     PyObject_HEAD
@@ -713,32 +720,36 @@ chain_resync(ChainObject *chain, PyObject *ctx)
     }
 }
 
-/* var.set(value), keeping this context's chain in sync: the token, or NULL. */
+/* var.set(value) (token NULL: the new token) or var.reset(token) (None), keeping this
+   context's chain in sync; a new reference, or NULL with an error. */
+static PyObject *
+var_synced(PyObject *var, PyObject *value, PyObject *token)
+{
+    PyObject *ctx, *result;
+    ChainObject *chain = synced_chain(&ctx);
+    Py_XINCREF(chain);
+    if (token == NULL)
+        result = PyContextVar_Set(var, value);
+    else
+        result = PyContextVar_Reset(var, token) < 0 ? NULL : Py_NewRef(Py_None);
+    if (result != NULL)
+        chain_resync(chain, ctx);
+    Py_XDECREF(chain);
+    return result;
+}
+
 static PyObject *
 set_var_synced(PyObject *var, PyObject *value)
 {
-    PyObject *ctx;
-    ChainObject *chain = synced_chain(&ctx);
-    Py_XINCREF(chain);
-    PyObject *token = PyContextVar_Set(var, value);
-    if (token != NULL)
-        chain_resync(chain, ctx);
-    Py_XDECREF(chain);
-    return token;
+    return var_synced(var, value, NULL);
 }
 
-/* var.reset(token), keeping this context's chain in sync. */
 static int
 reset_var_synced(PyObject *var, PyObject *token)
 {
-    PyObject *ctx;
-    ChainObject *chain = synced_chain(&ctx);
-    Py_XINCREF(chain);
-    int done = PyContextVar_Reset(var, token);
-    if (done == 0)
-        chain_resync(chain, ctx);
-    Py_XDECREF(chain);
-    return done;
+    PyObject *done = var_synced(var, NULL, token);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
 }
 
 /* Whether this interpreter's contexts have the layout read above: a new context's
@@ -1048,11 +1059,94 @@ finish_call(CoreObject *self, PyObject *call, int outcome, PyObject *value)
         report_failure("finish", NULL);
 }
 
+/* Recorder.suspend and Recorder.resume, compiled: a generator's or coroutine's body
+ * yields (the call stays open, no longer current) or runs again, maybe in another
+ * context (current there). 1: done; 0: the Python method must do it (own time kept,
+ * a call of the pure core, no OpenTelemetry ContextVar); -1: an error. */
+static int
+core_suspend_fast(CoreObject *self, PyObject *call_obj)
+{
+    if (!PyObject_TypeCheck(call_obj, &Call_Type) || self->own_time || otel_var == NULL)
+        return 0;
+    if (in_collection())
+        return 1;  /* not made current at resume either (recorder.py, gh-148891) */
+    CallObject *call = (CallObject *)call_obj;
+    if (call->token != Py_None) {
+        PyObject *token = call->token;
+        Py_INCREF(Py_None);
+        call->token = Py_None;
+        if (reset_var_synced(otel_var, token) < 0)
+            report_failure("detach", NULL);  /* as recorder._detach */
+        Py_DECREF(token);
+    }
+    return set_current_call(call->saved) < 0 ? -1 : 1;
+}
+
+static int
+core_resume_fast(CoreObject *self, PyObject *call_obj)
+{
+    if (!PyObject_TypeCheck(call_obj, &Call_Type) || self->own_time || otel_var == NULL)
+        return 0;
+    if (in_collection())
+        return 1;  /* the collector resumes it to close it */
+    CallObject *call = (CallObject *)call_obj;
+    PyObject *saved = current_call();
+    if (saved == NULL)
+        return -1;
+    Py_XSETREF(call->saved, saved);
+    if (set_current_call(call_obj) < 0)
+        return -1;
+    if (call->run_ctx != Py_None) {
+        PyObject *token = set_var_synced(otel_var, call->run_ctx);
+        if (token == NULL)
+            return -1;
+        Py_XSETREF(call->token, token);
+    }
+    return 1;
+}
+
+/* suspend(call) / resume(call): the fast path, else the Python method. Never raises an
+ * Exception: a failure is logged once and the body runs on (as the backends' callers
+ * of the Python methods do). */
+static PyObject *
+step_call(CoreObject *self, PyObject *call, int resume)
+{
+    int done = resume ? core_resume_fast(self, call) : core_suspend_fast(self, call);
+    if (done == 0) {
+        PyObject *stack[] = {(PyObject *)self, call};
+        PyObject *res = PyObject_Vectorcall(resume ? py_resume : py_suspend, stack, 2, NULL);
+        Py_XDECREF(res);
+        done = res == NULL ? -1 : 1;
+    }
+    if (done < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;  /* KeyboardInterrupt and friends go on */
+        report_failure(resume ? "resume" : "suspend", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Core_suspend(CoreObject *self, PyObject *call)
+{
+    return step_call(self, call, 0);
+}
+
+static PyObject *
+Core_resume(CoreObject *self, PyObject *call)
+{
+    return step_call(self, call, 1);
+}
+
 static PyMethodDef Core_methods[] = {
     {"start", (PyCFunction)(void (*)(void))Core_start, METH_FASTCALL | METH_KEYWORDS,
      "A traced call starts (Recorder.start)."},
     {"finish", (PyCFunction)(void (*)(void))Core_finish, METH_FASTCALL | METH_KEYWORDS,
      "A traced call ended (Recorder.finish)."},
+    {"suspend", (PyCFunction)Core_suspend, METH_O,
+     "A traced generator or coroutine yielded (Recorder.suspend)."},
+    {"resume", (PyCFunction)Core_resume, METH_O,
+     "A traced generator or coroutine runs again (Recorder.resume)."},
     {NULL}
 };
 
@@ -1486,18 +1580,72 @@ failed:
     Py_RETURN_NONE;
 }
 
+/* PY_YIELD / PY_RESUME of a traced generator or coroutine: backend._on_yield and
+   _on_resume, compiled (the same table, the same rules). */
+static PyObject *
+monitor_step(MonitorObject *self, PyObject *code, int resume)
+{
+    PyObject *frame = event_frame();
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    PyObject *key = PyLong_FromVoidPtr(frame);
+    if (key == NULL)
+        goto failed;
+    PyObject *running = PyDict_GetItemWithError(self->calls, key);  /* borrowed */
+    Py_DECREF(key);
+    if (running == NULL) {
+        if (PyErr_Occurred())
+            goto failed;
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_Check(running) || PyTuple_GET_SIZE(running) != 2 ||
+        PyTuple_GET_ITEM(running, 1) != code)
+        Py_RETURN_NONE;
+    Py_INCREF(running);
+    PyObject *result = step_call(self->core, PyTuple_GET_ITEM(running, 0), resume);
+    Py_DECREF(running);
+    return result;  /* None, or NULL: a KeyboardInterrupt and friends go on */
+failed:
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    report_failure(resume ? "monitoring:resume" : "monitoring:yield", code);
+    Py_RETURN_NONE;
+}
+
+/* on_yield(code, offset, value): PY_YIELD */
+static PyObject *
+Monitor_on_yield(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3)
+        Py_RETURN_NONE;
+    return monitor_step(self, args[0], 0);
+}
+
+/* on_resume(code, offset): PY_RESUME */
+static PyObject *
+Monitor_on_resume(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        Py_RETURN_NONE;
+    return monitor_step(self, args[0], 1);
+}
+
 static PyMethodDef Monitor_methods[] = {
     {"on_start", (PyCFunction)(void (*)(void))Monitor_on_start, METH_FASTCALL,
      "PY_START of a traced code object."},
     {"on_return", (PyCFunction)(void (*)(void))Monitor_on_return, METH_FASTCALL,
      "PY_RETURN of a traced code object."},
+    {"on_yield", (PyCFunction)(void (*)(void))Monitor_on_yield, METH_FASTCALL,
+     "PY_YIELD of a traced generator or coroutine."},
+    {"on_resume", (PyCFunction)(void (*)(void))Monitor_on_resume, METH_FASTCALL,
+     "PY_RESUME of a traced generator or coroutine."},
     {NULL}
 };
 
 static PyTypeObject Monitor_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "autotrace.record._core.Monitor",
-    .tp_doc = "Monitor(core, backend, traced, calls): PY_START / PY_RETURN callbacks.",
+    .tp_doc = "Monitor(core, backend, traced, calls): sys.monitoring callbacks.",
     .tp_basicsize = sizeof(MonitorObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Monitor_new,
@@ -1513,18 +1661,21 @@ static PyObject *
 core_setup(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"current", "otel", "suppress_key", "span_key", "invalid_span",
-                            "pending_span", "call_type", "start", "finish", "report", NULL};
-    PyObject *o[10];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOO:setup", names, &o[0], &o[1],
-                                     &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9]))
+                            "pending_span", "call_type", "start", "finish", "suspend",
+                            "resume", "report", NULL};
+    PyObject *o[12];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOO:setup", names, &o[0], &o[1],
+                                     &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9],
+                                     &o[10], &o[11]))
         return NULL;
     if (!PyType_Check(o[6]) || !PyType_IsSubtype((PyTypeObject *)o[6], &Call_Type)) {
         PyErr_SetString(PyExc_TypeError, "call_type must subclass _core.Call");
         return NULL;
     }
     PyObject **slots[] = {&current_var, &otel_var, &suppress_key, &span_key, &invalid_span,
-                          &pending_span_type, &call_type, &py_start, &py_finish, &report};
-    for (int i = 0; i < 10; i++) {
+                          &pending_span_type, &call_type, &py_start, &py_finish,
+                          &py_suspend, &py_resume, &report};
+    for (int i = 0; i < 12; i++) {
         PyObject *v = o[i] == Py_None && i == 1 ? NULL : o[i];  /* otel None: no fast path */
         Py_XINCREF(v);
         Py_XSETREF(*slots[i], v);
@@ -1658,8 +1809,8 @@ core_use_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_XSETREF(current_var, Py_NewRef(args[0]));
-    if (args[1] != Py_None)
-        Py_XSETREF(store_otel_var, Py_NewRef(args[1]));
+    if (args[1] != Py_None)  /* the same variable setup() gets (compiled.py) */
+        Py_XSETREF(otel_var, Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
 
@@ -1668,23 +1819,21 @@ core_use_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 core_attach(PyObject *module, PyObject *value)
 {
-    if (store_otel_var == NULL) {
+    if (otel_var == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
         return NULL;
     }
-    return set_var_synced(store_otel_var, value);
+    return set_var_synced(otel_var, value);
 }
 
 static PyObject *
 core_detach(PyObject *module, PyObject *token)
 {
-    if (store_otel_var == NULL) {
+    if (otel_var == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
         return NULL;
     }
-    if (reset_var_synced(store_otel_var, token) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return var_synced(otel_var, NULL, token);
 }
 
 static PyMethodDef module_methods[] = {
@@ -1742,6 +1891,8 @@ PyInit__core(void)
     if (chains_ok < 0)
         goto fail;
     if (PyModule_AddIntConstant(module, "CHAINS", chains_ok) < 0)
+        goto fail;
+    if (PyModule_AddIntConstant(module, "INTERFACE", INTERFACE) < 0)
         goto fail;
     for (int i = 0; i < 7; i++) {
         if (PyType_Ready(types[i]) < 0)

@@ -35,15 +35,14 @@ else:
             why_not = ("the extension autotrace.record._core was not built when autotrace "
                        "was installed")
 
-#: What this source expects of the extension: one built from older source (an editable
-#: install not rebuilt) is not loaded rather than failing at import.
-_EXPECTED = ("Core", "Call", "Local", "setup", "set_generation", "set_collecting",
-             "set_collection_markers", "recursion_depth", "Chain", "current_call",
-             "set_current_call", "use_store", "attach", "detach", "get_method",
-             "get_plain", "use_wrapt_get")
+#: What this source expects of the extension (``INTERFACE`` in ``_core.c``, bumped with
+#: every change to what it offers): one built from older source (an editable install not
+#: rebuilt) is not loaded rather than failing at import.
+INTERFACE = 2
 if extension is not None:
-    missing = [name for name in _EXPECTED if not hasattr(extension, name)]
-    if missing:
+    built = getattr(extension, "INTERFACE", 1)
+    if built != INTERFACE:
         extension = None
         why_not = (f"the extension autotrace.record._core was built from older source "
-                   f"(no {', '.join(missing)}); reinstall autotrace to rebuild it")
+                   f"(interface {built}, this source needs {INTERFACE}); reinstall "
+                   f"autotrace to rebuild it")

@@ -4,12 +4,13 @@
 the per-call settings live in C fields (the Python methods read and write the same
 fields), and ``start`` / ``finish`` are C functions that take the common case (a
 pending call started and dropped, a call refused by ``require_parent``) and hand
-every other call, unchanged, to the Python methods. So the behaviour is the pure
+every other call, unchanged, to the Python methods; ``suspend`` / ``resume`` (a
+generator's steps) likewise. So the behaviour is the pure
 core's by construction, and the suite runs against both (``core`` fixture).
 
 The backends get C callables for their hot paths through the contract
 (``compiled_wrapper``: wrapt's wrapper of a plain function; ``compiled_callbacks``:
-sys.monitoring's PY_START and PY_RETURN of plain functions).
+sys.monitoring's PY_START and PY_RETURN of plain functions, PY_YIELD and PY_RESUME).
 """
 
 from __future__ import annotations
@@ -86,5 +87,6 @@ _core.setup(current=recorder._current, otel=_otel_var(),
             suppress_key=_SUPPRESS_INSTRUMENTATION_KEY, span_key=_SPAN_KEY,
             invalid_span=trace.INVALID_SPAN, pending_span=PendingSpan,
             call_type=CompiledCall, start=recorder.Recorder.start,
-            finish=recorder.Recorder.finish, report=_report)
+            finish=recorder.Recorder.finish, suspend=recorder.Recorder.suspend,
+            resume=recorder.Recorder.resume, report=_report)
 _core.set_generation(recorder._fork_generation)

@@ -92,8 +92,8 @@ class Core(Protocol):
 
     def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
                            calls: dict[int, Any]) -> Any:
-        """sys.monitoring: an object whose ``on_start`` / ``on_return`` are C callbacks
-        for PY_START / PY_RETURN (plain functions; the rest goes to
-        ``backend._on_start``), sharing the backend's ``traced`` and ``calls`` tables;
-        or None."""
+        """sys.monitoring: an object whose ``on_start`` / ``on_return`` / ``on_yield`` /
+        ``on_resume`` are C callbacks for PY_START / PY_RETURN / PY_YIELD / PY_RESUME
+        (a suspending function's start goes to ``backend._on_start``), sharing the
+        backend's ``traced`` and ``calls`` tables; or None."""
         ...
