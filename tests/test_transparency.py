@@ -223,3 +223,56 @@ def test_a_module_function_stored_in_a_class_binds_as_untraced(traced: Traced) -
     assert mod.describe(3) == "int:x"
     names = [span.name for span in traced.spans()]
     assert names.count("describe") == 3 and names.count("helper") == 2, names
+
+
+METHODS = '''
+import functools
+
+class Shape:
+    def __init__(self, side):
+        self.side = side
+
+    def area(self, scale=1):
+        return self.side * self.side * scale
+
+    @property
+    def perimeter(self):
+        return 4 * self.side
+
+    @classmethod
+    def unit(cls):
+        return cls(1)
+
+    @functools.lru_cache(maxsize=None)
+    def cached(self, n):
+        return self.side + n
+'''
+
+
+def test_a_method_fetched_through_an_instance_is_a_bound_method(traced: Traced) -> None:
+    """As untraced: a bound method of what the class holds (the proxy, under wrapt), so
+    ``type``, ``repr``, ``__self__``, ``__func__``, equality, pickling and ``inspect``
+    are a bound method's; every way of calling it makes the same span."""
+    import inspect
+    import pickle
+    import types
+
+    mod = traced.load("methods", METHODS)
+    shape = mod.Shape(2)
+    bound = shape.area
+    assert type(bound) is types.MethodType
+    assert repr(bound).startswith("<bound method Shape.area of <")
+    assert bound.__self__ is shape and bound.__func__ is mod.Shape.__dict__["area"]
+    assert bound == shape.area and hash(bound) == hash(shape.area)
+    assert str(inspect.signature(bound)) == "(scale=1)"
+    assert bound.__name__ == "area" and bound.__qualname__ == "Shape.area"
+    assert pickle.loads(pickle.dumps(bound))(3) == 12
+    assert (bound(), mod.Shape.area(shape, 2), shape.perimeter, mod.Shape.unit().side,
+            shape.cached(1), shape.cached(1)) == (4, 8, 8, 1, 3, 3)
+    spans = traced.spans()
+    area = [dict(s.attributes) for s in spans if s.name == "Shape.area"]
+    assert sorted(a.get("code.function.parameters.scale.value") for a in area) == [1, 2, 3]
+    assert not any("code.function.parameters.self.value" in a for a in area), area
+    names = [span.name for span in spans]
+    assert names.count("Shape.perimeter") == 1 and names.count("Shape.unit") == 1, names
+    assert names.count("Shape.cached") == 1, names  # the second call hits the cache

@@ -44,7 +44,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 2
+#define INTERFACE 3
 
 #define RETURNED 0
 #define RAISED 1
@@ -1754,7 +1754,8 @@ core_set_current_call(PyObject *module, PyObject *call)
 
 /* wrappers.TracedFunction.__get__ / TracedPlainFunction.__get__ without a Python
    frame. Fetched from its class (instance None) the proxy of a function is itself;
-   otherwise wrapt binds it (`wrapt_get`: wrapt.FunctionWrapper's own __get__). */
+   otherwise a plain function's proxy gives a bound method of itself, and wrapt binds
+   the others (`wrapt_get`: wrapt.FunctionWrapper's own __get__). */
 static PyObject *wrapt_get, *str_self_binding, *str_function;
 
 static PyObject *
@@ -1765,9 +1766,9 @@ bind_proxy(PyObject *const *args, Py_ssize_t nargs, int plain)
         return NULL;
     }
     PyObject *self = args[0], *instance = args[1];
+    if (plain)  /* a bound method of the proxy, as a function binds */
+        return instance == Py_None ? Py_NewRef(self) : PyMethod_New(self, instance);
     if (instance == Py_None) {
-        if (plain)
-            return Py_NewRef(self);
         PyObject *binding = PyObject_GetAttr(self, str_self_binding);
         if (binding == NULL)
             return NULL;

@@ -256,9 +256,8 @@ class WraptBackend:
         describe = functools.partial(self._recorder.describe_function, func, module,
                                      qualname, implicit_first)
         wrappers = _wrappers()
-        kind = wrappers.TracedFunction if implicit_first else wrappers.TracedPlainFunction
-        wrapper = kind(func, wrappers.make_wrapper(func, self._recorder, describe,
-                                                   code.co_flags))
+        wrapper = wrappers.TracedPlainFunction(func, wrappers.make_wrapper(
+            func, self._recorder, describe, code.co_flags))
         self._defined.append(wrapper)  # atomic under the GIL
         self.matched += 1
         return wrapper
@@ -400,7 +399,7 @@ class WraptBackend:
             return info
 
         wrappers = _wrappers()
-        plain = not implicit_first and type(wrapped) is FunctionType
+        plain = type(wrapped) is FunctionType  # not a static or class method object
         kind = wrappers.TracedPlainFunction if plain else wrappers.TracedFunction
         proxy: TracedFunction = kind(wrapped, wrappers.make_wrapper(func, self._recorder,
                                                                     describe))

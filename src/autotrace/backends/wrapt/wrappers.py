@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
-from types import CodeType, FunctionType, coroutine
+from types import CodeType, FunctionType, MethodType, coroutine
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
@@ -101,14 +101,21 @@ class TracedFunction(wrapt.FunctionWrapper):  # type: ignore[misc, type-arg]
 
 
 class TracedPlainFunction(TracedFunction):
-    """The proxy of a function not defined in a class body (module level, nested, or
-    under ``@staticmethod``): no implicit first argument.
+    """The proxy of a plain function (a ``def`` anywhere: module level, nested, in a
+    class body, under ``@staticmethod``), which binds as a function does.
 
-    wrapt's binding "function" makes every call of an unbound wrapper look up
-    ``wrapped.__self__``, which a plain function lacks: an AttributeError made and
-    cleared per call, about 4,000 instructions. Binding "staticmethod" calls the wrapper
-    with no instance, which is what that lookup found, and binds as a function does
-    when the proxy is fetched through an instance (a function stored in a class later).
+    Fetched from its class it is itself; fetched through an instance it is a bound
+    method of the proxy (``MethodType(proxy, instance)``), as the untraced function
+    gives a bound method of itself: ``type()``, ``__self__``, ``__func__`` (the
+    proxy, which is what the class holds), equality, pickling and ``inspect`` are a
+    bound method's. Called, the proxy gets the instance among its arguments, as an
+    unbound call does (the description knows whether the first one is ``self``).
+
+    wrapt's binding "function" would make a bound wrapper (about 5,000 instructions
+    per method fetched) and make every call of an unbound wrapper (``C.m(obj)``, a
+    property's getter) look up ``wrapped.__self__``, which a plain function lacks: an
+    AttributeError made and cleared per call, about 4,000 more. Binding
+    "staticmethod" calls the wrapper with no instance, which is what that lookup found.
     """
 
     __slots__ = ()
@@ -119,7 +126,7 @@ class TracedPlainFunction(TracedFunction):
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return self  # fetched from the class: itself, as untraced
-        return super().__get__(instance, owner)
+        return MethodType(self, instance)
 
 
 #: wrapt's own ``__wrapped__`` slot: the proxied object whatever the subclass says.
@@ -129,7 +136,7 @@ _TARGET: Any = next(vars(k)["__wrapped__"] for k in wrapt.FunctionWrapper.__mro_
 
 def _compiled_binding() -> None:
     """With the extension loaded, both ``__get__`` above run in C (same rules, no Python
-    frame per method fetched through an instance); wrapt still does the binding."""
+    frame per method fetched through an instance)."""
     extension = accel.extension
     if extension is None:
         return
