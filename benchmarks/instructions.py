@@ -22,20 +22,22 @@ collection, another thread's work. That is why this method and not
 ``--toggle-collect`` on a marker C function: no marker symbol to find in each
 interpreter build, and no per-call work left outside the window.
 
-Rows: the plain call; ``cProfile`` enabled (a C profiler recording every call);
-the hand-written ``@tracer.start_as_current_span`` decorator; the SDK floor (the
-span autotrace makes, by hand: ``start_span(name, start_time=..., attributes=<6>)``
-+ ``end(end_time=...)``, no context attach); then autotrace for each backend x
-core x scenario. The tracer provider is always a real SDK ``TracerProvider``:
-with no provider autotrace stays dormant and only its wrappers would be
-measured (checked: a dormant installation fails the row). Its spans end in a
-processor that counts them and lets them go on the caller's thread
+Rows: the plain call; ``cProfile`` enabled (a C profiler recording every call); the
+hand-written ``@tracer.start_as_current_span`` decorator; the SDK floor (the span
+autotrace makes, by hand: ``start_span(name, start_time=..., attributes=<6>)`` +
+``end(end_time=...)``, no context attach); then autotrace for each backend x core x
+scenario. Three more shapes of call have a plain row and a dropped-inside-a-
+pending-call row each, since a real program's calls are mostly not ``f(1, 2)``: a method
+fetched through an instance, a property read, a generator's item. The tracer provider is
+always a real SDK ``TracerProvider``: with no provider autotrace stays dormant and only
+its wrappers would be measured (checked: a dormant installation fails the row). Its
+spans end in a processor that counts them and lets them go on the caller's thread
 (``--processor count``). A ``BatchSpanProcessor`` (``--processor batch``, into an
-exporter that discards) makes the figures depend on how valgrind schedules its
-thread: the decorator measured 159,754 and 162,351 at N=2,000, 148,993 at
-N=10,000, and the queue dropped spans; counted, 149,434 and 149,419 at N=2,000
-and 8,000. The rows that make a span per call run ``--span-calls`` (default
-N/10) calls: a span costs 300 plain calls and the figure settles long before.
+exporter that discards) makes the figures depend on how valgrind schedules its thread:
+the decorator measured 159,754 and 162,351 at N=2,000, 148,993 at N=10,000, and the
+queue dropped spans; counted, 149,434 and 149,419 at N=2,000 and 8,000. The rows that
+make a span per call run ``--span-calls`` (default N/10) calls: a span costs 300 plain
+calls and the figure settles long before.
 
 A core is chosen with ``OTEL_PYTHON_AUTOTRACE_CORE``. ``--cores`` defaults to
 the cores that install here: a probe process installs autotrace with each
@@ -77,6 +79,37 @@ def f(a, b):
 def parent(f, n):
     for _ in range(n):
         f(1, 2)
+
+
+class C:
+    def m(self, a, b):
+        return a + b
+
+    @property
+    def p(self):
+        return 3
+
+
+def g(n):
+    for i in range(n):
+        yield i
+
+
+def parent_method(n):
+    c = C()
+    for _ in range(n):
+        c.m(1, 2)
+
+
+def parent_property(n):
+    c = C()
+    for _ in range(n):
+        c.p
+
+
+def parent_generator(n):
+    for _ in g(n):
+        pass
 '''
 
 DECORATED_SOURCE = '''
@@ -119,6 +152,14 @@ SCENARIOS: dict[str, tuple[dict[str, Any], bool, str]] = {
                                "dropped by `min_duration` inside a pending call, `metrics=True`"),
     "metrics_only": ({"spans": False, "metrics": True}, False,
                      "metrics only (`spans=False`)"),
+    # The shapes of a real program's calls, each inside a pending call (``parent_*``):
+    "dropped_nested_method": ({"min_duration": NEVER}, True,
+                              "`obj.m(1, 2)` dropped inside a pending call"),
+    "dropped_nested_property": ({"min_duration": NEVER}, True,
+                                "a property read dropped inside a pending call"),
+    "dropped_nested_generator": ({"min_duration": NEVER}, True,
+                                 "a generator's item (one resumption) dropped inside a "
+                                 "pending call"),
     "full": ({}, False, "full span, arguments and return value"),
 }
 
@@ -132,6 +173,7 @@ class Row:
     core: str | None = None
     scenario: str | None = None
     spans: bool = False  # makes a span per call: runs --span-calls calls
+    shape: str = "function"  # what a call is: function, method, property, generator
 
     @property
     def options(self) -> dict[str, Any]:
@@ -149,13 +191,21 @@ BASE_ROWS = (
         spans=True),
     Row("sdk_floor", "SDK floor: `start_span(start_time=, attributes=<6>)` + "
         "`end(end_time=)`", module="floor", spans=True),
+    Row("plain_method", "plain `obj.m(1, 2)`", shape="method"),
+    Row("plain_property", "plain property read", shape="property"),
+    Row("plain_generator", "plain generator item", shape="generator"),
 )
+
+#: The rows' scenarios that call another shape than ``f(1, 2)`` (through ``parent_*``).
+SHAPES = {"dropped_nested_method": "method", "dropped_nested_property": "property",
+          "dropped_nested_generator": "generator"}
 
 
 def autotrace_rows(backends: list[str], cores: list[str]) -> list[Row]:
     """Grouped by scenario, so that backends and cores sit side by side."""
     return [Row(f"{backend}/{core}/{scenario}", f"autotrace {backend}, {core} core: {label}",
-                backend=backend, core=core, scenario=scenario, spans=scenario == "full")
+                backend=backend, core=core, scenario=scenario, spans=scenario == "full",
+                shape=SHAPES.get(scenario, "function"))
             for scenario, (_, _, label) in SCENARIOS.items()
             for backend in backends for core in cores]
 
@@ -227,6 +277,9 @@ def child(row: Row, calls: int, empty: int, root: Path, result: Path, processor:
     module = importlib.import_module(f"{PACKAGE}.{row.module}")
     f = module.f
     f(1, 2)  # first call: descriptions and caches, outside what differs between A and B
+    shaped = None if row.shape == "function" else getattr(module, f"parent_{row.shape}")
+    if shaped is not None:
+        shaped(2)
     if reader is not None:
         reader.get_metrics_data()  # the buckets are known from here on, as in a live process
     profiler = None
@@ -235,7 +288,9 @@ def child(row: Row, calls: int, empty: int, root: Path, result: Path, processor:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    if row.nested:
+    if shaped is not None:
+        shaped(calls)  # the loop is the module's own: traced, and so pending, when installed
+    elif row.nested:
         module.parent(f, calls)  # the same loop as _calls, inside a traced call
     else:
         _calls(f, calls)
