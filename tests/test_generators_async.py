@@ -168,3 +168,42 @@ def test_async_generator_abandoned_is_ended(traced: Traced) -> None:
     assert asyncio.run(take_one()) == 0  # asyncio.run finalizes the abandoned generator
     span = traced.span("agen")
     assert span.end_time is not None and span.status.status_code is StatusCode.UNSET
+
+
+PENDING_SOURCE = '''
+import time
+
+def fast(x):
+    return x
+
+def slow_items(first, n):
+    for i in range(n):
+        first = None  # the body rebinds its argument: the span keeps what it was given
+        time.sleep(0.01)
+        yield fast(i)
+
+def quick_items(n):
+    yield from range(n)
+'''
+
+
+def test_pending_generators_keep_their_arguments_and_end_when_abandoned(
+        traced: Traced) -> None:
+    """Under ``min_duration`` a generator's call is pending (started and dropped in C in
+    the compiled core): a slow one is kept with the arguments it was called with, a fast
+    one is dropped, and one abandoned half-way ends when it is collected."""
+    mod = traced.load("pending_gens", PENDING_SOURCE, min_duration="5ms")
+    assert list(mod.slow_items("given", 2)) == [0, 1]
+    assert list(mod.quick_items(3)) == [0, 1, 2]
+    kept = traced.span("slow_items")
+    assert dict(kept.attributes)["code.function.parameters.first.value"] == "given"
+    assert "quick_items" not in traced.names()
+    traced.clear()
+    gen = mod.slow_items("abandoned", 5)
+    next(gen)
+    del gen  # abandoned half-way and collected: its span ends, and it was slow
+    gc.collect()
+    span = traced.span("slow_items")
+    assert span.end_time is not None
+    assert dict(span.attributes)["code.function.parameters.first.value"] == "abandoned"
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing leaked

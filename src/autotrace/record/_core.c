@@ -16,8 +16,9 @@
  *   Local     the per-thread `busy` flag, readable here without threading.local.
  *   FunctionCall  the wrapt wrapper of a plain function: no Python frame between
  *             the caller and the callee.
- *   Monitor   the sys.monitoring callbacks: PY_START / PY_RETURN of plain functions,
- *             PY_YIELD / PY_RESUME of generators and coroutines.
+ *   Monitor   the sys.monitoring callbacks: PY_START / PY_RETURN, PY_YIELD /
+ *             PY_RESUME (a function's first call, PY_THROW and PY_UNWIND stay Python).
+ *   FrameSentinel  a suspending frame's f_trace that ends its span if no event does.
  *
  * The rules of recorder.py hold here: nothing on this path waits for a lock, raises
  * into the program, or loses an exception in flight. Every Python object touched is
@@ -44,7 +45,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 3
+#define INTERFACE 4
 
 #define RETURNED 0
 #define RAISED 1
@@ -64,6 +65,8 @@ static PyObject *py_finish;        /* Recorder.finish */
 static PyObject *py_suspend;       /* Recorder.suspend */
 static PyObject *py_resume;        /* Recorder.resume */
 static PyObject *report;           /* report(kind, what): logs an own failure once */
+static PyObject *str_frame_values, *str_values, *str_f_trace, *str_frame_released;
+static PyObject *sys_gettrace;     /* sys.gettrace */
 static PyObject *str_pending_context, *str_on_start, *str_code, *str_info,
     *str_suspends;
 
@@ -782,11 +785,26 @@ otel_context(void)
 
 #define SLOW ((PyObject *)1)
 
+/* A generator's call under a PendingSpan that is current already attaches that context
+   anyway (recorder.py: "generators re-attach it at each resume, maybe elsewhere"). */
+static int
+attach_run_context(CallObject *call)
+{
+    PyObject *token = set_var_synced(otel_var, call->run_ctx);
+    if (token == NULL)
+        return -1;
+    Py_SETREF(call->token, token);
+    return 0;
+}
+
 /* The fast path of Recorder.start: a call refused, or a pending call started; SLOW
- * when the Python method must decide (nothing has been changed then). */
+ * when the Python method must decide (nothing has been changed then). `suspends`: a
+ * generator's or coroutine's call. Its arguments are references until it is kept, as
+ * for a plain call (wrapt), or read from its frame now (monitoring: its locals change
+ * as it runs), by the Python `_frame_values`, as Recorder._arguments_at_start does. */
 static PyObject *
 core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
-                PyObject *kwargs, PyObject *frame)
+                PyObject *kwargs, PyObject *frame, int suspends)
 {
     PyObject *ctx = NULL, *parent = NULL, *run_ctx = NULL;
     CallObject *call = NULL;
@@ -855,8 +873,20 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
                         Py_None);
         Py_DECREF(empty);
         if (call != NULL && self->capture_args) {
-            Py_INCREF(frame);
-            Py_SETREF(call->frame, frame);  /* read when the call ends, if kept */
+            if (suspends) {
+                PyObject *values = PyObject_CallMethodObjArgs(
+                    (PyObject *)self, str_frame_values, info, frame, NULL);
+                int failed = values == NULL ||
+                    (values != Py_None &&
+                     PyObject_SetAttr((PyObject *)call, str_values, values) < 0);
+                Py_XDECREF(values);
+                if (failed)
+                    goto error;  /* nothing changed yet but this call */
+            }
+            else {
+                Py_INCREF(frame);
+                Py_SETREF(call->frame, frame);  /* read when the call ends, if kept */
+            }
         }
     }
     if (call == NULL)
@@ -868,6 +898,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         call->under_pending = 1;  /* the parent's PendingSpan is current already */
         Py_INCREF(ctx);
         Py_SETREF(call->run_ctx, ctx);
+        if (suspends && attach_run_context(call) < 0)
+            goto error;
     }
     else {
         PyObject *cache = self->pending_cache;
@@ -885,6 +917,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
             call->under_pending = 1;
             Py_INCREF(ctx);
             Py_SETREF(call->run_ctx, ctx);
+            if (suspends && attach_run_context(call) < 0)
+                goto error;
         }
         else {
             PyObject *token = set_var_synced(otel_var, run_ctx);
@@ -918,10 +952,11 @@ static PyObject *
 Core_start(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (kwnames == NULL && (nargs == 4 || nargs == 5 ||
-                            (nargs == 6 && args[5] == Py_False))) {
+    if (kwnames == NULL && nargs >= 4 && nargs <= 6 &&
+        (nargs < 6 || args[5] == Py_False || args[5] == Py_True)) {
         PyObject *frame = nargs >= 5 ? args[4] : Py_None;
-        PyObject *result = core_start_fast(self, args[0], args[1], args[2], args[3], frame);
+        PyObject *result = core_start_fast(self, args[0], args[1], args[2], args[3], frame,
+                                           nargs == 6 && args[5] == Py_True);
         if (result != SLOW)
             return result;
     }
@@ -976,8 +1011,15 @@ core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *va
     if (!self->pending || call->generation != generation ||
         call->span != Py_None || call->depth == -1)
         return 2;
-    if (call->dict != NULL && PyDict_GET_SIZE(call->dict) != 0)
-        return 2;  /* failures held, a kept child, ...: the Python method */
+    int only_values = 0;  /* a generator's arguments read at its start (monitoring) */
+    if (call->dict != NULL && PyDict_GET_SIZE(call->dict) != 0) {
+        only_values = PyDict_GET_SIZE(call->dict) == 1 &&
+                      PyDict_Contains(call->dict, str_values) == 1;
+        if (!only_values) {
+            PyErr_Clear();
+            return 2;  /* failures held, a kept child, ...: the Python method */
+        }
+    }
     if ((end_ns ? end_ns : now_ns()) - call->start_ns >= self->min_ns)
         return 2;
     if (outcome == RAISED && self->keep_errors &&
@@ -996,6 +1038,8 @@ core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *va
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
     Py_XDECREF(frame);
+    if (only_values && call->dict != NULL && PyDict_DelItem(call->dict, str_values) < 0)
+        PyErr_Clear();
     return 1;
 }
 
@@ -1020,12 +1064,13 @@ Core_finish(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject
 /* From C (the wrapper, the callbacks): start, never raising an Exception. */
 static PyObject *
 start_call(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
-           PyObject *kwargs, PyObject *frame, PyObject *what)
+           PyObject *kwargs, PyObject *frame, int suspends, PyObject *what)
 {
-    PyObject *call = core_start_fast(self, info, instance, args, kwargs, frame);
+    PyObject *call = core_start_fast(self, info, instance, args, kwargs, frame, suspends);
     if (call == SLOW) {
-        PyObject *stack[] = {(PyObject *)self, info, instance, args, kwargs, frame};
-        call = PyObject_Vectorcall(py_start, stack, frame == Py_None ? 5 : 6, NULL);
+        PyObject *stack[] = {(PyObject *)self, info, instance, args, kwargs, frame,
+                             suspends ? Py_True : Py_False};
+        call = PyObject_Vectorcall(py_start, stack, 7, NULL);
     }
     if (call == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -1320,7 +1365,8 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
                 self->info = info;
         }
         if (self->info != NULL) {
-            call = start_call(core, self->info, instance, args, kwargs, Py_None, wrapped);
+            call = start_call(core, self->info, instance, args, kwargs, Py_None, 0,
+                              wrapped);
             if (call == NULL)
                 return NULL;
             if (call == Py_None)
@@ -1460,7 +1506,7 @@ start_plain(MonitorObject *self, PyObject *code, PyObject *info)
     PyObject *empty = PyTuple_New(0);
     if (empty == NULL)
         return NULL;
-    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, code);
+    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, 0, code);
     Py_DECREF(empty);
     if (call == NULL)
         return NULL;
@@ -1473,6 +1519,100 @@ start_plain(MonitorObject *self, PyObject *code, PyObject *info)
         Py_XDECREF(running);
     }
     Py_DECREF(call);
+    Py_RETURN_NONE;
+}
+
+/* -- FrameSentinel: backend._FrameSentinel, compiled ------------------------------- */
+
+/* Lives in a suspending frame's f_trace; ends its span when the frame goes if no event
+   did (3.13.0 sends none when a handler-less generator is closed, gh-140373, and no
+   version sends events while a callback runs). Only then does Python run. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *backend, *calls, *key;
+} SentinelObject;
+
+static PyObject *
+Sentinel_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    Py_RETURN_NONE;  /* only ever called if a legacy tracer starts later */
+}
+
+static void
+Sentinel_dealloc(SentinelObject *self)
+{
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    int open = PyDict_Contains(self->calls, self->key);
+    if (open == 1) {
+        PyObject *res = PyObject_CallMethodOneArg(self->backend, str_frame_released,
+                                                  self->key);
+        Py_XDECREF(res);
+    }
+    PyErr_Clear();  /* _frame_released logs its own failures */
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+    Py_DECREF(self->backend);
+    Py_DECREF(self->calls);
+    Py_DECREF(self->key);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject Sentinel_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.FrameSentinel",
+    .tp_doc = "In a suspending frame's f_trace: ends its span when the frame goes.",
+    .tp_basicsize = sizeof(SentinelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_call = Sentinel_call,
+    .tp_dealloc = (destructor)Sentinel_dealloc,
+};
+
+/* A generator's or coroutine's call starts: backend._on_start, compiled. */
+static PyObject *
+start_suspending(MonitorObject *self, PyObject *code, PyObject *info)
+{
+    PyObject *frame = event_frame();
+    PyCodeObject *frame_code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
+    Py_XDECREF(frame_code);  /* only compared */
+    if (frame_code != (PyCodeObject *)code)  /* a shim frame (events fired by the C API) */
+        Py_RETURN_NONE;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, 1, code);
+    Py_DECREF(empty);
+    if (call == NULL)
+        return NULL;
+    if (call == Py_None)
+        return call;
+    PyObject *fkey = PyLong_FromVoidPtr(frame);
+    PyObject *running = fkey ? PyTuple_Pack(2, call, code) : NULL;
+    Py_DECREF(call);
+    int failed = running == NULL || PyDict_SetItem(self->calls, fkey, running) < 0;
+    Py_XDECREF(running);
+    if (!failed) {
+        PyObject *f_trace = PyObject_GetAttr(frame, str_f_trace);
+        PyObject *tracer = f_trace == Py_None ? PyObject_CallNoArgs(sys_gettrace) : NULL;
+        if (f_trace == NULL || (f_trace == Py_None && tracer == NULL))
+            failed = 1;
+        else if (tracer == Py_None) {
+            SentinelObject *sentinel = PyObject_New(SentinelObject, &Sentinel_Type);
+            if (sentinel == NULL)
+                failed = 1;
+            else {
+                sentinel->backend = Py_NewRef(self->backend);
+                sentinel->calls = Py_NewRef(self->calls);
+                sentinel->key = Py_NewRef(fkey);
+                failed = PyObject_SetAttr(frame, str_f_trace, (PyObject *)sentinel) < 0;
+                Py_DECREF(sentinel);
+            }
+        }
+        Py_XDECREF(f_trace);
+        Py_XDECREF(tracer);
+    }
+    Py_XDECREF(fkey);
+    if (failed)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1517,9 +1657,11 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(Py_None);
         result = Py_None;
     }
-    else if (info == Py_None || suspends != Py_False) {
-        /* first call (described there), generators, coroutines: the Python callback */
+    else if (info == Py_None) {  /* the first call: described by the Python callback */
         result = PyObject_CallMethodObjArgs(self->backend, str_on_start, code, args[1], NULL);
+    }
+    else if (suspends != Py_False) {  /* generators, coroutines */
+        result = start_suspending(self, code, info);
     }
     else {
         PyObject *pair = PyTuple_Pack(2, code, info);
@@ -1873,9 +2015,9 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
-                             &Monitor_Type, &Chain_Type, &Bins_Type};
+                             &Monitor_Type, &Chain_Type, &Bins_Type, &Sentinel_Type};
     const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor",
-                                "Chain", "Bins"};
+                                "Chain", "Bins", "FrameSentinel"};
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
@@ -1885,9 +2027,19 @@ PyInit__core(void)
     INTERN(str_code, "code")
     INTERN(str_info, "info")
     INTERN(str_suspends, "suspends")
+    INTERN(str_frame_values, "_frame_values")
+    INTERN(str_values, "values")
+    INTERN(str_f_trace, "f_trace")
+    INTERN(str_frame_released, "_frame_released")
     INTERN(str_self_binding, "_self_binding")
     INTERN(str_function, "function")
 #undef INTERN
+    sys_gettrace = PySys_GetObject("gettrace");  /* borrowed */
+    if (sys_gettrace == NULL) {
+        PyErr_SetString(PyExc_ImportError, "no sys.gettrace");
+        goto fail;
+    }
+    Py_INCREF(sys_gettrace);
     chains_ok = check_context_layout();
     if (chains_ok < 0)
         goto fail;
@@ -1895,7 +2047,7 @@ PyInit__core(void)
         goto fail;
     if (PyModule_AddIntConstant(module, "INTERFACE", INTERFACE) < 0)
         goto fail;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         if (PyType_Ready(types[i]) < 0)
             goto fail;
         Py_INCREF(types[i]);

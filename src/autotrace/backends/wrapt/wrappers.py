@@ -21,7 +21,15 @@ from __future__ import annotations
 
 import inspect
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
-from types import CodeType, FunctionType, MethodType, coroutine
+from types import (
+    AsyncGeneratorType,
+    CodeType,
+    CoroutineType,
+    FunctionType,
+    GeneratorType,
+    MethodType,
+    coroutine,
+)
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
 
 import wrapt
@@ -173,11 +181,13 @@ def make_wrapper(func: Any, recorder: Core, describe: Callable[[], FunctionInfo]
             found = cell[0] = describe()
         return found
 
+    # (the types that inspect.isasyncgen / iscoroutine / isgenerator check, without
+    # their Python frame per call)
     if kind is _ASYNC_GENERATOR:
-        return _suspending_wrapper(recorder, info, inspect.isasyncgen, _drive_async_generator)
+        return _suspending_wrapper(recorder, info, AsyncGeneratorType, _drive_async_generator)
     if kind is _COROUTINE:
-        return _suspending_wrapper(recorder, info, inspect.iscoroutine, _start_coroutine)
-    return _suspending_wrapper(recorder, info, inspect.isgenerator, _drive_generator)
+        return _suspending_wrapper(recorder, info, CoroutineType, _start_coroutine)
+    return _suspending_wrapper(recorder, info, GeneratorType, _drive_generator)
 
 
 _FUNCTION, _GENERATOR, _COROUTINE, _ASYNC_GENERATOR = "function", "generator", "coroutine", \
@@ -259,9 +269,10 @@ class _Owned:
 
 
 def _suspending_wrapper(recorder: Core, info: Callable[[], FunctionInfo],
-                        made: Callable[[Any], bool], drive: Callable[..., Any]) -> Wrapper:
+                        made: Any, drive: Callable[..., Any]) -> Wrapper:
     """Generators, coroutines, async generators: the call makes the object at once (bad
-    arguments raise where they used to) and returns ``drive``'s driver around it."""
+    arguments raise where they used to) and returns ``drive``'s driver around it, named
+    as it is. Once per generator: kept to one Python frame besides the driver's."""
     def traced_suspending_call(wrapped: Callable[..., Any], instance: Any, args: Args,
                                kwargs: Kwargs) -> Any:
         try:
@@ -269,7 +280,7 @@ def _suspending_wrapper(recorder: Core, info: Callable[[], FunctionInfo],
         except BaseException as exc:
             _drop_own_entry(exc)
             raise
-        if not made(inner):
+        if not isinstance(inner, made):
             return inner  # a decorator changed what the function returns
         try:
             function_info = info()
@@ -277,7 +288,11 @@ def _suspending_wrapper(recorder: Core, info: Callable[[], FunctionInfo],
             _failed_start(wrapped)
             return inner
         driver = drive(inner, recorder, function_info, instance, args, kwargs)
-        _copy_names(inner, driver)
+        try:
+            driver.__name__ = inner.__name__
+            driver.__qualname__ = inner.__qualname__
+        except (AttributeError, TypeError):
+            pass
         return driver
 
     return traced_suspending_call
@@ -338,7 +353,11 @@ def _step(awaited: Coroutine[Any, Any, Any], recorder: Core, call: Any) -> Any:
 def _drive_generator(generator: Generator[Any, Any, Any], recorder: Core,
                      info: FunctionInfo, instance: Any, args: Args,
                      kwargs: Kwargs) -> Generator[Any, Any, Any]:
-    call = _start(recorder, info, instance, args, kwargs)
+    try:  # _start, inline: once per generator
+        call = recorder.start(info, instance, args, kwargs, None, True)
+    except Exception:
+        _failed_start(info.span_name)
+        call = None
     del instance, args, kwargs  # the body holds its own arguments for as long as it wants
     if call is None:
         return (yield from generator)
@@ -427,7 +446,7 @@ def _start(recorder: Core, info: FunctionInfo, instance: Any, args: Args,
            kwargs: Kwargs) -> Any:
     """A suspending call's start (once per generator, not per item); never raises."""
     try:
-        return recorder.start(info, instance, args, kwargs, suspends=True)
+        return recorder.start(info, instance, args, kwargs, None, True)  # positional: C
     except Exception:
         _failed_start(info.span_name)
         return None
@@ -451,14 +470,6 @@ def _drop_own_entry(exc: BaseException) -> None:
         while tb is not None and tb.tb_frame.f_code is _STEP_CODE:
             tb = tb.tb_next  # a coroutine stepped through (_step)
         exc.__traceback__ = tb
-
-
-def _copy_names(source: Any, target: Any) -> None:
-    try:
-        target.__name__ = source.__name__
-        target.__qualname__ = source.__qualname__
-    except (AttributeError, TypeError):
-        pass
 
 
 _STEP_CODE = _step.__code__
