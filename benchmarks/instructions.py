@@ -28,16 +28,16 @@ autotrace makes, by hand: ``start_span(name, start_time=..., attributes=<6>)`` +
 ``end(end_time=...)``, no context attach); then autotrace for each backend x core x
 scenario. Three more shapes of call have a plain row and a dropped-inside-a-
 pending-call row each, since a real program's calls are mostly not ``f(1, 2)``: a method
-fetched through an instance, a property read, a generator's item. The tracer provider is
-always a real SDK ``TracerProvider``: with no provider autotrace stays dormant and only
-its wrappers would be measured (checked: a dormant installation fails the row). Its
-spans end in a processor that counts them and lets them go on the caller's thread
-(``--processor count``). A ``BatchSpanProcessor`` (``--processor batch``, into an
-exporter that discards) makes the figures depend on how valgrind schedules its thread:
-the decorator measured 159,754 and 162,351 at N=2,000, 148,993 at N=10,000, and the
-queue dropped spans; counted, 149,434 and 149,419 at N=2,000 and 8,000. The rows that
-make a span per call run ``--span-calls`` (default N/10) calls: a span costs 300 plain
-calls and the figure settles long before.
+fetched through an instance, a property read, a generator's item, a generator of one
+item made and run. The tracer provider is always a real SDK ``TracerProvider``: with no
+provider autotrace stays dormant and only its wrappers would be measured (checked: a
+dormant installation fails the row). Its spans end in a processor that counts them and
+lets them go on the caller's thread (``--processor count``). A ``BatchSpanProcessor``
+(``--processor batch``, into an exporter that discards) makes the figures depend on how
+valgrind schedules its thread: the decorator measured 159,754 and 162,351 at N=2,000,
+148,993 at N=10,000, and the queue dropped spans; counted, 149,434 and 149,419 at
+N=2,000 and 8,000. The rows that make a span per call run ``--span-calls`` (default
+N/10) calls: a span costs 300 plain calls and the figure settles long before.
 
 A core is chosen with ``OTEL_PYTHON_AUTOTRACE_CORE``. ``--cores`` defaults to
 the cores that install here: a probe process installs autotrace with each
@@ -110,6 +110,16 @@ def parent_property(n):
 def parent_generator(n):
     for _ in g(n):
         pass
+
+
+def one(x):
+    yield x
+
+
+def parent_generator_call(n):
+    for i in range(n):
+        for _ in one(i):
+            pass
 '''
 
 DECORATED_SOURCE = '''
@@ -160,6 +170,9 @@ SCENARIOS: dict[str, tuple[dict[str, Any], bool, str]] = {
     "dropped_nested_generator": ({"min_duration": NEVER}, True,
                                  "a generator's item (one resumption) dropped inside a "
                                  "pending call"),
+    "dropped_nested_generator_call": ({"min_duration": NEVER}, True,
+                                      "a generator made, run for one item and ended, "
+                                      "dropped inside a pending call"),
     "full": ({}, False, "full span, arguments and return value"),
 }
 
@@ -194,11 +207,14 @@ BASE_ROWS = (
     Row("plain_method", "plain `obj.m(1, 2)`", shape="method"),
     Row("plain_property", "plain property read", shape="property"),
     Row("plain_generator", "plain generator item", shape="generator"),
+    Row("plain_generator_call", "plain generator of one item, made and run",
+        shape="generator_call"),
 )
 
 #: The rows' scenarios that call another shape than ``f(1, 2)`` (through ``parent_*``).
 SHAPES = {"dropped_nested_method": "method", "dropped_nested_property": "property",
-          "dropped_nested_generator": "generator"}
+          "dropped_nested_generator": "generator",
+          "dropped_nested_generator_call": "generator_call"}
 
 
 def autotrace_rows(backends: list[str], cores: list[str]) -> list[Row]:
