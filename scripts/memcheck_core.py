@@ -5,10 +5,11 @@
 
 Each backend the interpreter has, each policy: calls dropped, kept, raised (handled
 and escaping), refused (``require_parent``), deeper than ``max_depth``, metrics,
-generators and coroutines (the Python path), threads, a finaliser that runs traced
-code, and uninstall with calls in flight. memcheck reports any invalid read, write or
-free in ``_core.c`` (exit 99); the program checks its own results (exit 1). Small
-counts: memcheck runs Python about fifty times slower.
+generators and coroutines (started, stepped and abandoned), methods and properties,
+threads, a finaliser that runs traced code, and uninstall with calls in flight.
+memcheck reports any invalid read, write or free in ``_core.c`` (exit 99); the program
+checks its own results (exit 1). Small counts: memcheck runs Python about fifty times
+slower.
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def gen(n):
 async def coro(n):
     return add(n, n)
 
+def abandon(n):
+    g = gen(n)
+    first = next(g)
+    del g  # ended by its frame's sentinel (monitoring) or the driver's close (wrapt)
+    return first
+
+class Shape:
+    def __init__(self, side):
+        self.side = side
+
+    def area(self):
+        return add(self.side, self.side)
+
+    @property
+    def double(self):
+        return self.area() * 2
+
 class Finalised:
     def __del__(self):
         add(1, 2)
@@ -105,6 +123,8 @@ def exercise(mod: object, rounds: int) -> int:
             total += 1
         total += m.deep(6)  # type: ignore[attr-defined]
         total += sum(m.gen(3))  # type: ignore[attr-defined]
+        total += m.abandon(3)  # type: ignore[attr-defined]
+        total += m.Shape(i).double + m.Shape.area(m.Shape(1))  # type: ignore[attr-defined]
         total += asyncio.run(m.coro(i)) if i % 10 == 0 else 0  # type: ignore[attr-defined]
         total += m.churn(2)  # type: ignore[attr-defined]
         total += m.copies(i)  # type: ignore[attr-defined]
