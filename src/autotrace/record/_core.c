@@ -1494,31 +1494,14 @@ event_frame(void)
     return (PyObject *)PyEval_GetFrame();
 }
 
-/* A plain function's call starts: the fast path of backend._on_start. */
+/* A monitoring callback's own failure: logged once; KeyboardInterrupt and friends go
+   on (NULL). */
 static PyObject *
-start_plain(MonitorObject *self, PyObject *code, PyObject *info)
+monitor_failed(const char *kind, PyObject *code)
 {
-    PyObject *frame = event_frame();
-    PyCodeObject *frame_code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
-    Py_XDECREF(frame_code);  /* only compared */
-    if (frame_code != (PyCodeObject *)code)  /* a shim frame (events fired by the C API) */
-        Py_RETURN_NONE;
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL)
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
         return NULL;
-    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, 0, code);
-    Py_DECREF(empty);
-    if (call == NULL)
-        return NULL;
-    if (call != Py_None) {
-        PyObject *fkey = PyLong_FromVoidPtr(frame);
-        PyObject *running = PyTuple_Pack(2, call, code);
-        if (fkey == NULL || running == NULL || PyDict_SetItem(self->calls, fkey, running) < 0)
-            report_failure("monitoring:start", code);
-        Py_XDECREF(fkey);
-        Py_XDECREF(running);
-    }
-    Py_DECREF(call);
+    report_failure(kind, code);
     Py_RETURN_NONE;
 }
 
@@ -1567,33 +1550,17 @@ static PyTypeObject Sentinel_Type = {
     .tp_dealloc = (destructor)Sentinel_dealloc,
 };
 
-/* A generator's or coroutine's call starts: backend._on_start, compiled. */
-static PyObject *
-start_suspending(MonitorObject *self, PyObject *code, PyObject *info)
+/* Put a sentinel in a suspending frame's f_trace, unless a tracer uses it: 0, or -1. */
+static int
+watch_frame(MonitorObject *self, PyObject *frame, PyObject *fkey)
 {
-    PyObject *frame = event_frame();
-    PyCodeObject *frame_code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
-    Py_XDECREF(frame_code);  /* only compared */
-    if (frame_code != (PyCodeObject *)code)  /* a shim frame (events fired by the C API) */
-        Py_RETURN_NONE;
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL)
-        return NULL;
-    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, 1, code);
-    Py_DECREF(empty);
-    if (call == NULL)
-        return NULL;
-    if (call == Py_None)
-        return call;
-    PyObject *fkey = PyLong_FromVoidPtr(frame);
-    PyObject *running = fkey ? PyTuple_Pack(2, call, code) : NULL;
-    Py_DECREF(call);
-    int failed = running == NULL || PyDict_SetItem(self->calls, fkey, running) < 0;
-    Py_XDECREF(running);
-    if (!failed) {
-        PyObject *f_trace = PyObject_GetAttr(frame, str_f_trace);
-        PyObject *tracer = f_trace == Py_None ? PyObject_CallNoArgs(sys_gettrace) : NULL;
-        if (f_trace == NULL || (f_trace == Py_None && tracer == NULL))
+    PyObject *f_trace = PyObject_GetAttr(frame, str_f_trace);
+    if (f_trace == NULL)
+        return -1;
+    int failed = 0;
+    if (f_trace == Py_None) {
+        PyObject *tracer = PyObject_CallNoArgs(sys_gettrace);
+        if (tracer == NULL)
             failed = 1;
         else if (tracer == Py_None) {
             SentinelObject *sentinel = PyObject_New(SentinelObject, &Sentinel_Type);
@@ -1607,9 +1574,36 @@ start_suspending(MonitorObject *self, PyObject *code, PyObject *info)
                 Py_DECREF(sentinel);
             }
         }
-        Py_XDECREF(f_trace);
         Py_XDECREF(tracer);
     }
+    Py_DECREF(f_trace);
+    return failed ? -1 : 0;
+}
+
+/* A described function's call starts: backend._on_start, compiled. A generator's or
+   coroutine's (`suspends`) frame also gets a sentinel. None, or NULL: an error. */
+static PyObject *
+start_in_frame(MonitorObject *self, PyObject *code, PyObject *info, int suspends)
+{
+    PyObject *frame = event_frame();
+    PyCodeObject *frame_code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
+    Py_XDECREF(frame_code);  /* only compared */
+    if (frame_code != (PyCodeObject *)code)  /* a shim frame (events fired by the C API) */
+        Py_RETURN_NONE;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, suspends,
+                                code);
+    Py_DECREF(empty);
+    if (call == NULL || call == Py_None)
+        return call;
+    PyObject *fkey = PyLong_FromVoidPtr(frame);
+    PyObject *running = fkey ? PyTuple_Pack(2, call, code) : NULL;
+    Py_DECREF(call);
+    int failed = running == NULL || PyDict_SetItem(self->calls, fkey, running) < 0 ||
+                 (suspends && watch_frame(self, frame, fkey) < 0);
+    Py_XDECREF(running);
     Py_XDECREF(fkey);
     if (failed)
         return NULL;
@@ -1630,7 +1624,7 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (known != NULL && PyTuple_GET_ITEM(known, 0) == code) {
         Py_DECREF(key);
         Py_INCREF(known);
-        result = start_plain(self, code, PyTuple_GET_ITEM(known, 1));
+        result = start_in_frame(self, code, PyTuple_GET_ITEM(known, 1), 0);
         Py_DECREF(known);
         if (result == NULL)
             goto failed;
@@ -1661,12 +1655,12 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
         result = PyObject_CallMethodObjArgs(self->backend, str_on_start, code, args[1], NULL);
     }
     else if (suspends != Py_False) {  /* generators, coroutines */
-        result = start_suspending(self, code, info);
+        result = start_in_frame(self, code, info, 1);
     }
     else {
         PyObject *pair = PyTuple_Pack(2, code, info);
         if (pair != NULL && PyDict_SetItem(self->plain, key, pair) == 0)
-            result = start_plain(self, code, info);
+            result = start_in_frame(self, code, info, 0);
         Py_XDECREF(pair);
     }
     Py_DECREF(key);
@@ -1678,10 +1672,38 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto failed;
     return result;
 failed:
-    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+    return monitor_failed("monitoring:start", code);
+}
+
+/* The call running in this event's frame (new reference), taken out of the table if
+   `pop`; None if there is none or it is another code object's; NULL: an error. */
+static PyObject *
+frame_call(MonitorObject *self, PyObject *code, int pop)
+{
+    PyObject *frame = event_frame();
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    PyObject *key = PyLong_FromVoidPtr(frame);
+    if (key == NULL)
         return NULL;
-    report_failure("monitoring:start", code);
-    Py_RETURN_NONE;
+    PyObject *running = PyDict_GetItemWithError(self->calls, key);  /* borrowed */
+    if (running == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(running);
+    int failed = pop && PyDict_DelItem(self->calls, key) < 0;
+    Py_DECREF(key);
+    PyObject *call = NULL;
+    if (!failed) {
+        call = PyTuple_Check(running) && PyTuple_GET_SIZE(running) == 2 &&
+               PyTuple_GET_ITEM(running, 1) == code ? PyTuple_GET_ITEM(running, 0) : Py_None;
+        Py_INCREF(call);
+    }
+    Py_DECREF(running);
+    return call;
 }
 
 /* on_return(code, offset, retval): PY_RETURN */
@@ -1690,35 +1712,12 @@ Monitor_on_return(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3)
         Py_RETURN_NONE;
-    PyObject *frame = event_frame();
-    if (frame == NULL)
-        Py_RETURN_NONE;
-    PyObject *key = PyLong_FromVoidPtr(frame);
-    if (key == NULL)
-        goto failed;
-    PyObject *running = PyDict_GetItemWithError(self->calls, key);  /* borrowed */
-    if (running == NULL) {
-        Py_DECREF(key);
-        if (PyErr_Occurred())
-            goto failed;
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(running);
-    if (PyDict_DelItem(self->calls, key) < 0) {
-        Py_DECREF(key);
-        Py_DECREF(running);
-        goto failed;
-    }
-    Py_DECREF(key);
-    if (PyTuple_Check(running) && PyTuple_GET_SIZE(running) == 2 &&
-        PyTuple_GET_ITEM(running, 1) == args[0])
-        finish_call(self->core, PyTuple_GET_ITEM(running, 0), RETURNED, args[2]);
-    Py_DECREF(running);
-    Py_RETURN_NONE;
-failed:
-    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
-        return NULL;
-    report_failure("monitoring:return", args[0]);
+    PyObject *call = frame_call(self, args[0], 1);
+    if (call == NULL)
+        return monitor_failed("monitoring:return", args[0]);
+    if (call != Py_None)
+        finish_call(self->core, call, RETURNED, args[2]);
+    Py_DECREF(call);
     Py_RETURN_NONE;
 }
 
@@ -1727,31 +1726,14 @@ failed:
 static PyObject *
 monitor_step(MonitorObject *self, PyObject *code, int resume)
 {
-    PyObject *frame = event_frame();
-    if (frame == NULL)
-        Py_RETURN_NONE;
-    PyObject *key = PyLong_FromVoidPtr(frame);
-    if (key == NULL)
-        goto failed;
-    PyObject *running = PyDict_GetItemWithError(self->calls, key);  /* borrowed */
-    Py_DECREF(key);
-    if (running == NULL) {
-        if (PyErr_Occurred())
-            goto failed;
-        Py_RETURN_NONE;
-    }
-    if (!PyTuple_Check(running) || PyTuple_GET_SIZE(running) != 2 ||
-        PyTuple_GET_ITEM(running, 1) != code)
-        Py_RETURN_NONE;
-    Py_INCREF(running);
-    PyObject *result = step_call(self->core, PyTuple_GET_ITEM(running, 0), resume);
-    Py_DECREF(running);
+    const char *kind = resume ? "monitoring:resume" : "monitoring:yield";
+    PyObject *call = frame_call(self, code, 0);
+    if (call == NULL)
+        return monitor_failed(kind, code);
+    PyObject *result = call == Py_None ? Py_NewRef(Py_None)
+                                       : step_call(self->core, call, resume);
+    Py_DECREF(call);
     return result;  /* None, or NULL: a KeyboardInterrupt and friends go on */
-failed:
-    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
-        return NULL;
-    report_failure(resume ? "monitoring:resume" : "monitoring:yield", code);
-    Py_RETURN_NONE;
 }
 
 /* on_yield(code, offset, value): PY_YIELD */

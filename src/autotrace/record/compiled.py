@@ -10,7 +10,7 @@ core's by construction, and the suite runs against both (``core`` fixture).
 
 The backends get C callables for their hot paths through the contract
 (``compiled_wrapper``: wrapt's wrapper of a plain function; ``compiled_callbacks``:
-sys.monitoring's PY_START and PY_RETURN of plain functions, PY_YIELD and PY_RESUME).
+sys.monitoring's PY_START, PY_RETURN, PY_YIELD and PY_RESUME).
 """
 
 from __future__ import annotations

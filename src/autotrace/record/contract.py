@@ -94,6 +94,6 @@ class Core(Protocol):
                            calls: dict[int, Any]) -> Any:
         """sys.monitoring: an object whose ``on_start`` / ``on_return`` / ``on_yield`` /
         ``on_resume`` are C callbacks for PY_START / PY_RETURN / PY_YIELD / PY_RESUME
-        (a suspending function's start goes to ``backend._on_start``), sharing the
-        backend's ``traced`` and ``calls`` tables; or None."""
+        (a function's first call goes to ``backend._on_start``), sharing the backend's
+        ``traced`` and ``calls`` tables; or None."""
         ...
