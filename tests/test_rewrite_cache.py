@@ -60,6 +60,25 @@ def test_a_changed_source_or_selection_is_rewritten_again(traced: Traced) -> Non
     assert len(_cached(traced.modules.root)) == 2  # one per selection
 
 
+def test_code_of_another_rewriter_format_is_not_read(traced: Traced,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable install keeps its version while the rewriter changes: the cache tag
+    holds the rewriter's format too, so old rewritten code is never run."""
+    if traced.backend != "wrapt":
+        pytest.skip("the rewrite belongs to the wrapt backend")
+    from autotrace.backends.wrapt import cache
+    mod = traced.load("cached", SOURCE)
+    assert len(_cached(traced.modules.root)) == 1
+    monkeypatch.setattr(cache, "FORMAT", cache.FORMAT + 1)
+    autotrace.uninstall()
+    traced.installation = None
+    traced.install()  # the same selection
+    traced.clear()
+    again = _reimport(mod.__name__)
+    assert again.REGISTRY[0](1) == 2 and traced.names() == ["f"]
+    assert len(_cached(traced.modules.root)) == 2  # written anew under the new tag
+
+
 def test_nothing_is_written_where_a_pyc_would_not_be(traced: Traced,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     if traced.backend != "wrapt":

@@ -4,9 +4,9 @@ Modelled on pytest's assertion rewriting: the rewritten code of
 ``pkg/mod.py`` is stored as ``pkg/__pycache__/mod.cpython-312.autotrace-<tag>.pyc``
 (``importlib.util.cache_from_source`` decides the directory, so
 ``sys.pycache_prefix`` and ``-O`` levels are honoured), where ``<tag>`` is a
-digest of the autotrace version and the selection (patterns and excludes), since
-which defs get the decorator is decided when the source is rewritten. The
-header holds the source's mtime and size like a timestamp ``.pyc``; any
+digest of the autotrace version, the rewriter's ``FORMAT`` and the selection
+(patterns and excludes), since which defs get the decorator is decided when the
+source is rewritten. The header holds the source's mtime and size like a timestamp ``.pyc``; any
 mismatch means a rewrite. Nothing is written when the interpreter would not
 write a ``.pyc`` (``sys.dont_write_bytecode``, ``PYTHONDONTWRITEBYTECODE``) or
 the directory is not writable; a cache that cannot be read is ignored.
@@ -23,6 +23,7 @@ from importlib.util import MAGIC_NUMBER, cache_from_source
 from types import CodeType
 
 from ..._version import __version__
+from .main import FORMAT
 
 #: Stored for a module whose source has no def to rewrite: the loader runs it as usual.
 NOTHING = "autotrace: nothing to rewrite"
@@ -30,7 +31,8 @@ _HEADER = struct.Struct("<4sIII")
 
 
 def tag(patterns: tuple[str, ...], exclude: tuple[str, ...]) -> str:
-    digest = hashlib.sha1(repr((__version__, patterns, exclude)).encode(), usedforsecurity=False)
+    key = repr((__version__, FORMAT, patterns, exclude)).encode()
+    digest = hashlib.sha1(key, usedforsecurity=False)
     return digest.hexdigest()[:16]
 
 

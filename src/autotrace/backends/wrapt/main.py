@@ -36,6 +36,10 @@ DefSelected = Callable[[str, str, Definition, bool], bool]
 _HELPER = "__import__"
 _STATIC = "staticmethod"
 
+#: The rewritten code's format, part of the cache tag (``cache.tag``): raise it when
+#: what ``rewrite`` emits changes, so that no cache holds code of another format
+#: (an editable install keeps its version number across such changes).
+FORMAT = 2
 
 
 class Decorates(Protocol):
