@@ -6,7 +6,8 @@
 Each backend the interpreter has, each policy: calls dropped, kept, raised (handled
 and escaping), refused (``require_parent``), deeper than ``max_depth``, metrics,
 generators and coroutines (started, stepped and abandoned), methods and properties,
-threads, a finaliser that runs traced code, and uninstall with calls in flight.
+threads, a finaliser that runs traced code, more functions than a first table holds, and
+uninstall with calls in flight.
 memcheck reports any invalid read, write or free in ``_core.c`` (exit 99); the program
 checks its own results (exit 1). Small counts: memcheck runs Python about fifty times
 slower.
@@ -104,7 +105,10 @@ async def spawn(n):
     task = asyncio.get_running_loop().create_task(coro(n))
     add(n, 0)
     return await task
-"""
+
+def many():  # more functions than the monitoring callbacks' first table holds
+    return sum(globals()[f"many_{i}"](i) for i in range(80))
+""" + "".join(f"\ndef many_{i}(x):\n    return x + {i}\n" for i in range(80))
 
 POLICIES = [{}, {"min_duration": 0.002}, {"min_duration": 0.002, "metrics": True},
             {"require_parent": True}, {"max_depth": 3, "min_duration": 0.002},
@@ -128,6 +132,7 @@ def exercise(mod: object, rounds: int) -> int:
         total += asyncio.run(m.coro(i)) if i % 10 == 0 else 0  # type: ignore[attr-defined]
         total += m.churn(2)  # type: ignore[attr-defined]
         total += m.copies(i)  # type: ignore[attr-defined]
+        total += m.many() if i % 5 == 0 else 0  # type: ignore[attr-defined]
         total += asyncio.run(m.spawn(i)) if i % 10 == 5 else 0  # type: ignore[attr-defined]
     total += m.slow(1)  # type: ignore[attr-defined]
     gc.collect()

@@ -154,6 +154,36 @@ def test_reference_counts_are_balanced(traced: Traced, policy: dict[str, object]
     assert after == before
 
 
+@compiled_only
+def test_bucket_counts_behave_as_the_list_they_replace() -> None:
+    """``_core.Counts`` (what the compiled finish increments in place) is read and
+    written by the metrics code as a list: indexing, ``+=``, negative indices,
+    iteration, ``sum``, ``list``; out of range and wrong values fail as a list's do."""
+    counts = accel.extension.Counts(4)
+    as_list = [0] * 4
+    for seq in (counts, as_list):
+        seq[2] += 1
+        seq[2] += 5
+        seq[-1] += 2
+    assert list(counts) == as_list == [0, 0, 6, 2]
+    assert len(counts) == 4 and sum(counts) == 8 and list(enumerate(counts))[2] == (2, 6)
+    assert repr(counts) == "Counts([0, 0, 6, 2])"
+    with pytest.raises(IndexError):
+        counts[4]
+    with pytest.raises(IndexError):
+        counts[-5] = 1
+    with pytest.raises(TypeError):
+        counts[0] = "1"
+    with pytest.raises(TypeError):
+        del counts[0]
+    with pytest.raises(OverflowError):
+        counts[0] = 2**64
+    with pytest.raises(ValueError):
+        accel.extension.Counts(-1)
+    assert list(counts) == [0, 0, 6, 2]  # nothing changed by the failures
+    assert list(accel.extension.Counts(0)) == []
+
+
 def test_the_exception_in_flight_is_the_programs_own(traced: Traced) -> None:
     """A raised exception leaves the traced call as the same object, with the same
     traceback entries, context and cause as untraced; no wrapper frame is added."""

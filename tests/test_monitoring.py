@@ -169,3 +169,21 @@ def numbers():
     del gen
     span = mon.span("numbers")
     assert span.end_time is not None
+
+
+def test_many_functions_and_generators_are_each_found_by_their_own_code(mon: Traced) -> None:
+    """The compiled callbacks keep the code objects they have described in a table that
+    grows (64 slots first): 150 functions and 30 generators, each called twice (the
+    second call is found in the table), each call its own function's span."""
+    source = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(150))
+    source += "".join(f"def g{i}(n):\n    for k in range(n):\n        yield k + {i}\n\n"
+                      for i in range(30))
+    mod = mon.load("many", source)
+    for _ in range(2):
+        assert [getattr(mod, f"f{i}")(1) for i in range(150)] == [1 + i for i in range(150)]
+        assert [list(getattr(mod, f"g{i}")(2)) for i in range(30)] == [
+            [i, i + 1] for i in range(30)]
+    names = mon.names()
+    expected = [f"f{i}" for i in range(150)] + [f"g{i}" for i in range(30)]
+    assert sorted(names) == sorted(expected * 2)
+    assert all(s.end_time is not None for s in mon.spans())

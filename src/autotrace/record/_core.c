@@ -19,6 +19,8 @@
  *   Monitor   the sys.monitoring callbacks: PY_START / PY_RETURN, PY_YIELD /
  *             PY_RESUME (a function's first call, PY_THROW and PY_UNWIND stay Python).
  *   FrameSentinel  a suspending frame's f_trace that ends its span if no event does.
+ *   Bins, Counts  metrics.Bins' fields and its bucket counts as C integers, which the
+ *             C finish increments in place (metrics.Aggregates.finished, compiled).
  *
  * The rules of recorder.py hold here: nothing on this path waits for a lock, raises
  * into the program, or loses an exception in flight. Every Python object touched is
@@ -45,7 +47,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 4
+#define INTERFACE 6
 
 #define RETURNED 0
 #define RAISED 1
@@ -65,8 +67,13 @@ static PyObject *py_finish;        /* Recorder.finish */
 static PyObject *py_suspend;       /* Recorder.suspend */
 static PyObject *py_resume;        /* Recorder.resume */
 static PyObject *report;           /* report(kind, what): logs an own failure once */
-static PyObject *str_frame_values, *str_values, *str_f_trace, *str_frame_released;
+static PyObject *str_frame_values, *str_f_trace, *str_frame_released;
 static PyObject *sys_gettrace;     /* sys.gettrace */
+/* UNBOUND: the instance a plain function's proxy holds when its wrapper is a
+   FunctionCall. wrapt's C call compares the binding with four strings whenever the
+   instance is None (~350 instructions a call, to find a `__self__` a plain function
+   lacks); with this stand-in it calls the wrapper at once, which reads it as None. */
+static PyObject *unbound;
 static PyObject *str_pending_context, *str_on_start, *str_code, *str_info,
     *str_suspends;
 
@@ -138,6 +145,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *info, *parent, *saved, *span, *token, *run_ctx, *parent_ctx;
     PyObject *instance, *args, *kwargs, *frame;
+    PyObject *values;  /* a generator's arguments read at its start (monitoring); NULL: None */
     PyObject *dict;  /* the rarely set fields (class defaults otherwise) */
     PyObject *weakrefs;
     long long depth, generation, start_ns, child_ns;
@@ -147,7 +155,7 @@ typedef struct {
 static PyTypeObject Call_Type;
 
 #define CALL_FIELDS(X) X(info) X(parent) X(saved) X(span) X(token) X(run_ctx) \
-    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(dict)
+    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(values) X(dict)
 
 static int
 Call_traverse(CallObject *self, visitproc visit, void *arg)
@@ -253,6 +261,7 @@ static PyMemberDef Call_members[] = {
     {"args", T_OBJECT, offsetof(CallObject, args), 0, NULL},
     {"kwargs", T_OBJECT, offsetof(CallObject, kwargs), 0, NULL},
     {"frame", T_OBJECT, offsetof(CallObject, frame), 0, NULL},
+    {"values", T_OBJECT, offsetof(CallObject, values), 0, NULL},
     {"depth", T_LONGLONG, offsetof(CallObject, depth), 0, NULL},
     {"generation", T_LONGLONG, offsetof(CallObject, generation), 0, NULL},
     {"start_ns", T_LONGLONG, offsetof(CallObject, start_ns), 0, NULL},
@@ -283,6 +292,99 @@ static PyTypeObject Call_Type = {
     .tp_getset = Call_getset,
     .tp_dictoffset = offsetof(CallObject, dict),
     .tp_weaklistoffset = offsetof(CallObject, weakrefs),
+};
+
+/* -- Counts: a bucket count array ------------------------------------------------- */
+
+/* metrics.Bins.counts when the extension loads: a fixed-size array of C integers that
+   Python indexes, assigns and iterates like the list it replaces, and that the C finish
+   increments in place, with no allocation (an int object per count cost ~250
+   instructions a call). */
+typedef struct {
+    PyObject_VAR_HEAD
+    long long items[1];
+} CountsObject;
+
+static PyTypeObject Counts_Type;
+
+static PyObject *
+Counts_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t n;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Counts(n) takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "n:Counts", &n))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "Counts(n): n must be >= 0");
+        return NULL;
+    }
+    return type->tp_alloc(type, n);  /* zeroed */
+}
+
+static Py_ssize_t
+Counts_length(CountsObject *self)
+{
+    return Py_SIZE(self);
+}
+
+static PyObject *
+Counts_item(CountsObject *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= Py_SIZE(self)) {
+        PyErr_SetString(PyExc_IndexError, "Counts index out of range");
+        return NULL;
+    }
+    return PyLong_FromLongLong(self->items[i]);
+}
+
+static int
+Counts_ass_item(CountsObject *self, Py_ssize_t i, PyObject *value)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Counts items cannot be deleted");
+        return -1;
+    }
+    if (i < 0 || i >= Py_SIZE(self)) {
+        PyErr_SetString(PyExc_IndexError, "Counts assignment index out of range");
+        return -1;
+    }
+    long long count = PyLong_AsLongLong(value);
+    if (count == -1 && PyErr_Occurred())
+        return -1;
+    self->items[i] = count;
+    return 0;
+}
+
+static PyObject *
+Counts_repr(CountsObject *self)
+{
+    PyObject *list = PySequence_List((PyObject *)self);
+    if (list == NULL)
+        return NULL;
+    PyObject *out = PyUnicode_FromFormat("Counts(%R)", list);
+    Py_DECREF(list);
+    return out;
+}
+
+static PySequenceMethods Counts_as_sequence = {
+    .sq_length = (lenfunc)Counts_length,
+    .sq_item = (ssizeargfunc)Counts_item,
+    .sq_ass_item = (ssizeobjargproc)Counts_ass_item,
+};
+
+static PyTypeObject Counts_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Counts",
+    .tp_doc = "Counts(n): n bucket counts (C integers), indexed and iterated like a list.",
+    .tp_basicsize = offsetof(CountsObject, items),
+    .tp_itemsize = sizeof(long long),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Counts_new,
+    .tp_repr = (reprfunc)Counts_repr,
+    .tp_as_sequence = &Counts_as_sequence,
 };
 
 /* -- Bins: the per-function counts of metrics.py, counted here for calls that end on
@@ -409,9 +511,9 @@ static PyTypeObject Bins_Type = {
 
 /* Count one successful call of `duration` ns in `table[info]`: 1 counted; 0 not here
    (no stats yet, or not countable from C: Python counts it); -1 an error. As in
-   Aggregates.finished, a collection (another thread, which can run only where this
-   allocates) takes the counts whole: the new count is made first, and stored only if
-   the list it was read from is still the one in place. */
+   Aggregates.finished, a collection takes the counts whole: nothing here allocates
+   or calls out between reading the Counts in place and the last store, so no other
+   thread (and no finaliser) runs in between. */
 static int
 count_call(PyObject *table, PyObject *info, long long duration)
 {
@@ -421,41 +523,26 @@ count_call(PyObject *table, PyObject *info, long long duration)
     if (!PyObject_TypeCheck(found, &Bins_Type))
         return 0;
     BinsObject *bins = (BinsObject *)found;
-    for (int attempt = 0; attempt < 8; attempt++) {
-        PyObject *counts = bins->counts;
-        Py_ssize_t low = 0, high = bins->n_thresholds;
-        if (high < 0 || counts == NULL || !PyList_Check(counts) ||
-            PyList_GET_SIZE(counts) != high + 1)
-            return 0;
-        while (low < high) {  /* bisect_left(thresholds, duration) */
-            Py_ssize_t mid = (low + high) / 2;
-            if (bins->threshold_ns[mid] < duration)
-                low = mid + 1;
-            else
-                high = mid;
-        }
-        PyObject *item = PyList_GET_ITEM(counts, low);
-        long long count = PyLong_AsLongLong(item);
-        if (count == -1 && PyErr_Occurred())
-            return -1;
-        PyObject *next = PyLong_FromLongLong(count + 1);  /* may run a collection */
-        if (next == NULL)
-            return -1;
-        if (bins->counts != counts || PyList_GET_ITEM(counts, low) != item) {
-            Py_DECREF(next);  /* taken meanwhile: count in what is in place now */
-            continue;
-        }
-        PyList_SET_ITEM(counts, low, next);
-        bins->sum_ns += duration;
-        if (duration < bins->low_ns)
-            bins->low_ns = duration;
-        if (duration > bins->high_ns)
-            bins->high_ns = duration;
-        bins->calls += 1;
-        Py_DECREF(item);  /* an int: frees nothing else */
-        return 1;
+    PyObject *counts = bins->counts;
+    Py_ssize_t low = 0, high = bins->n_thresholds;
+    if (high < 0 || counts == NULL || !Py_IS_TYPE(counts, &Counts_Type) ||
+        Py_SIZE(counts) != high + 1)
+        return 0;
+    while (low < high) {  /* bisect_left(thresholds, duration) */
+        Py_ssize_t mid = (low + high) / 2;
+        if (bins->threshold_ns[mid] < duration)
+            low = mid + 1;
+        else
+            high = mid;
     }
-    return 0;
+    ((CountsObject *)counts)->items[low] += 1;
+    bins->sum_ns += duration;
+    if (duration < bins->low_ns)
+        bins->low_ns = duration;
+    if (duration > bins->high_ns)
+        bins->high_ns = duration;
+    bins->calls += 1;
+    return 1;
 }
 
 /* -- Core -------------------------------------------------------------------------- */
@@ -876,12 +963,12 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
             if (suspends) {
                 PyObject *values = PyObject_CallMethodObjArgs(
                     (PyObject *)self, str_frame_values, info, frame, NULL);
-                int failed = values == NULL ||
-                    (values != Py_None &&
-                     PyObject_SetAttr((PyObject *)call, str_values, values) < 0);
-                Py_XDECREF(values);
-                if (failed)
+                if (values == NULL)
                     goto error;  /* nothing changed yet but this call */
+                if (values == Py_None)
+                    Py_DECREF(values);
+                else
+                    Py_XSETREF(call->values, values);
             }
             else {
                 Py_INCREF(frame);
@@ -1011,15 +1098,8 @@ core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *va
     if (!self->pending || call->generation != generation ||
         call->span != Py_None || call->depth == -1)
         return 2;
-    int only_values = 0;  /* a generator's arguments read at its start (monitoring) */
-    if (call->dict != NULL && PyDict_GET_SIZE(call->dict) != 0) {
-        only_values = PyDict_GET_SIZE(call->dict) == 1 &&
-                      PyDict_Contains(call->dict, str_values) == 1;
-        if (!only_values) {
-            PyErr_Clear();
-            return 2;  /* failures held, a kept child, ...: the Python method */
-        }
-    }
+    if (call->dict != NULL && PyDict_GET_SIZE(call->dict) != 0)
+        return 2;  /* failures held, a kept child, ...: the Python method */
     if ((end_ns ? end_ns : now_ns()) - call->start_ns >= self->min_ns)
         return 2;
     if (outcome == RAISED && self->keep_errors &&
@@ -1028,18 +1108,18 @@ core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *va
     /* dropped: forget the arguments (no allocation from the decision to here) */
     call->closed = 1;
     PyObject *instance = call->instance, *args = call->args, *kwargs = call->kwargs,
-             *frame = call->frame;
+             *frame = call->frame, *values = call->values;
     Py_INCREF(Py_None);
     Py_INCREF(Py_None);
     Py_INCREF(Py_None);
     Py_INCREF(Py_None);
     call->instance = call->args = call->kwargs = call->frame = Py_None;
+    call->values = NULL;
     Py_XDECREF(instance);  /* may run a finaliser: the call is closed already */
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
     Py_XDECREF(frame);
-    if (only_values && call->dict != NULL && PyDict_DelItem(call->dict, str_values) < 0)
-        PyErr_Clear();
+    Py_XDECREF(values);
     return 1;
 }
 
@@ -1347,6 +1427,8 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
         return NULL;
     }
     PyObject *wrapped = argv[0], *instance = argv[1], *args = argv[2], *kwargs = argv[3];
+    if (instance == unbound)
+        instance = Py_None;
     CoreObject *core = self->core;
     PyObject *call = NULL;
     if (!PyTuple_Check(args) || (kwargs != Py_None && !PyDict_Check(kwargs))) {
@@ -1423,13 +1505,78 @@ static PyTypeObject FunctionCall_Type = {
 /* -- Monitor: sys.monitoring callbacks of plain functions ------------------------------ */
 
 typedef struct {
+    PyObject *code, *info;  /* strong references; code NULL: an empty slot */
+    int suspends;
+} KnownCode;
+
+typedef struct {
     PyObject_HEAD
     CoreObject *core;
     PyObject *backend;  /* its _on_start: first calls, generators, coroutines */
     PyObject *traced;   /* id(code) -> _Traced */
     PyObject *calls;    /* id(frame) -> (call, code) */
-    PyObject *plain;    /* id(code) -> (code, info): described plain functions */
+    /* Described code objects, found by address (each held, so its address stays its
+       own): an open-addressing table, no int key made and compared per call as in a
+       dict keyed by id(code). Filled from `traced` once a code's info is known;
+       entries are never removed (the Monitor goes with the installation). */
+    KnownCode *known;
+    Py_ssize_t known_size;  /* a power of two, or 0 */
+    Py_ssize_t known_used;
 } MonitorObject;
+
+static KnownCode *
+known_find(MonitorObject *self, PyObject *code)
+{
+    if (self->known_size == 0)
+        return NULL;
+    size_t mask = (size_t)self->known_size - 1;
+    size_t i = (((size_t)code) >> 4) & mask;
+    for (;;) {
+        KnownCode *slot = &self->known[i];
+        if (slot->code == code)
+            return slot;
+        if (slot->code == NULL)
+            return NULL;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Add a described code object: 0, or -1 with an exception (nothing changed). */
+static int
+known_add(MonitorObject *self, PyObject *code, PyObject *info, int suspends)
+{
+    if (known_find(self, code) != NULL)
+        return 0;
+    if ((self->known_used + 1) * 2 > self->known_size) {  /* at most half full */
+        Py_ssize_t size = self->known_size ? self->known_size * 2 : 64;
+        KnownCode *table = PyMem_Calloc((size_t)size, sizeof(KnownCode));
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < self->known_size; j++) {
+            KnownCode *old = &self->known[j];
+            if (old->code == NULL)
+                continue;
+            size_t i = (((size_t)old->code) >> 4) & ((size_t)size - 1);
+            while (table[i].code != NULL)
+                i = (i + 1) & ((size_t)size - 1);
+            table[i] = *old;
+        }
+        PyMem_Free(self->known);
+        self->known = table;
+        self->known_size = size;
+    }
+    size_t mask = (size_t)self->known_size - 1;
+    size_t i = (((size_t)code) >> 4) & mask;
+    while (self->known[i].code != NULL)
+        i = (i + 1) & mask;
+    self->known[i].code = Py_NewRef(code);
+    self->known[i].info = Py_NewRef(info);
+    self->known[i].suspends = suspends;
+    self->known_used++;
+    return 0;
+}
 
 static int
 Monitor_traverse(MonitorObject *self, visitproc visit, void *arg)
@@ -1438,7 +1585,10 @@ Monitor_traverse(MonitorObject *self, visitproc visit, void *arg)
     Py_VISIT(self->backend);
     Py_VISIT(self->traced);
     Py_VISIT(self->calls);
-    Py_VISIT(self->plain);
+    for (Py_ssize_t i = 0; i < self->known_size; i++) {
+        Py_VISIT(self->known[i].code);
+        Py_VISIT(self->known[i].info);
+    }
     return 0;
 }
 
@@ -1449,7 +1599,15 @@ Monitor_clear(MonitorObject *self)
     Py_CLEAR(self->backend);
     Py_CLEAR(self->traced);
     Py_CLEAR(self->calls);
-    Py_CLEAR(self->plain);
+    KnownCode *known = self->known;
+    Py_ssize_t size = self->known_size;
+    self->known = NULL;  /* emptied before any reference goes (a finaliser may run) */
+    self->known_size = self->known_used = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        Py_XDECREF(known[i].code);
+        Py_XDECREF(known[i].info);
+    }
+    PyMem_Free(known);
     return 0;
 }
 
@@ -1479,11 +1637,6 @@ Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->traced = traced;
     Py_INCREF(calls);
     self->calls = calls;
-    self->plain = PyDict_New();
-    if (self->plain == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
     return (PyObject *)self;
 }
 
@@ -1617,26 +1770,21 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 2)
         Py_RETURN_NONE;
     PyObject *code = args[0], *result = NULL;
-    PyObject *key = PyLong_FromVoidPtr(code);
-    if (key == NULL)
-        goto failed;
-    PyObject *known = PyDict_GetItemWithError(self->plain, key);  /* borrowed */
-    if (known != NULL && PyTuple_GET_ITEM(known, 0) == code) {
-        Py_DECREF(key);
-        Py_INCREF(known);
-        result = start_in_frame(self, code, PyTuple_GET_ITEM(known, 1), 0);
-        Py_DECREF(known);
+    KnownCode *known = known_find(self, code);
+    if (known != NULL) {
+        PyObject *info = Py_NewRef(known->info);  /* the table may grow meanwhile */
+        result = start_in_frame(self, code, info, known->suspends);
+        Py_DECREF(info);
         if (result == NULL)
             goto failed;
         return result;
     }
-    if (PyErr_Occurred()) {
-        Py_DECREF(key);
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL)
         goto failed;
-    }
     PyObject *entry = PyDict_GetItemWithError(self->traced, key);  /* borrowed */
+    Py_DECREF(key);
     if (entry == NULL) {
-        Py_DECREF(key);
         if (PyErr_Occurred())
             goto failed;
         Py_RETURN_NONE;
@@ -1654,16 +1802,10 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
     else if (info == Py_None) {  /* the first call: described by the Python callback */
         result = PyObject_CallMethodObjArgs(self->backend, str_on_start, code, args[1], NULL);
     }
-    else if (suspends != Py_False) {  /* generators, coroutines */
-        result = start_in_frame(self, code, info, 1);
+    else if (known_add(self, code, info, suspends != Py_False) == 0) {
+        /* suspends: generators, coroutines */
+        result = start_in_frame(self, code, info, suspends != Py_False);
     }
-    else {
-        PyObject *pair = PyTuple_Pack(2, code, info);
-        if (pair != NULL && PyDict_SetItem(self->plain, key, pair) == 0)
-            result = start_in_frame(self, code, info, 0);
-        Py_XDECREF(pair);
-    }
-    Py_DECREF(key);
     Py_XDECREF(entry_code);
     Py_XDECREF(info);
     Py_XDECREF(suspends);
@@ -1680,6 +1822,8 @@ failed:
 static PyObject *
 frame_call(MonitorObject *self, PyObject *code, int pop)
 {
+    if (PyDict_GET_SIZE(self->calls) == 0)
+        Py_RETURN_NONE;  /* no call running anywhere (refused, not traced): no frame */
     PyObject *frame = event_frame();
     if (frame == NULL)
         Py_RETURN_NONE;
@@ -1997,9 +2141,10 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
-                             &Monitor_Type, &Chain_Type, &Bins_Type, &Sentinel_Type};
+                             &Monitor_Type, &Chain_Type, &Bins_Type, &Counts_Type,
+                             &Sentinel_Type};
     const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor",
-                                "Chain", "Bins", "FrameSentinel"};
+                                "Chain", "Bins", "Counts", "FrameSentinel"};
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
@@ -2010,7 +2155,6 @@ PyInit__core(void)
     INTERN(str_info, "info")
     INTERN(str_suspends, "suspends")
     INTERN(str_frame_values, "_frame_values")
-    INTERN(str_values, "values")
     INTERN(str_f_trace, "f_trace")
     INTERN(str_frame_released, "_frame_released")
     INTERN(str_self_binding, "_self_binding")
@@ -2022,6 +2166,9 @@ PyInit__core(void)
         goto fail;
     }
     Py_INCREF(sys_gettrace);
+    unbound = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    if (unbound == NULL || PyModule_AddObjectRef(module, "UNBOUND", unbound) < 0)
+        goto fail;
     chains_ok = check_context_layout();
     if (chains_ok < 0)
         goto fail;
@@ -2029,7 +2176,7 @@ PyInit__core(void)
         goto fail;
     if (PyModule_AddIntConstant(module, "INTERFACE", INTERFACE) < 0)
         goto fail;
-    for (int i = 0; i < 8; i++) {
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0)
             goto fail;
         Py_INCREF(types[i]);

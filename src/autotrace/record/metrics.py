@@ -60,7 +60,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import time_ns
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -132,7 +132,8 @@ class Grid:
 class _Fields:
     """The fields of ``Bins`` and ``FunctionStats`` when the extension is not loaded;
     with it, ``_core.Bins`` has the same ones in C, where the compiled finish counts a
-    call (``Aggregates.finished`` for a successful call, with metrics and no profile)."""
+    call (``Aggregates.finished`` for a successful call, with metrics and no profile);
+    ``counts`` is then a ``_core.Counts`` (``new_counts``)."""
 
     __slots__ = ("calls", "counts", "errors", "exemplars", "failures", "grid", "high_ns",
                  "low_ns", "max_ns", "name", "own_ns", "sum_ns", "thresholds", "total_ns")
@@ -159,6 +160,17 @@ else:
     _BinsBase = accel.extension.Bins if accel.extension is not None else _Fields
 
 
+def _list_counts(n: int) -> list[int]:
+    return [0] * n
+
+
+#: A new ``Bins.counts`` of ``n`` buckets: with the extension, ``_core.Counts`` (C
+#: integers that Python indexes like a list and the compiled finish increments in place,
+#: with no int object made per call); else a list.
+new_counts: Callable[[int], list[int]] = (
+    accel.extension.Counts if accel.extension is not None else _list_counts)
+
+
 class Bins(_BinsBase):
     """The durations (ns) of one attribute set's calls since the last hand-over, counted
     in ``grid``'s buckets; and the latest kept call of each bucket (exemplars)."""
@@ -168,7 +180,7 @@ class Bins(_BinsBase):
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
         self.thresholds = grid.thresholds
-        self.counts = [0] * (len(grid.bounds) + 1)
+        self.counts = new_counts(len(grid.bounds) + 1)
         self.sum_ns = 0
         self.low_ns = LONGER_THAN_ANY_CALL
         self.high_ns = -1
@@ -434,15 +446,16 @@ def _take(bins: Bins, grid: Grid) -> tuple[Grid, list[int], int, int, int,
     """What ``bins`` counted since the last hand-over, taken out (and counted in ``grid``
     from now on)."""
     exemplars: dict[int, tuple[int, int, Any]] = {}
-    fresh, empty = [0] * (len(grid.bounds) + 1), LONGER_THAN_ANY_CALL
+    fresh, empty = new_counts(len(grid.bounds) + 1), LONGER_THAN_ANY_CALL
     # No call between the loads and the stores, so no thread switch: a call's updates
     # (``finished``) are all in what is taken, or all in what is left.
-    taken = (bins.grid, bins.counts, bins.sum_ns, bins.low_ns, bins.high_ns, bins.exemplars)
+    counted, counts, sum_ns, low_ns, high_ns, taken = (
+        bins.grid, bins.counts, bins.sum_ns, bins.low_ns, bins.high_ns, bins.exemplars)
     bins.counts, bins.sum_ns, bins.low_ns, bins.high_ns, bins.exemplars = (
         fresh, 0, empty, -1, exemplars)
-    if taken[0] is not grid:  # the grid was refined: count in the new one from now on
+    if counted is not grid:  # the grid was refined: count in the new one from now on
         bins.grid, bins.thresholds = grid, grid.thresholds
-    return taken
+    return counted, list(counts), sum_ns, low_ns, high_ns, taken  # a list of our own
 
 
 def _hand_over(histogram: Any, bins: Bins, attrs: dict[str, str], grid: Grid) -> None:
@@ -459,7 +472,6 @@ def _hand_over(histogram: Any, bins: Bins, attrs: dict[str, str], grid: Grid) ->
         # aggregations; the rest is added to them below.
         if not _SdkBatch.consume(histogram, low_ns / 1e9, attrs):
             histogram.record(low_ns / 1e9, attrs, _hand_over_context())
-        counts = list(counts)
         counts[bisect_left(counted.thresholds, low_ns)] -= 1
         count -= 1
         total_ns -= low_ns

@@ -129,7 +129,11 @@ class TracedPlainFunction(TracedFunction):
     __slots__ = ()
 
     def __init__(self, wrapped: Any, wrapper: Wrapper) -> None:
-        _WRAPPER_INIT(self, wrapped, None, wrapper, None, "staticmethod")
+        # The compiled wrapper gets a stand-in instance (``_core.UNBOUND``, which it reads
+        # as None): with None, wrapt's C call compares the binding with four strings on
+        # every call before calling the wrapper (~350 instructions).
+        instance = _UNBOUND if type(wrapper) is _COMPILED_WRAPPER else None
+        _WRAPPER_INIT(self, wrapped, instance, wrapper, None, "staticmethod")
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
@@ -155,6 +159,9 @@ def _compiled_binding() -> None:
 
 _compiled_binding()
 
+
+_COMPILED_WRAPPER: Any = accel.extension.FunctionCall if accel.extension is not None else None
+_UNBOUND: Any = accel.extension.UNBOUND if accel.extension is not None else None
 
 #: wrapt's initialiser that takes the binding (``FunctionWrapper``'s works it out).
 _WRAPPER_INIT: Any = next(vars(k)["__init__"] for k in wrapt.FunctionWrapper.__mro__[1:]
