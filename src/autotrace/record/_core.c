@@ -1524,21 +1524,25 @@ typedef struct {
     Py_ssize_t known_used;
 } MonitorObject;
 
+/* The slot of `table` (`size`: a power of two, at most half full) that holds `code`,
+   or the empty one where it would go: linear probing from its address. */
+static KnownCode *
+known_slot(KnownCode *table, Py_ssize_t size, PyObject *code)
+{
+    size_t mask = (size_t)size - 1;
+    size_t i = (((size_t)code) >> 4) & mask;
+    while (table[i].code != NULL && table[i].code != code)
+        i = (i + 1) & mask;
+    return &table[i];
+}
+
 static KnownCode *
 known_find(MonitorObject *self, PyObject *code)
 {
     if (self->known_size == 0)
         return NULL;
-    size_t mask = (size_t)self->known_size - 1;
-    size_t i = (((size_t)code) >> 4) & mask;
-    for (;;) {
-        KnownCode *slot = &self->known[i];
-        if (slot->code == code)
-            return slot;
-        if (slot->code == NULL)
-            return NULL;
-        i = (i + 1) & mask;
-    }
+    KnownCode *slot = known_slot(self->known, self->known_size, code);
+    return slot->code == code ? slot : NULL;
 }
 
 /* Add a described code object: 0, or -1 with an exception (nothing changed). */
@@ -1555,25 +1559,17 @@ known_add(MonitorObject *self, PyObject *code, PyObject *info, int suspends)
             return -1;
         }
         for (Py_ssize_t j = 0; j < self->known_size; j++) {
-            KnownCode *old = &self->known[j];
-            if (old->code == NULL)
-                continue;
-            size_t i = (((size_t)old->code) >> 4) & ((size_t)size - 1);
-            while (table[i].code != NULL)
-                i = (i + 1) & ((size_t)size - 1);
-            table[i] = *old;
+            if (self->known[j].code != NULL)
+                *known_slot(table, size, self->known[j].code) = self->known[j];
         }
         PyMem_Free(self->known);
         self->known = table;
         self->known_size = size;
     }
-    size_t mask = (size_t)self->known_size - 1;
-    size_t i = (((size_t)code) >> 4) & mask;
-    while (self->known[i].code != NULL)
-        i = (i + 1) & mask;
-    self->known[i].code = Py_NewRef(code);
-    self->known[i].info = Py_NewRef(info);
-    self->known[i].suspends = suspends;
+    KnownCode *slot = known_slot(self->known, self->known_size, code);
+    slot->code = Py_NewRef(code);
+    slot->info = Py_NewRef(info);
+    slot->suspends = suspends;
     self->known_used++;
     return 0;
 }

@@ -6,8 +6,8 @@ Modelled on pytest's assertion rewriting: the rewritten code of
 ``sys.pycache_prefix`` and ``-O`` levels are honoured), where ``<tag>`` is a
 digest of the autotrace version, the rewriter's ``FORMAT`` and the selection
 (patterns and excludes), since which defs get the decorator is decided when the
-source is rewritten. The header holds the source's mtime and size like a timestamp ``.pyc``; any
-mismatch means a rewrite. Nothing is written when the interpreter would not
+source is rewritten. The header holds the source's mtime and size like a timestamp
+``.pyc``; any mismatch means a rewrite. Nothing is written when the interpreter would not
 write a ``.pyc`` (``sys.dont_write_bytecode``, ``PYTHONDONTWRITEBYTECODE``) or
 the directory is not writable; a cache that cannot be read is ignored.
 """
