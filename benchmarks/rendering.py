@@ -38,6 +38,17 @@ class Order:
     note: str
 
 
+class Leaf:
+    """An object of a class that is neither builtin nor a dataclass (a parser's node)."""
+
+
+@dataclasses.dataclass
+class Line:
+    depth: int
+    leaves: list[Leaf]
+    order: Order
+
+
 _PROSE = ("The quick brown fox jumps over the lazy dog; the token bucket refills at 10/s "
           "and the password reset page lives at https://example.com/reset?lang=en. ")
 _JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4"
@@ -55,6 +66,9 @@ VALUES: dict[str, Any] = {
     "list of 50 short strings": [f"item-{i}" for i in range(50)],
     "dict of 10 str items": {f"key{i}": f"value number {i}" for i in range(10)},
     "dataclass, 3 fields": Order(7, "carol", "leave at the door"),
+    "object of a plain class (`<module.Leaf object>`)": Leaf(),
+    "dataclass: a list of 5 plain objects and a dataclass": Line(1, [Leaf() for _ in range(5)],
+                                                                  Order(8, "dan", "")),
 }
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import weakref
+from typing import Any
+
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 import autotrace
+from autotrace.config import make_config
+from autotrace.describe.function import Formatter
 
 from .conftest import Traced
 
@@ -128,6 +135,62 @@ def test_values_are_native_or_bounded_text(traced: Traced) -> None:
         traced.clear()
         mod.login(value, "pw")
         assert traced.args("login")["user"] == expected, value
+
+
+def test_each_class_shows_as_itself_when_another_took_its_address() -> None:
+    """How a class's instances show is remembered per class (``values._SHAPES``, by
+    ``id``): a class that dies and a new one made at its address must each show as
+    themselves, and being remembered must not keep a class alive."""
+    renderer = Formatter(make_config(["x"], environ={})).renderer
+    addresses = []
+    gc.collect()
+    gc.disable()  # the classes stay young: a young collection frees each (a full one is slow)
+    try:
+        _classes_come_and_go(renderer, addresses)
+    finally:
+        gc.enable()
+    assert len(set(addresses)) < len(addresses)  # addresses were reused: the case is met
+    from autotrace.describe import values
+    assert all(ref() is not None for ref, _ in values._SHAPES.values())  # dead ones went
+
+
+def test_a_dataclass_inside_itself_or_too_deep_shows_as_an_object_every_time() -> None:
+    """The remembered shape of a dataclass (``values._SHAPES``) keeps the first time's
+    limits: a cycle, and nesting past the depth limit, end in ``<module.Class object>``."""
+    renderer = Formatter(make_config(["x"], environ={})).renderer
+
+    @dataclasses.dataclass
+    class Node:
+        v: int
+        nxt: object = None
+
+    loop = Node(1)
+    loop.nxt = loop
+    deep = Node(0, Node(1, Node(2, Node(3, Node(4)))))
+    shown = f"<{__name__}.{Node.__qualname__} object>"
+    for _ in range(2):  # found, then remembered
+        assert renderer.text(loop) == f"Node(v=1, nxt={shown})"
+        assert renderer.text(deep) == (
+            f"Node(v=0, nxt=Node(v=1, nxt=Node(v=2, nxt=Node(v=3, nxt={shown}))))")
+
+
+def _classes_come_and_go(renderer: Any, addresses: list[int]) -> None:
+    for i in range(200):
+        cls: type
+        if i % 2:
+            cls = dataclasses.make_dataclass(
+                f"D{i}", [("x", int), ("hidden", int, dataclasses.field(repr=False))])
+            value, expected = cls(i, 0), f"D{i}(x={i})"
+        else:
+            cls = type(f"P{i}", (), {"__module__": "m"})
+            value, expected = cls(), f"<m.P{i} object>"
+        for _ in range(2):  # the first time found, the second remembered
+            assert renderer.text(value) == expected
+        addresses.append(id(cls))
+        alive = weakref.ref(cls)
+        del cls, value
+        gc.collect(0)
+        assert alive() is None
 
 
 def test_huge_and_nested_values_stay_bounded(traced: Traced) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import re
 import sys
+import weakref
 from collections.abc import Sequence
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any, Union
@@ -185,6 +186,16 @@ class Renderer:
             return repr(obj)
         if t is float or t in _SAFE_REPR_TYPES:
             return repr(obj)
+        known = _SHAPES.get(id(t))
+        if known is not None and known[0]() is t:  # a class met before (module comment)
+            shape = known[1]
+            if isinstance(shape, str):
+                if not self.repr_objects:
+                    return shape
+            else:
+                text = self._dataclass(obj, t, depth, room, seen, shape)
+                if text is not None:
+                    return text
         if issubclass(t, enum.Enum):
             return f"{t.__name__}.{obj._name_}"
         if t is bytes or t is bytearray:
@@ -229,12 +240,14 @@ class Renderer:
         if _is_safe_stdlib_type(t):
             return repr(obj)
         fields = getattr(t, "__dataclass_fields__", None)
-        if isinstance(fields, dict) and depth < _MAX_DEPTH and id(obj) not in seen:
-            seen.add(id(obj))
-            try:
-                return self._dataclass(obj, t, depth, room, seen)
-            finally:
-                seen.discard(id(obj))
+        if isinstance(fields, dict):
+            names = tuple(field.name for field in dataclasses.fields(t) if field.repr)
+            _remember(t, names)
+            text = self._dataclass(obj, t, depth, room, seen, names)
+            if text is not None:
+                return text
+        else:
+            _remember(t, f"<{_type_name(obj)} object>")
         if self.repr_objects:
             try:
                 text = repr(obj)
@@ -299,13 +312,23 @@ class Renderer:
             body = opener + ", ".join(parts) + closer
         return body if t is base else f"{t.__name__}({body})"
 
-    def _dataclass(self, obj: Any, t: type, depth: int, room: int, seen: set[int]) -> str:
+    def _dataclass(self, obj: Any, t: type, depth: int, room: int, seen: set[int],
+                   names: tuple[str, ...]) -> str | None:
+        """``Class(field=value, ...)``; None when too deep or inside itself (a cycle):
+        then it shows as any other object."""
+        if depth >= _MAX_DEPTH or id(obj) in seen:
+            return None
+        seen.add(id(obj))
+        try:
+            return self._dataclass_fields(obj, t, depth, room, seen, names)
+        finally:
+            seen.discard(id(obj))
+
+    def _dataclass_fields(self, obj: Any, t: type, depth: int, room: int, seen: set[int],
+                          names: tuple[str, ...]) -> str:
         parts: list[str] = []
         used = len(t.__name__) + 2
-        for field in dataclasses.fields(t):
-            if not field.repr:
-                continue
-            name = field.name
+        for name in names:  # the fields shown by the dataclass's own repr
             if used >= room:
                 parts.append("...")
                 break
@@ -355,6 +378,27 @@ class Renderer:
         if isinstance(name, str) and self.is_secret(name) and not not_a_secret(val):
             return f"{name}={REDACTED!r}"
         return f"{name}={self._render(val, depth + 1, room, seen)}"
+
+
+#: How instances of a class that none of ``_render``'s earlier checks take are shown,
+#: by the class's ``id``: ``<module.Class object>``, or a dataclass's shown field names.
+#: Each check depends on the class alone, so the answer is found once per class, not
+#: once per value (a kept call's arguments are mostly the same few classes). The class
+#: is held weakly (a program's classes may come and go) and checked on every hit; its
+#: entry goes with it. At most ``_SHAPES_MAX`` classes are remembered at a time.
+_SHAPES: dict[int, tuple[weakref.ref[type], str | tuple[str, ...]]] = {}
+_SHAPES_MAX = 4096
+
+
+def _remember(t: type, shape: str | tuple[str, ...]) -> None:
+    if len(_SHAPES) >= _SHAPES_MAX or _is_own_proxy(t):
+        return
+    key = id(t)
+    try:
+        # The callback runs as the class is freed, before its address can be reused.
+        _SHAPES[key] = (weakref.ref(t, lambda _: _SHAPES.pop(key, None)), shape)
+    except TypeError:  # not weakly referenceable
+        pass
 
 
 def _function_name(func: Any) -> str:
