@@ -106,6 +106,8 @@ class WraptBackend:
             weakref.WeakKeyDictionary()
         self._runpy_original: Any = None
         self._last_module: tuple[Any, str] = (None, "")
+        #: ``wrappers.plain_proxy_maker`` for this recorder, once the first def is wrapped.
+        self._make_plain: Callable[[Any, Callable[[], FunctionInfo], int], Any] | None = None
         #: Imported modules whose code came from the rewrite, until their body has run.
         self._rewritten: set[str] = set()
 
@@ -255,9 +257,10 @@ class WraptBackend:
             return self._traced_function(func, func, module, qualname, implicit_first)
         describe = functools.partial(self._recorder.describe_function, func, module,
                                      qualname, implicit_first)
-        wrappers = _wrappers()
-        wrapper = wrappers.TracedPlainFunction(func, wrappers.make_wrapper(
-            func, self._recorder, describe, code.co_flags))
+        make = self._make_plain
+        if make is None:
+            make = self._make_plain = _wrappers().plain_proxy_maker(self._recorder)
+        wrapper = make(func, describe, code.co_flags)
         self._defined.append(wrapper)  # atomic under the GIL
         self.matched += 1
         return wrapper

@@ -168,6 +168,40 @@ _WRAPPER_INIT: Any = next(vars(k)["__init__"] for k in wrapt.FunctionWrapper.__m
                           if "__init__" in vars(k))
 
 
+#: Code flags of the functions whose calls suspend (generators, coroutines).
+_SUSPENDS = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
+
+
+def plain_proxy_maker(recorder: Core) -> Callable[[Any, Callable[[], FunctionInfo], int],
+                                                  TracedPlainFunction]:
+    """``make(func, describe, code_flags)``: the proxy of a plain ``def`` as a module body
+    runs it, the same as ``TracedPlainFunction(func, make_wrapper(...))``. With the
+    compiled core a plain (not suspending) function's proxy is made by two C calls and
+    the wrapt initialiser, without the Python frames of that path: they were most of
+    the import cost of a traced module (a module of 1,000 defs)."""
+    probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
+    if probe is None or type(probe) is not _COMPILED_WRAPPER:
+        def make_python(func: Any, describe: Callable[[], FunctionInfo],
+                        flags: int) -> TracedPlainFunction:
+            return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
+        return make_python
+    new, init, function_call, unbound = (TracedPlainFunction.__new__, _WRAPPER_INIT,
+                                         _COMPILED_WRAPPER, _UNBOUND)
+
+    def make(func: Any, describe: Callable[[], FunctionInfo], flags: int
+             ) -> TracedPlainFunction:
+        if flags & _SUSPENDS:
+            return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
+        proxy: TracedPlainFunction = new(TracedPlainFunction)
+        init(proxy, func, unbound, function_call(recorder, describe), None, "staticmethod")
+        return proxy
+    return make
+
+
+def _never_described() -> FunctionInfo:
+    raise AssertionError("a probe wrapper is never called")
+
+
 def raw_target(proxy: TracedFunction) -> Any:
     """The object a proxy calls (a function, or a static/class method object)."""
     return _TARGET.__get__(proxy, type(proxy))
