@@ -122,7 +122,8 @@ def test_the_pure_core_runs_alone_when_asked() -> None:
 
 @compiled_only
 @pytest.mark.parametrize("policy", [{"min_duration": 0.05}, {}, {"min_duration": 0.05,
-                                                               "metrics": True}])
+                                                               "metrics": True},
+                                    {"spans": False, "metrics": True}])
 def test_reference_counts_are_balanced(traced: Traced, policy: dict[str, object]) -> None:
     """Arguments, results and raised exceptions hold as many references after 2,000
     calls as before: nothing leaks, nothing is freed twice."""

@@ -6,8 +6,9 @@
  *
  *   Core      a base class of `compiled.CompiledRecorder`: the recorder's per-call
  *             settings as C fields, and `start` / `finish` whose fast path is a
- *             pending call that starts and is dropped (min_duration), or a call
- *             refused by require_parent / busy / suppression; `suspend` / `resume`
+ *             pending call that starts and is dropped (min_duration), a call only
+ *             counted (spans off, metrics on), or a call refused by require_parent /
+ *             busy / suppression; `suspend` / `resume`
  *             (a generator's or coroutine's steps) whole. Everything else (eager
  *             spans, kept calls, own time, failures held on a caller) calls the
  *             Python methods, which see the same fields.
@@ -884,7 +885,8 @@ attach_run_context(CallObject *call)
     return 0;
 }
 
-/* The fast path of Recorder.start: a call refused, or a pending call started; SLOW
+/* The fast path of Recorder.start: a call refused, a pending call started, or a call
+ * only counted (spans off: Recorder._unrecorded); SLOW
  * when the Python method must decide (nothing has been changed then). `suspends`: a
  * generator's or coroutine's call. Its arguments are references until it is kept, as
  * for a plain call (wrapt), or read from its frame now (monitoring: its locals change
@@ -917,6 +919,34 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
     if (!self->active || busy || in_collection()) {
         Py_XDECREF(ctx);
         Py_RETURN_NONE;
+    }
+    if (self->no_span_rules && !self->spans) {
+        /* Recorder._unrecorded: spans off, the call is only counted (metrics); current,
+         * for its children's depth, with nothing attached to the OpenTelemetry context */
+        if (self->stats == NULL || self->stats == Py_None) {
+            Py_XDECREF(ctx);
+            Py_RETURN_NONE;
+        }
+        parent = current_call();
+        if (parent == NULL)
+            goto error;
+        if (parent != Py_None && !PyObject_TypeCheck(parent, &Call_Type))
+            goto slow;
+        PyObject *empty = PyTuple_New(0);
+        if (empty == NULL)
+            goto error;
+        call = new_call((PyTypeObject *)call_type, info, parent,
+                        parent == Py_None ? 1 : ((CallObject *)parent)->depth + 1,
+                        Py_None, empty, Py_None);
+        Py_DECREF(empty);
+        if (call == NULL)
+            goto error;
+        call->start_ns = now_ns();
+        if (set_current_call((PyObject *)call) < 0)
+            goto error;
+        Py_XDECREF(ctx);
+        Py_DECREF(parent);
+        return (PyObject *)call;
     }
     if (self->no_span_rules || !self->pending || self->tracer == NULL ||
         self->tracer == Py_None)
@@ -1066,7 +1096,8 @@ restore_context(CallObject *call)
     return set_current_call(call->saved);
 }
 
-/* The fast path of Recorder.finish: a pending call that is dropped. 1: done; 0: the
+/* The fast path of Recorder.finish: a pending call that is dropped, or a call counted
+ * with spans off. 1: done; 0: the
  * Python method decides, nothing changed; 2: the Python method decides, the context
  * restored already; -1: an error. */
 static int
@@ -1094,6 +1125,8 @@ core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *va
         if (counted == 0)
             return 2;
         call->counted = 1;
+        if (!self->spans && call->span == Py_None)
+            return 1;  /* spans off: counted is all there is to do (Recorder.finish) */
     }
     if (!self->pending || call->generation != generation ||
         call->span != Py_None || call->depth == -1)
