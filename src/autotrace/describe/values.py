@@ -394,9 +394,13 @@ def _remember(t: type, shape: str | tuple[str, ...]) -> None:
     if len(_SHAPES) >= _SHAPES_MAX or _is_own_proxy(t):
         return
     key = id(t)
+
+    def forget(_: object, shapes: dict[int, Any] = _SHAPES) -> None:
+        # Runs as the class is freed, before its address can be reused; holds the dict
+        # itself (at exit, a module's globals may be cleared before its classes go).
+        shapes.pop(key, None)
     try:
-        # The callback runs as the class is freed, before its address can be reused.
-        _SHAPES[key] = (weakref.ref(t, lambda _: _SHAPES.pop(key, None)), shape)
+        _SHAPES[key] = (weakref.ref(t, forget), shape)
     except TypeError:  # not weakly referenceable
         pass
 
