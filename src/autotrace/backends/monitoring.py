@@ -29,7 +29,6 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from types import CodeType, FrameType, ModuleType
 from typing import Any, Tuple
 
@@ -372,8 +371,11 @@ def _original_code(func: Any) -> CodeType | None:
     return code_of(unwrapped)
 
 
-def _walk(code: CodeType) -> Iterator[CodeType]:
-    """``code`` and every code object nested in its constants, depth first."""
+def _walk(code: CodeType) -> list[CodeType]:
+    """``code`` and every code object nested in its constants, depth first. A list, made
+    without a generator's frames: this runs once per def as a traced module is imported,
+    and most functions have no nested code."""
+    found: list[CodeType] = []
     stack = [code]
     seen: set[int] = set()
     while stack:
@@ -381,5 +383,6 @@ def _walk(code: CodeType) -> Iterator[CodeType]:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        yield current
-        stack.extend(c for c in current.co_consts if isinstance(c, CodeType))
+        found.append(current)
+        stack.extend([c for c in current.co_consts if type(c) is CodeType])
+    return found
