@@ -93,7 +93,10 @@ def value_text(value: Any) -> str:
 
 
 def _short(value: Any, width: int) -> str:
-    text = escape_controls(value if isinstance(value, str) else str(value))
+    text = value if isinstance(value, str) else str(value)
+    # Escaping never shortens a text, so the first `width` characters shown come from
+    # the first `width` + 1 of the value: the rest is not scanned (values are 256 long).
+    text = escape_controls(text[:width + 1])
     if len(text) > width:
         text = text[:max(width - len(_ELLIPSIS), 1)] + _ELLIPSIS
     return text
@@ -118,7 +121,7 @@ class TreeRenderer:
     def span_line(self, span: ReadableSpan) -> str:
         limits = self.limits
         attrs = span.attributes or {}
-        text = span.name
+        text = escape_controls(span.name)  # the other parts are escaped as they are cut
         if span.kind is not SpanKind.INTERNAL:
             text = f"[{span.kind.name}] {text}"
         if "code.function.name" in attrs:
@@ -133,7 +136,7 @@ class TreeRenderer:
         if _failed(span):
             reason = (span.status.description or attrs.get("error.type") or "error")
             text += f"  !! {_short(reason, limits.error_width)}"
-        return escape_controls(text)
+        return text
 
     def render(self, tops: Sequence[Record]) -> list[str]:
         """The call tree under ``tops`` (one trace's top records), without a header."""
