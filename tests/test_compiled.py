@@ -185,6 +185,44 @@ def test_bucket_counts_behave_as_the_list_they_replace() -> None:
     assert list(accel.extension.Counts(0)) == []
 
 
+@compiled_only
+def test_the_running_frames_table_behaves_as_the_dict_it_replaces() -> None:
+    """``_core.Running`` (the monitoring backend's ``id(frame) -> (call, code)`` table,
+    keyed by address in C) answers the dict methods the Python callbacks use as a dict
+    would, through growth and many deletions (reused slots), and holds its entries'
+    references exactly."""
+    import random
+
+    table, model = accel.extension.Running(), {}
+    rng = random.Random(7)
+    held = object()
+    before = sys.getrefcount(held)
+    for step in range(20_000):
+        key = 16 * rng.randrange(3_000) + 8  # frame-like addresses, reused often
+        action = rng.randrange(4)
+        if action == 0:
+            table[key] = model[key] = (step, held)
+        elif action == 1:
+            assert table.pop(key, None) == model.pop(key, None)
+        elif action == 2:
+            assert table.get(key) == model.get(key)
+            assert (key in table) == (key in model)
+        elif key in model:
+            del table[key], model[key]
+        assert len(table) == len(model)
+    assert sorted(table.values()) == sorted(model.values())
+    assert sys.getrefcount(held) - before == 2 * len(model)  # the model's tuples and the table
+    with pytest.raises(KeyError):
+        table.pop(8 + 16 * 5_000)
+    with pytest.raises(KeyError):
+        del table[8 + 16 * 5_000]
+    with pytest.raises(TypeError):
+        table[8] = ("not a pair",)
+    table.clear()
+    model.clear()
+    assert len(table) == 0 and table.values() == [] and sys.getrefcount(held) == before
+
+
 def test_the_exception_in_flight_is_the_programs_own(traced: Traced) -> None:
     """A raised exception leaves the traced call as the same object, with the same
     traceback entries, context and cause as untraced; no wrapper frame is added."""

@@ -29,6 +29,7 @@ import inspect
 import os
 import sys
 import threading
+from collections.abc import MutableMapping
 from types import CodeType, FrameType, ModuleType
 from typing import Any, Tuple
 
@@ -110,7 +111,8 @@ class MonitoringBackend:
         self._selector = selector
         self._recorder = recorder
         self._traced: dict[int, _Traced] = {}
-        self._calls: dict[int, _Running] = {}
+        #: id(frame) -> (call, code); the compiled callbacks' own table when they run.
+        self._calls: MutableMapping[int, _Running] = {}
         self._lock = threading.RLock()
         self._tool: int | None = None
         self._hook = ImportHook(selector, self.instrument, self.compile_main,
@@ -130,7 +132,9 @@ class MonitoringBackend:
             )
         self._tool = tool
         register = _monitoring.register_callback
-        compiled = self._recorder.compiled_callbacks(self, self._traced, self._calls)
+        compiled = self._recorder.compiled_callbacks(self, self._traced)
+        if compiled is not None:
+            self._calls = compiled.calls  # keyed by address in C: no int, tuple, dict entry
         register(tool, _PY_START, self._on_start if compiled is None else compiled.on_start)
         register(tool, _PY_RETURN, self._on_return if compiled is None else compiled.on_return)
         register(tool, _PY_YIELD, self._on_yield if compiled is None else compiled.on_yield)

@@ -19,6 +19,8 @@
  *             the caller and the callee.
  *   Monitor   the sys.monitoring callbacks: PY_START / PY_RETURN, PY_YIELD /
  *             PY_RESUME (a function's first call, PY_THROW and PY_UNWIND stay Python).
+ *   Running   id(frame) -> (call, code) of the running traced frames, keyed by address:
+ *             the Monitor's, used by the backend's Python callbacks as a dict.
  *   FrameSentinel  a suspending frame's f_trace that ends its span if no event does.
  *   Bins, Counts  metrics.Bins' fields and its bucket counts as C integers, which the
  *             C finish increments in place (metrics.Aggregates.finished, compiled).
@@ -48,7 +50,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 6
+#define INTERFACE 7
 
 #define RETURNED 0
 #define RAISED 1
@@ -1535,7 +1537,360 @@ static PyTypeObject FunctionCall_Type = {
     .tp_vectorcall_offset = offsetof(FunctionCallObject, vectorcall),
 };
 
-/* -- Monitor: sys.monitoring callbacks of plain functions ------------------------------ */
+/* -- Running: the table of running traced frames ------------------------------------ */
+
+/* id(frame) -> (call, code) for every traced call running or suspended, shared by the
+   C callbacks and the backend's Python ones (which see a mapping with the few methods
+   of a dict they use). An open-addressing table keyed by the frame's address: no int
+   key, tuple or dict entry made and freed per call. A frame's entry goes at its
+   return or unwind (or when a suspended frame is released), so an address is reused
+   only after its entry went. Deleted slots are marked and reused; the table is
+   rebuilt when marks and entries fill half of it. Every change to the table is made
+   before a reference it held is released (a finaliser may run then, and start or end
+   traced calls: the table may change under a caller that still holds a slot). */
+#define RUNNING_GONE ((void *)1)
+
+typedef struct {
+    void *frame;  /* NULL: never used; RUNNING_GONE: deleted */
+    PyObject *call, *code;
+} RunningSlot;
+
+typedef struct {
+    PyObject_HEAD
+    RunningSlot *table;
+    Py_ssize_t size;    /* a power of two, or 0 */
+    Py_ssize_t used;    /* entries */
+    Py_ssize_t filled;  /* entries and deleted slots */
+} RunningObject;
+
+static PyTypeObject Running_Type;
+
+static RunningSlot *
+running_find(RunningObject *self, void *frame)
+{
+    if (self->size == 0)
+        return NULL;
+    size_t mask = (size_t)self->size - 1;
+    size_t i = (((size_t)frame) >> 4) & mask;
+    while (self->table[i].frame != NULL) {
+        if (self->table[i].frame == frame)
+            return &self->table[i];
+        i = (i + 1) & mask;
+    }
+    return NULL;
+}
+
+/* Rebuild the table at `size` entries (no reference changes): 0, or -1. */
+static int
+running_rebuild(RunningObject *self, Py_ssize_t size)
+{
+    RunningSlot *table = PyMem_Calloc((size_t)size, sizeof(RunningSlot));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t mask = (size_t)size - 1;
+    for (Py_ssize_t j = 0; j < self->size; j++) {
+        RunningSlot *old = &self->table[j];
+        if (old->frame == NULL || old->frame == RUNNING_GONE)
+            continue;
+        size_t i = (((size_t)old->frame) >> 4) & mask;
+        while (table[i].frame != NULL)
+            i = (i + 1) & mask;
+        table[i] = *old;
+    }
+    PyMem_Free(self->table);
+    self->table = table;
+    self->size = size;
+    self->filled = self->used;
+    return 0;
+}
+
+/* Enter (call, code) for `frame`, replacing an entry it had: 0, or -1 (nothing changed). */
+static int
+running_put(RunningObject *self, void *frame, PyObject *call, PyObject *code)
+{
+    RunningSlot *slot = running_find(self, frame);
+    if (slot != NULL) {
+        PyObject *old_call = slot->call, *old_code = slot->code;
+        slot->call = Py_NewRef(call);
+        slot->code = Py_NewRef(code);
+        Py_DECREF(old_call);
+        Py_DECREF(old_code);
+        return 0;
+    }
+    if ((self->filled + 1) * 2 > self->size) {
+        Py_ssize_t size = self->size ? self->size : 64;
+        while ((self->used + 1) * 4 > size)
+            size *= 2;  /* at most a quarter full after a rebuild */
+        if (running_rebuild(self, size) < 0)
+            return -1;
+    }
+    size_t mask = (size_t)self->size - 1;
+    size_t i = (((size_t)frame) >> 4) & mask;
+    while (self->table[i].frame != NULL && self->table[i].frame != RUNNING_GONE)
+        i = (i + 1) & mask;
+    if (self->table[i].frame == NULL)
+        self->filled++;
+    self->table[i].frame = frame;
+    self->table[i].call = Py_NewRef(call);
+    self->table[i].code = Py_NewRef(code);
+    self->used++;
+    return 0;
+}
+
+/* Take `slot`'s entry out; its two references go to the caller. */
+static void
+running_take(RunningObject *self, RunningSlot *slot, PyObject **call, PyObject **code)
+{
+    *call = slot->call;
+    *code = slot->code;
+    slot->frame = RUNNING_GONE;
+    slot->call = slot->code = NULL;
+    self->used--;
+}
+
+/* The frame address of a Python key (an int from id()): NULL with an exception. */
+static void *
+running_key(PyObject *key)
+{
+    void *frame = PyLong_AsVoidPtr(key);
+    if (frame == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_KeyError, "0");
+    return frame;
+}
+
+static PyObject *
+running_pair(RunningSlot *slot)
+{
+    return PyTuple_Pack(2, slot->call, slot->code);
+}
+
+static PyObject *
+Running_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if ((args != NULL && PyTuple_GET_SIZE(args) != 0) ||
+        (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Running() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+static int
+Running_traverse(RunningObject *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->size; i++) {
+        Py_VISIT(self->table[i].call);
+        Py_VISIT(self->table[i].code);
+    }
+    return 0;
+}
+
+static int
+Running_clear(RunningObject *self)
+{
+    RunningSlot *table = self->table;
+    Py_ssize_t size = self->size;
+    self->table = NULL;  /* emptied before any reference goes (a finaliser may run) */
+    self->size = self->used = self->filled = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        Py_XDECREF(table[i].call);
+        Py_XDECREF(table[i].code);
+    }
+    PyMem_Free(table);
+    return 0;
+}
+
+static void
+Running_dealloc(RunningObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Running_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+Running_length(RunningObject *self)
+{
+    return self->used;
+}
+
+static PyObject *
+Running_subscript(RunningObject *self, PyObject *key)
+{
+    void *frame = running_key(key);
+    if (frame == NULL)
+        return NULL;
+    RunningSlot *slot = running_find(self, frame);
+    if (slot == NULL) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return running_pair(slot);
+}
+
+/* self[key] = (call, code); del self[key] */
+static int
+Running_ass_subscript(RunningObject *self, PyObject *key, PyObject *value)
+{
+    void *frame = running_key(key);
+    if (frame == NULL)
+        return -1;
+    if (value == NULL) {
+        RunningSlot *slot = running_find(self, frame);
+        if (slot == NULL) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            return -1;
+        }
+        PyObject *call, *code;
+        running_take(self, slot, &call, &code);
+        Py_DECREF(call);
+        Py_DECREF(code);
+        return 0;
+    }
+    if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a running entry is a (call, code) pair");
+        return -1;
+    }
+    return running_put(self, frame, PyTuple_GET_ITEM(value, 0), PyTuple_GET_ITEM(value, 1));
+}
+
+static int
+Running_contains(RunningObject *self, PyObject *key)
+{
+    void *frame = running_key(key);
+    if (frame == NULL)
+        return -1;
+    return running_find(self, frame) != NULL;
+}
+
+/* get(key, default=None) */
+static PyObject *
+Running_get(RunningObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    void *frame = running_key(args[0]);
+    if (frame == NULL)
+        return NULL;
+    RunningSlot *slot = running_find(self, frame);
+    if (slot == NULL)
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return running_pair(slot);
+}
+
+/* pop(key[, default]) */
+static PyObject *
+Running_pop(RunningObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(key[, default])");
+        return NULL;
+    }
+    void *frame = running_key(args[0]);
+    if (frame == NULL)
+        return NULL;
+    RunningSlot *slot = running_find(self, frame);
+    if (slot == NULL) {
+        if (nargs == 2)
+            return Py_NewRef(args[1]);
+        PyErr_SetObject(PyExc_KeyError, args[0]);
+        return NULL;
+    }
+    PyObject *call, *code;
+    running_take(self, slot, &call, &code);
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(call);
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, call);
+    PyTuple_SET_ITEM(pair, 1, code);
+    return pair;
+}
+
+/* values(): a list of (call, code), copied out before any object is made (making one
+   may run a finaliser that changes the table) */
+static PyObject *
+Running_values(RunningObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = self->used, k = 0;
+    RunningSlot *copy = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(RunningSlot));
+    if (copy == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < self->size && k < n; i++) {
+        RunningSlot *slot = &self->table[i];
+        if (slot->frame == NULL || slot->frame == RUNNING_GONE)
+            continue;
+        copy[k].call = Py_NewRef(slot->call);
+        copy[k].code = Py_NewRef(slot->code);
+        k++;
+    }
+    PyObject *list = PyList_New(k);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (list != NULL) {
+            PyObject *pair = running_pair(&copy[i]);
+            if (pair == NULL)
+                Py_CLEAR(list);
+            else
+                PyList_SET_ITEM(list, i, pair);
+        }
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_DECREF(copy[i].call);
+        Py_DECREF(copy[i].code);
+    }
+    PyMem_Free(copy);
+    return list;
+}
+
+static PyObject *
+Running_clear_method(RunningObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Running_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Running_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))Running_get, METH_FASTCALL,
+     "get(key, default=None): the (call, code) of frame id `key`."},
+    {"pop", (PyCFunction)(void (*)(void))Running_pop, METH_FASTCALL,
+     "pop(key[, default]): take the (call, code) of frame id `key` out."},
+    {"values", (PyCFunction)Running_values, METH_NOARGS, "A list of every (call, code)."},
+    {"clear", (PyCFunction)Running_clear_method, METH_NOARGS, "Forget every entry."},
+    {NULL}
+};
+
+static PyMappingMethods Running_as_mapping = {
+    .mp_length = (lenfunc)Running_length,
+    .mp_subscript = (binaryfunc)Running_subscript,
+    .mp_ass_subscript = (objobjargproc)Running_ass_subscript,
+};
+
+static PySequenceMethods Running_as_sequence = {
+    .sq_contains = (objobjproc)Running_contains,
+};
+
+static PyTypeObject Running_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Running",
+    .tp_doc = "Running(): frame id -> (call, code) of each running traced frame.",
+    .tp_basicsize = sizeof(RunningObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Running_new,
+    .tp_dealloc = (destructor)Running_dealloc,
+    .tp_traverse = (traverseproc)Running_traverse,
+    .tp_clear = (inquiry)Running_clear,
+    .tp_methods = Running_methods,
+    .tp_as_mapping = &Running_as_mapping,
+    .tp_as_sequence = &Running_as_sequence,
+};
+
+/* -- Monitor: the sys.monitoring callbacks ----------------------------------------- */
 
 typedef struct {
     PyObject *code, *info;  /* strong references; code NULL: an empty slot */
@@ -1547,7 +1902,7 @@ typedef struct {
     CoreObject *core;
     PyObject *backend;  /* its _on_start: first calls, generators, coroutines */
     PyObject *traced;   /* id(code) -> _Traced */
-    PyObject *calls;    /* id(frame) -> (call, code) */
+    RunningObject *calls;  /* id(frame) -> (call, code), shared with the backend */
     /* Described code objects, found by address (each held, so its address stays its
        own): an open-addressing table, no int key made and compared per call as in a
        dict keyed by id(code). Filled from `traced` once a code's info is known;
@@ -1651,20 +2006,24 @@ Monitor_dealloc(MonitorObject *self)
 static PyObject *
 Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *core, *backend, *traced, *calls;
-    if (!PyArg_ParseTuple(args, "O!OO!O!:Monitor", &Core_Type, &core, &backend,
-                          &PyDict_Type, &traced, &PyDict_Type, &calls))
+    PyObject *core, *backend, *traced;
+    if (!PyArg_ParseTuple(args, "O!OO!:Monitor", &Core_Type, &core, &backend,
+                          &PyDict_Type, &traced))
+        return NULL;
+    RunningObject *calls = (RunningObject *)Running_Type.tp_alloc(&Running_Type, 0);
+    if (calls == NULL)
         return NULL;
     MonitorObject *self = (MonitorObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
+    if (self == NULL) {
+        Py_DECREF(calls);
         return NULL;
+    }
     Py_INCREF(core);
     self->core = (CoreObject *)core;
     Py_INCREF(backend);
     self->backend = backend;
     Py_INCREF(traced);
     self->traced = traced;
-    Py_INCREF(calls);
     self->calls = calls;
     return (PyObject *)self;
 }
@@ -1694,7 +2053,8 @@ monitor_failed(const char *kind, PyObject *code)
    version sends events while a callback runs). Only then does Python run. */
 typedef struct {
     PyObject_HEAD
-    PyObject *backend, *calls, *key;
+    PyObject *backend, *key;
+    RunningObject *calls;
 } SentinelObject;
 
 static PyObject *
@@ -1708,7 +2068,7 @@ Sentinel_dealloc(SentinelObject *self)
 {
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    int open = PyDict_Contains(self->calls, self->key);
+    int open = Running_contains(self->calls, self->key);
     if (open == 1) {
         PyObject *res = PyObject_CallMethodOneArg(self->backend, str_frame_released,
                                                   self->key);
@@ -1750,7 +2110,7 @@ watch_frame(MonitorObject *self, PyObject *frame, PyObject *fkey)
                 failed = 1;
             else {
                 sentinel->backend = Py_NewRef(self->backend);
-                sentinel->calls = Py_NewRef(self->calls);
+                sentinel->calls = (RunningObject *)Py_NewRef(self->calls);
                 sentinel->key = Py_NewRef(fkey);
                 failed = PyObject_SetAttr(frame, str_f_trace, (PyObject *)sentinel) < 0;
                 Py_DECREF(sentinel);
@@ -1780,13 +2140,13 @@ start_in_frame(MonitorObject *self, PyObject *code, PyObject *info, int suspends
     Py_DECREF(empty);
     if (call == NULL || call == Py_None)
         return call;
-    PyObject *fkey = PyLong_FromVoidPtr(frame);
-    PyObject *running = fkey ? PyTuple_Pack(2, call, code) : NULL;
+    int failed = running_put(self->calls, frame, call, code) < 0;
     Py_DECREF(call);
-    int failed = running == NULL || PyDict_SetItem(self->calls, fkey, running) < 0 ||
-                 (suspends && watch_frame(self, frame, fkey) < 0);
-    Py_XDECREF(running);
-    Py_XDECREF(fkey);
+    if (!failed && suspends) {
+        PyObject *fkey = PyLong_FromVoidPtr(frame);  /* the sentinel's, for Python */
+        failed = fkey == NULL || watch_frame(self, frame, fkey) < 0;
+        Py_XDECREF(fkey);
+    }
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -1851,31 +2211,21 @@ failed:
 static PyObject *
 frame_call(MonitorObject *self, PyObject *code, int pop)
 {
-    if (PyDict_GET_SIZE(self->calls) == 0)
+    if (self->calls->used == 0)
         Py_RETURN_NONE;  /* no call running anywhere (refused, not traced): no frame */
     PyObject *frame = event_frame();
     if (frame == NULL)
         Py_RETURN_NONE;
-    PyObject *key = PyLong_FromVoidPtr(frame);
-    if (key == NULL)
-        return NULL;
-    PyObject *running = PyDict_GetItemWithError(self->calls, key);  /* borrowed */
-    if (running == NULL) {
-        Py_DECREF(key);
-        if (PyErr_Occurred())
-            return NULL;
+    RunningSlot *slot = running_find(self->calls, frame);
+    if (slot == NULL)
         Py_RETURN_NONE;
-    }
-    Py_INCREF(running);
-    int failed = pop && PyDict_DelItem(self->calls, key) < 0;
-    Py_DECREF(key);
-    PyObject *call = NULL;
-    if (!failed) {
-        call = PyTuple_Check(running) && PyTuple_GET_SIZE(running) == 2 &&
-               PyTuple_GET_ITEM(running, 1) == code ? PyTuple_GET_ITEM(running, 0) : Py_None;
-        Py_INCREF(call);
-    }
-    Py_DECREF(running);
+    if (!pop)
+        return Py_NewRef(slot->code == code ? slot->call : Py_None);
+    PyObject *call, *entry_code;
+    running_take(self->calls, slot, &call, &entry_code);
+    if (entry_code != code)
+        Py_SETREF(call, Py_NewRef(Py_None));
+    Py_DECREF(entry_code);  /* the table is consistent already: a finaliser may run */
     return call;
 }
 
@@ -1927,6 +2277,12 @@ Monitor_on_resume(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
     return monitor_step(self, args[0], 1);
 }
 
+static PyMemberDef Monitor_members[] = {
+    {"calls", T_OBJECT_EX, offsetof(MonitorObject, calls), READONLY,
+     "id(frame) -> (call, code) of each running traced frame (the backend's _calls)."},
+    {NULL}
+};
+
 static PyMethodDef Monitor_methods[] = {
     {"on_start", (PyCFunction)(void (*)(void))Monitor_on_start, METH_FASTCALL,
      "PY_START of a traced code object."},
@@ -1942,7 +2298,7 @@ static PyMethodDef Monitor_methods[] = {
 static PyTypeObject Monitor_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "autotrace.record._core.Monitor",
-    .tp_doc = "Monitor(core, backend, traced, calls): sys.monitoring callbacks.",
+    .tp_doc = "Monitor(core, backend, traced): sys.monitoring callbacks.",
     .tp_basicsize = sizeof(MonitorObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Monitor_new,
@@ -1950,6 +2306,7 @@ static PyTypeObject Monitor_Type = {
     .tp_traverse = (traverseproc)Monitor_traverse,
     .tp_clear = (inquiry)Monitor_clear,
     .tp_methods = Monitor_methods,
+    .tp_members = Monitor_members,
 };
 
 /* -- module ------------------------------------------------------------------------- */
@@ -2171,9 +2528,9 @@ PyInit__core(void)
 {
     PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
                              &Monitor_Type, &Chain_Type, &Bins_Type, &Counts_Type,
-                             &Sentinel_Type};
+                             &Sentinel_Type, &Running_Type};
     const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor",
-                                "Chain", "Bins", "Counts", "FrameSentinel"};
+                                "Chain", "Bins", "Counts", "FrameSentinel", "Running"};
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;

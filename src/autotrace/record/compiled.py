@@ -55,9 +55,8 @@ class CompiledRecorder(_core.Core, recorder.Recorder):  # type: ignore[misc]
     def compiled_wrapper(self, describe: Callable[[], Any]) -> Any:
         return _core.FunctionCall(self, describe)
 
-    def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
-                           calls: dict[int, Any]) -> Any:
-        return _core.Monitor(self, backend, traced, calls)
+    def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
+        return _core.Monitor(self, backend, traced)
 
 
 def _report(kind: str, what: Any, error: Any) -> None:

@@ -90,10 +90,11 @@ class Core(Protocol):
         core has no compiled path, use the Python wrapper."""
         ...
 
-    def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
-                           calls: dict[int, Any]) -> Any:
+    def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
         """sys.monitoring: an object whose ``on_start`` / ``on_return`` / ``on_yield`` /
         ``on_resume`` are C callbacks for PY_START / PY_RETURN / PY_YIELD / PY_RESUME
         (a function's first call goes to ``backend._on_start``), sharing the backend's
-        ``traced`` and ``calls`` tables; or None."""
+        ``traced`` table; its ``calls`` is the table of running frames (``id(frame) ->
+        (call, code)``, with a dict's ``get``, ``pop``, ``values``, ``clear``, item
+        assignment and ``in``), which the backend's Python callbacks then use; or None."""
         ...

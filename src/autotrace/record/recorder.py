@@ -462,8 +462,7 @@ class Recorder:
     def compiled_wrapper(self, describe: Callable[[], FunctionInfo]) -> Any:
         return None  # the pure core: the backends' Python paths
 
-    def compiled_callbacks(self, backend: Any, traced: dict[int, Any],
-                           calls: dict[int, Any]) -> Any:
+    def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
         return None
 
     # -- a call starts (hot path) -----------------------------------------------------
