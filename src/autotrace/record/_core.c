@@ -1660,10 +1660,21 @@ running_key(PyObject *key)
     return frame;
 }
 
+/* (call, code) of `slot`: both held before the tuple is made (making it may run a
+   finaliser that takes the entry out and releases them). */
 static PyObject *
 running_pair(RunningSlot *slot)
 {
-    return PyTuple_Pack(2, slot->call, slot->code);
+    PyObject *call = Py_NewRef(slot->call), *code = Py_NewRef(slot->code);
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(call);
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, call);
+    PyTuple_SET_ITEM(pair, 1, code);
+    return pair;
 }
 
 static PyObject *
