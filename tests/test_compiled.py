@@ -218,6 +218,10 @@ def test_the_running_frames_table_behaves_as_the_dict_it_replaces() -> None:
         del table[8 + 16 * 5_000]
     with pytest.raises(TypeError):
         table[8] = ("not a pair",)
+    for mark in (0, 1):  # the empty and the deleted slot's marks are no frame's address
+        assert table.get(mark) is None and mark not in table
+        with pytest.raises(KeyError):
+            table[mark] = (0, held)
     table.clear()
     model.clear()
     assert len(table) == 0 and table.values() == [] and sys.getrefcount(held) == before

@@ -1650,14 +1650,26 @@ running_take(RunningObject *self, RunningSlot *slot, PyObject **call, PyObject *
     self->used--;
 }
 
-/* The frame address of a Python key (an int from id()): NULL with an exception. */
-static void *
-running_key(PyObject *key)
+/* The frame address of a Python key (an int from id()), in `*frame`: 1; 0: no frame
+   has that address (the marks of an empty or a deleted slot), absent; -1: not an
+   address (an exception). */
+static int
+running_key(PyObject *key, void **frame)
 {
-    void *frame = PyLong_AsVoidPtr(key);
-    if (frame == NULL && !PyErr_Occurred())
-        PyErr_SetString(PyExc_KeyError, "0");
-    return frame;
+    *frame = PyLong_AsVoidPtr(key);
+    if (*frame == NULL && PyErr_Occurred())
+        return -1;
+    return *frame != NULL && *frame != RUNNING_GONE;
+}
+
+/* The slot of a Python key in `*slot` (NULL: absent): 0, or -1 with an exception. */
+static int
+running_lookup(RunningObject *self, PyObject *key, RunningSlot **slot)
+{
+    void *frame;
+    int valid = running_key(key, &frame);
+    *slot = valid == 1 ? running_find(self, frame) : NULL;
+    return valid < 0 ? -1 : 0;
 }
 
 /* (call, code) of `slot`: both held before the tuple is made (making it may run a
@@ -1730,10 +1742,9 @@ Running_length(RunningObject *self)
 static PyObject *
 Running_subscript(RunningObject *self, PyObject *key)
 {
-    void *frame = running_key(key);
-    if (frame == NULL)
+    RunningSlot *slot;
+    if (running_lookup(self, key, &slot) < 0)
         return NULL;
-    RunningSlot *slot = running_find(self, frame);
     if (slot == NULL) {
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
@@ -1745,11 +1756,12 @@ Running_subscript(RunningObject *self, PyObject *key)
 static int
 Running_ass_subscript(RunningObject *self, PyObject *key, PyObject *value)
 {
-    void *frame = running_key(key);
-    if (frame == NULL)
+    void *frame;
+    int valid = running_key(key, &frame);
+    if (valid < 0)
         return -1;
     if (value == NULL) {
-        RunningSlot *slot = running_find(self, frame);
+        RunningSlot *slot = valid ? running_find(self, frame) : NULL;
         if (slot == NULL) {
             PyErr_SetObject(PyExc_KeyError, key);
             return -1;
@@ -1764,16 +1776,20 @@ Running_ass_subscript(RunningObject *self, PyObject *key, PyObject *value)
         PyErr_SetString(PyExc_TypeError, "a running entry is a (call, code) pair");
         return -1;
     }
+    if (!valid) {
+        PyErr_SetObject(PyExc_KeyError, key);  /* no frame has this address */
+        return -1;
+    }
     return running_put(self, frame, PyTuple_GET_ITEM(value, 0), PyTuple_GET_ITEM(value, 1));
 }
 
 static int
 Running_contains(RunningObject *self, PyObject *key)
 {
-    void *frame = running_key(key);
-    if (frame == NULL)
+    RunningSlot *slot;
+    if (running_lookup(self, key, &slot) < 0)
         return -1;
-    return running_find(self, frame) != NULL;
+    return slot != NULL;
 }
 
 /* get(key, default=None) */
@@ -1784,10 +1800,9 @@ Running_get(RunningObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
         return NULL;
     }
-    void *frame = running_key(args[0]);
-    if (frame == NULL)
+    RunningSlot *slot;
+    if (running_lookup(self, args[0], &slot) < 0)
         return NULL;
-    RunningSlot *slot = running_find(self, frame);
     if (slot == NULL)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
     return running_pair(slot);
@@ -1801,10 +1816,9 @@ Running_pop(RunningObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "pop(key[, default])");
         return NULL;
     }
-    void *frame = running_key(args[0]);
-    if (frame == NULL)
+    RunningSlot *slot;
+    if (running_lookup(self, args[0], &slot) < 0)
         return NULL;
-    RunningSlot *slot = running_find(self, frame);
     if (slot == NULL) {
         if (nargs == 2)
             return Py_NewRef(args[1]);
