@@ -147,8 +147,14 @@ def test_sigquit_prints_every_threads_stack_then_quits_as_before(tmp_path: Path,
         ready.wait()
         stuckmod.wait_forever(1)
     """)
+    # SIGQUIT at its default action, whatever this process inherited: a shell's
+    # background job has it ignored, and then the program would not quit untraced either.
+    default_sigquit = [sys.executable, "-c", "import os, signal, sys; "
+                       "signal.signal(signal.SIGQUIT, signal.SIG_DFL); "
+                       "os.execv(sys.argv[1], sys.argv[1:])"]
     process = subprocess.Popen(
-        [*AUTOTRACE, "-p", "stuckmod", "--backend", backend, sys.executable, "prog.py"],
+        [*default_sigquit, *AUTOTRACE, "-p", "stuckmod", "--backend", backend,
+         sys.executable, "prog.py"],
         cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
