@@ -190,12 +190,9 @@ class Renderer:
         if known is not None and known[0]() is t:  # a class met before (module comment)
             shape = known[1]
             if isinstance(shape, str):
-                if not self.repr_objects:
-                    return shape
-            else:
-                text = self._dataclass(obj, t, depth, room, seen, shape)
-                if text is not None:
-                    return text
+                return self._object(obj, room, shape)
+            text = self._dataclass(obj, t, depth, room, seen, shape)
+            return self._object(obj, room, None) if text is None else text
         if issubclass(t, enum.Enum):
             return f"{t.__name__}.{obj._name_}"
         if t is bytes or t is bytearray:
@@ -244,10 +241,14 @@ class Renderer:
             names = tuple(field.name for field in dataclasses.fields(t) if field.repr)
             _remember(t, names)
             text = self._dataclass(obj, t, depth, room, seen, names)
-            if text is not None:
-                return text
-        else:
-            _remember(t, f"<{_type_name(obj)} object>")
+            return self._object(obj, room, None) if text is None else text
+        shown = f"<{_type_name(obj)} object>"
+        _remember(t, shown)
+        return self._object(obj, room, shown)
+
+    def _object(self, obj: Any, room: int, shown: str | None) -> str:
+        """Any other object: its ``repr`` under ``repr_objects``, else ``shown`` (its
+        ``<module.Class object>``, made if None)."""
         if self.repr_objects:
             try:
                 text = repr(obj)
@@ -256,7 +257,7 @@ class Renderer:
             if not isinstance(text, str):
                 return f"<{_type_name(obj)} object>"
             return text[: room + 1 + self._margin]
-        return f"<{_type_name(obj)} object>"
+        return f"<{_type_name(obj)} object>" if shown is None else shown
 
     def _container(self, obj: Any, t: type, depth: int, room: int, seen: set[int]) -> str:
         parts: list[str] = []

@@ -188,14 +188,20 @@ Call_dealloc(CallObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* A new call with every field set as recorder.Call.__init__ sets it. */
+/* A new call with every field set as recorder.Call.__init__ sets it; `args` NULL: no
+   argument references (an empty tuple: read from a frame, or not recorded). */
 static CallObject *
 new_call(PyTypeObject *type, PyObject *info, PyObject *parent, long long depth,
          PyObject *instance, PyObject *args, PyObject *kwargs)
 {
-    CallObject *call = (CallObject *)type->tp_alloc(type, 0);
-    if (call == NULL)
+    PyObject *empty = NULL;
+    if (args == NULL && (args = empty = PyTuple_New(0)) == NULL)
         return NULL;
+    CallObject *call = (CallObject *)type->tp_alloc(type, 0);
+    if (call == NULL) {
+        Py_XDECREF(empty);
+        return NULL;
+    }
     Py_INCREF(info);
     call->info = info;
     Py_INCREF(parent);
@@ -220,6 +226,7 @@ new_call(PyTypeObject *type, PyObject *info, PyObject *parent, long long depth,
     call->kwargs = kwargs;
     Py_INCREF(Py_None);
     call->frame = Py_None;
+    Py_XDECREF(empty);
     return call;
 }
 
@@ -934,13 +941,9 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
             goto error;
         if (parent != Py_None && !PyObject_TypeCheck(parent, &Call_Type))
             goto slow;
-        PyObject *empty = PyTuple_New(0);
-        if (empty == NULL)
-            goto error;
         call = new_call((PyTypeObject *)call_type, info, parent,
                         parent == Py_None ? 1 : ((CallObject *)parent)->depth + 1,
-                        Py_None, empty, Py_None);
-        Py_DECREF(empty);
+                        Py_None, NULL, Py_None);
         if (call == NULL)
             goto error;
         call->start_ns = now_ns();
@@ -985,12 +988,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         call = new_call((PyTypeObject *)call_type, info, parent, depth, instance, args,
                         kwargs);
     else {
-        PyObject *empty = PyTuple_New(0);
-        if (empty == NULL)
-            goto error;
-        call = new_call((PyTypeObject *)call_type, info, parent, depth, Py_None, empty,
+        call = new_call((PyTypeObject *)call_type, info, parent, depth, Py_None, NULL,
                         Py_None);
-        Py_DECREF(empty);
         if (call != NULL && self->capture_args) {
             if (suspends) {
                 PyObject *values = PyObject_CallMethodObjArgs(
@@ -1565,19 +1564,32 @@ typedef struct {
 
 static PyTypeObject Running_Type;
 
+/* The slot of `table` (`size`: a power of two, with empty slots) that holds `frame`,
+   or else the first free one of its probe: a deleted one, or the empty one that ends
+   it. Linear probing from its address, as known_slot. */
+static RunningSlot *
+running_slot(RunningSlot *table, Py_ssize_t size, void *frame)
+{
+    size_t mask = (size_t)size - 1;
+    size_t i = (((size_t)frame) >> 4) & mask;
+    RunningSlot *deleted = NULL;
+    while (table[i].frame != NULL) {
+        if (table[i].frame == frame)
+            return &table[i];
+        if (table[i].frame == RUNNING_GONE && deleted == NULL)
+            deleted = &table[i];
+        i = (i + 1) & mask;
+    }
+    return deleted != NULL ? deleted : &table[i];
+}
+
 static RunningSlot *
 running_find(RunningObject *self, void *frame)
 {
     if (self->size == 0)
         return NULL;
-    size_t mask = (size_t)self->size - 1;
-    size_t i = (((size_t)frame) >> 4) & mask;
-    while (self->table[i].frame != NULL) {
-        if (self->table[i].frame == frame)
-            return &self->table[i];
-        i = (i + 1) & mask;
-    }
-    return NULL;
+    RunningSlot *slot = running_slot(self->table, self->size, frame);
+    return slot->frame == frame ? slot : NULL;
 }
 
 /* Rebuild the table at `size` entries (no reference changes): 0, or -1. */
@@ -1589,15 +1601,10 @@ running_rebuild(RunningObject *self, Py_ssize_t size)
         PyErr_NoMemory();
         return -1;
     }
-    size_t mask = (size_t)size - 1;
     for (Py_ssize_t j = 0; j < self->size; j++) {
         RunningSlot *old = &self->table[j];
-        if (old->frame == NULL || old->frame == RUNNING_GONE)
-            continue;
-        size_t i = (((size_t)old->frame) >> 4) & mask;
-        while (table[i].frame != NULL)
-            i = (i + 1) & mask;
-        table[i] = *old;
+        if (old->frame != NULL && old->frame != RUNNING_GONE)
+            *running_slot(table, size, old->frame) = *old;
     }
     PyMem_Free(self->table);
     self->table = table;
@@ -1626,15 +1633,12 @@ running_put(RunningObject *self, void *frame, PyObject *call, PyObject *code)
         if (running_rebuild(self, size) < 0)
             return -1;
     }
-    size_t mask = (size_t)self->size - 1;
-    size_t i = (((size_t)frame) >> 4) & mask;
-    while (self->table[i].frame != NULL && self->table[i].frame != RUNNING_GONE)
-        i = (i + 1) & mask;
-    if (self->table[i].frame == NULL)
+    slot = running_slot(self->table, self->size, frame);  /* a free one: not there */
+    if (slot->frame == NULL)
         self->filled++;
-    self->table[i].frame = frame;
-    self->table[i].call = Py_NewRef(call);
-    self->table[i].code = Py_NewRef(code);
+    slot->frame = frame;
+    slot->call = Py_NewRef(call);
+    slot->code = Py_NewRef(code);
     self->used++;
     return 0;
 }
@@ -1672,12 +1676,12 @@ running_lookup(RunningObject *self, PyObject *key, RunningSlot **slot)
     return valid < 0 ? -1 : 0;
 }
 
-/* (call, code) of `slot`: both held before the tuple is made (making it may run a
-   finaliser that takes the entry out and releases them). */
+/* A (call, code) tuple that takes over both references (released if it cannot be made).
+   The caller holds them before the tuple is made: making it may run a finaliser that
+   takes a slot's entry out and releases what the slot held. */
 static PyObject *
-running_pair(RunningSlot *slot)
+running_pair(PyObject *call, PyObject *code)
 {
-    PyObject *call = Py_NewRef(slot->call), *code = Py_NewRef(slot->code);
     PyObject *pair = PyTuple_New(2);
     if (pair == NULL) {
         Py_DECREF(call);
@@ -1749,7 +1753,7 @@ Running_subscript(RunningObject *self, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return running_pair(slot);
+    return running_pair(Py_NewRef(slot->call), Py_NewRef(slot->code));
 }
 
 /* self[key] = (call, code); del self[key] */
@@ -1805,7 +1809,7 @@ Running_get(RunningObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (slot == NULL)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return running_pair(slot);
+    return running_pair(Py_NewRef(slot->call), Py_NewRef(slot->code));
 }
 
 /* pop(key[, default]) */
@@ -1827,15 +1831,7 @@ Running_pop(RunningObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *call, *code;
     running_take(self, slot, &call, &code);
-    PyObject *pair = PyTuple_New(2);
-    if (pair == NULL) {
-        Py_DECREF(call);
-        Py_DECREF(code);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(pair, 0, call);
-    PyTuple_SET_ITEM(pair, 1, code);
-    return pair;
+    return running_pair(call, code);
 }
 
 /* values(): a list of (call, code), copied out before any object is made (making one
@@ -1858,7 +1854,8 @@ Running_values(RunningObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *list = PyList_New(k);
     for (Py_ssize_t i = 0; i < k; i++) {
         if (list != NULL) {
-            PyObject *pair = running_pair(&copy[i]);
+            PyObject *pair = running_pair(Py_NewRef(copy[i].call),
+                                          Py_NewRef(copy[i].code));
             if (pair == NULL)
                 Py_CLEAR(list);
             else

@@ -179,19 +179,20 @@ def plain_proxy_maker(recorder: Core) -> Callable[[Any, Callable[[], FunctionInf
     compiled core a plain (not suspending) function's proxy is made by two C calls and
     the wrapt initialiser, without the Python frames of that path: they were most of
     the import cost of a traced module (a module of 1,000 defs)."""
+    def general(func: Any, describe: Callable[[], FunctionInfo], flags: int
+                ) -> TracedPlainFunction:
+        return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
+
     probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
     if probe is None or type(probe) is not _COMPILED_WRAPPER:
-        def make_python(func: Any, describe: Callable[[], FunctionInfo],
-                        flags: int) -> TracedPlainFunction:
-            return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
-        return make_python
+        return general
     new, init, function_call, unbound = (TracedPlainFunction.__new__, _WRAPPER_INIT,
                                          _COMPILED_WRAPPER, _UNBOUND)
 
     def make(func: Any, describe: Callable[[], FunctionInfo], flags: int
              ) -> TracedPlainFunction:
         if flags & _SUSPENDS:
-            return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
+            return general(func, describe, flags)
         proxy: TracedPlainFunction = new(TracedPlainFunction)
         init(proxy, func, unbound, function_call(recorder, describe), None, "staticmethod")
         return proxy
