@@ -190,7 +190,7 @@ class Renderer:
         if known is not None and known[0]() is t:  # a class met before (module comment)
             shape = known[1]
             if isinstance(shape, str):
-                return self._object(obj, room, shape)
+                return self._object(obj, room, shape) if self.repr_objects else shape
             text = self._dataclass(obj, t, depth, room, seen, shape)
             return self._object(obj, room, None) if text is None else text
         if issubclass(t, enum.Enum):
