@@ -6,7 +6,8 @@
 Each backend the interpreter has, each policy: calls dropped, kept, raised (handled
 and escaping), refused (``require_parent``), deeper than ``max_depth``, metrics,
 generators and coroutines (started, stepped and abandoned), methods and properties,
-threads, a finaliser that runs traced code, more functions than a first table holds, and
+threads, a finaliser that runs traced code, the current span asked for and a context
+left attached inside a pending call, more functions than a first table holds, and
 uninstall with calls in flight.
 memcheck reports any invalid read, write or free in ``_core.c`` (exit 99); the program
 checks its own results (exit 1). Small counts: memcheck runs Python about fifty times
@@ -106,6 +107,16 @@ async def spawn(n):
     add(n, 0)
     return await task
 
+def asks(n):  # a pending call's context, shown to OpenTelemetry: made real when asked
+    from opentelemetry import trace
+    trace.get_current_span().get_span_context()
+    return add(n, 1)
+
+def leaves(n):  # a context attached and left: undone when the call ends
+    from opentelemetry import context
+    context.attach(context.set_value("memcheck", n))
+    return add(n, 1)
+
 def many():  # more functions than the monitoring callbacks' first table holds
     return sum(globals()[f"many_{i}"](i) for i in range(80))
 """ + "".join(f"\ndef many_{i}(x):\n    return x + {i}\n" for i in range(80))
@@ -132,6 +143,7 @@ def exercise(mod: object, rounds: int) -> int:
         total += asyncio.run(m.coro(i)) if i % 10 == 0 else 0  # type: ignore[attr-defined]
         total += m.churn(2)  # type: ignore[attr-defined]
         total += m.copies(i)  # type: ignore[attr-defined]
+        total += m.asks(i) + m.leaves(i)  # type: ignore[attr-defined]
         total += m.many() if i % 5 == 0 else 0  # type: ignore[attr-defined]
         total += asyncio.run(m.spawn(i)) if i % 10 == 5 else 0  # type: ignore[attr-defined]
     total += m.slow(1)  # type: ignore[attr-defined]

@@ -50,7 +50,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 7
+#define INTERFACE 8
 
 #define RETURNED 0
 #define RAISED 1
@@ -72,6 +72,10 @@ static PyObject *py_resume;        /* Recorder.resume */
 static PyObject *report;           /* report(kind, what): logs an own failure once */
 static PyObject *str_frame_values, *str_f_trace, *str_frame_released;
 static PyObject *sys_gettrace;     /* sys.gettrace */
+static PyObject *shown_runtime;    /* the runtime context whose get_current is
+                                      otel_current (compiled.py), or NULL */
+static PyObject *otel_globals;     /* opentelemetry.context's namespace */
+static PyObject *str_runtime_context;
 /* UNBOUND: the instance a plain function's proxy holds when its wrapper is a
    FunctionCall. wrapt's C call compares the binding with four strings whenever the
    instance is None (~350 instructions a call, to find a `__self__` a plain function
@@ -149,16 +153,24 @@ typedef struct {
     PyObject *info, *parent, *saved, *span, *token, *run_ctx, *parent_ctx;
     PyObject *instance, *args, *kwargs, *frame;
     PyObject *values;  /* a generator's arguments read at its start (monitoring); NULL: None */
+    PyObject *lazy_base;  /* NULL, or the OpenTelemetry ContextVar's value under which
+                             run_ctx is current without being set ("Shown, not set") */
     PyObject *dict;  /* the rarely set fields (class defaults otherwise) */
     PyObject *weakrefs;
     long long depth, generation, start_ns, child_ns;
     char closed, under_pending, counted;
+    char unshow;  /* undo what its body left attached when it ends or suspends */
 } CallObject;
 
 static PyTypeObject Call_Type;
 
+/* A Call: compiled.CompiledCall, the type the core makes, checked first (a subtype
+   check walks the MRO, ~16 instructions). */
+#define IS_CALL(o) (Py_TYPE(o) == (PyTypeObject *)call_type || \
+                    PyObject_TypeCheck((o), &Call_Type))
+
 #define CALL_FIELDS(X) X(info) X(parent) X(saved) X(span) X(token) X(run_ctx) \
-    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(values) X(dict)
+    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(values) X(lazy_base) X(dict)
 
 static int
 Call_traverse(CallObject *self, visitproc visit, void *arg)
@@ -252,10 +264,11 @@ Call_init(CallObject *self, PyObject *args, PyObject *kwds)
     SET(kwargs, kwargs)
     SET(frame, Py_None)
 #undef SET
+    Py_CLEAR(self->lazy_base);
     self->depth = depth;
     self->generation = generation;
     self->start_ns = self->child_ns = 0;
-    self->closed = self->under_pending = self->counted = 0;
+    self->closed = self->under_pending = self->counted = self->unshow = 0;
     return 0;
 }
 
@@ -272,12 +285,14 @@ static PyMemberDef Call_members[] = {
     {"kwargs", T_OBJECT, offsetof(CallObject, kwargs), 0, NULL},
     {"frame", T_OBJECT, offsetof(CallObject, frame), 0, NULL},
     {"values", T_OBJECT, offsetof(CallObject, values), 0, NULL},
+    {"lazy_base", T_OBJECT, offsetof(CallObject, lazy_base), 0, NULL},
     {"depth", T_LONGLONG, offsetof(CallObject, depth), 0, NULL},
     {"generation", T_LONGLONG, offsetof(CallObject, generation), 0, NULL},
     {"start_ns", T_LONGLONG, offsetof(CallObject, start_ns), 0, NULL},
     {"child_ns", T_LONGLONG, offsetof(CallObject, child_ns), 0, NULL},
     {"closed", T_BOOL, offsetof(CallObject, closed), 0, NULL},
     {"under_pending", T_BOOL, offsetof(CallObject, under_pending), 0, NULL},
+    {"unshow", T_BOOL, offsetof(CallObject, unshow), 0, NULL},
     {"counted", T_BOOL, offsetof(CallObject, counted), 0, NULL},
     {NULL}
 };
@@ -880,6 +895,80 @@ otel_context(void)
     return ctx;
 }
 
+/* ---- Shown, not set: a pending call's context without a ContextVar set per call ----
+
+   A pending call at the top of its chain must be current for OpenTelemetry: code it
+   calls that asks for the current span (an instrumented library, a hand-made span)
+   must find the call's PendingSpan, and make it real. Setting and resetting the
+   OpenTelemetry ContextVar for that cost ~3,200 instructions a call, half of a dropped
+   call. Instead, the call records the variable's value as it starts (`lazy_base`) and
+   the context its body runs in (`run_ctx`, with its PendingSpan current), and
+   OpenTelemetry's `get_current()` is answered by `otel_current` (compiled.py installs
+   it as the runtime context's method): the innermost traced call's `run_ctx` while
+   the variable still holds that call's `lazy_base`, else the variable's value. So:
+   - anything attached inside the call (a foreign span, baggage) is seen as set, and
+     detached, the call's context shows again;
+   - a context copied inside the call keeps seeing it, as it keeps the chain;
+   - calls nested in it find its run_ctx current, as if it had been set, and inherit
+     its `lazy_base`.
+   - a generator or coroutine takes the variable's value again at each resume (it may
+     resume in another context), and undoes what a step left attached when it
+     suspends, as the reset of the token its resume would have set.
+   Every call sets the variable, as before, when the runtime context is not this one
+   (`shown_on`), and a call the Python methods start always does. */
+
+/* Whether OpenTelemetry's get_current() is otel_current now (nobody replaced it). */
+static int
+shown_on(void)
+{
+    if (shown_runtime == NULL || otel_globals == NULL)
+        return 0;
+    PyObject *now = PyDict_GetItemWithError(otel_globals, str_runtime_context);
+    if (now == NULL)
+        PyErr_Clear();
+    return now == shown_runtime;
+}
+
+/* The context current for OpenTelemetry given the ContextVar's value `raw` and the
+   innermost traced call `call` (borrowed in and out). */
+static PyObject *
+shown_context(PyObject *raw, PyObject *call)
+{
+    if (raw != NULL && IS_CALL(call) &&
+        ((CallObject *)call)->lazy_base == raw)
+        return ((CallObject *)call)->run_ctx;
+    return raw;
+}
+
+/* A call whose body runs in `ctx` while the variable holds `raw`: shown, not set.
+   `unshow`: it undoes what its body leaves attached (it would have reset a token). */
+static void
+show_context(CallObject *call, PyObject *raw, int unshow)
+{
+    Py_INCREF(raw);
+    Py_XSETREF(call->lazy_base, raw);
+    call->unshow = (char)unshow;
+}
+
+/* The call that showed its context ends: a context its body attached and left
+   attached is undone, as the reset of a token set at its start would (and as
+   OpenTelemetry's start_as_current_span does), so that no stale PendingSpan outlives
+   the chain it stands for. 0, or -1 with an error. */
+static int
+unshow_context(CallObject *call)
+{
+    PyObject *raw = otel_context();
+    if (raw == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int left = raw != call->lazy_base;
+    Py_DECREF(raw);
+    if (!left)
+        return 0;
+    PyObject *token = set_var_synced(otel_var, call->lazy_base);
+    Py_XDECREF(token);
+    return token == NULL ? -1 : 0;
+}
+
 #define SLOW ((PyObject *)1)
 
 /* A generator's call under a PendingSpan that is current already attaches that context
@@ -904,42 +993,51 @@ static PyObject *
 core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
                 PyObject *kwargs, PyObject *frame, int suspends)
 {
-    PyObject *ctx = NULL, *parent = NULL, *run_ctx = NULL;
+    PyObject *raw = NULL, *ctx = NULL, *parent = NULL, *run_ctx = NULL;
     CallObject *call = NULL;
     if (otel_var == NULL || current_var == NULL || call_type == NULL)
         return SLOW;
     if (self->require_parent) {
-        ctx = otel_context();
-        if (ctx == NULL || !PyDict_Check(ctx))
+        raw = otel_context();
+        if (raw == NULL || !PyDict_Check(raw))
             goto slow;
-        PyObject *span = PyDict_GetItemWithError(ctx, span_key);  /* borrowed */
+        PyObject *span = PyDict_GetItemWithError(raw, span_key);  /* borrowed */
         if (span == NULL && PyErr_Occurred())
             goto error;
         if (span == NULL || span == invalid_span) {
+            /* no call shows a context over this one: each had a parent span in it */
             if (self->stats == NULL || self->stats == Py_None || !self->active || busy) {
-                Py_DECREF(ctx);
+                Py_DECREF(raw);
                 Py_RETURN_NONE;
             }
             goto slow;
         }
-        if ((PyObject *)Py_TYPE(span) != pending_span_type)
-            goto slow;  /* a real span: is its context valid? Python asks it */
+        if ((PyObject *)Py_TYPE(span) != pending_span_type) {
+            /* a real span: is its context valid? Python asks it, unless a pending call
+               shows its own (a PendingSpan's) over it */
+            parent = current_call();
+            if (parent == NULL)
+                goto error;
+            if (shown_context(raw, parent) == raw)
+                goto slow;
+        }
     }
     if (!self->active || busy || in_collection()) {
-        Py_XDECREF(ctx);
+        Py_XDECREF(raw);
+        Py_XDECREF(parent);
         Py_RETURN_NONE;
     }
+    if (parent == NULL && (parent = current_call()) == NULL)
+        goto error;
     if (self->no_span_rules && !self->spans) {
         /* Recorder._unrecorded: spans off, the call is only counted (metrics); current,
          * for its children's depth, with nothing attached to the OpenTelemetry context */
         if (self->stats == NULL || self->stats == Py_None) {
-            Py_XDECREF(ctx);
+            Py_XDECREF(raw);
+            Py_DECREF(parent);
             Py_RETURN_NONE;
         }
-        parent = current_call();
-        if (parent == NULL)
-            goto error;
-        if (parent != Py_None && !PyObject_TypeCheck(parent, &Call_Type))
+        if (parent != Py_None && !IS_CALL(parent))
             goto slow;
         call = new_call((PyTypeObject *)call_type, info, parent,
                         parent == Py_None ? 1 : ((CallObject *)parent)->depth + 1,
@@ -949,18 +1047,19 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         call->start_ns = now_ns();
         if (set_current_call((PyObject *)call) < 0)
             goto error;
-        Py_XDECREF(ctx);
+        Py_XDECREF(raw);
         Py_DECREF(parent);
         return (PyObject *)call;
     }
     if (self->no_span_rules || !self->pending || self->tracer == NULL ||
         self->tracer == Py_None)
         goto slow;
-    if (ctx == NULL) {
-        ctx = otel_context();
-        if (ctx == NULL || !PyDict_Check(ctx))
+    if (raw == NULL) {
+        raw = otel_context();
+        if (raw == NULL || !PyDict_Check(raw))
             goto slow;
     }
+    ctx = Py_NewRef(shown_context(raw, parent));
     PyObject *suppressed = PyDict_GetItemWithError(ctx, suppress_key);  /* borrowed */
     if (suppressed == NULL && PyErr_Occurred())
         goto error;
@@ -969,16 +1068,15 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if (truth < 0)
             goto error;
         if (truth) {
+            Py_DECREF(raw);
             Py_DECREF(ctx);
+            Py_DECREF(parent);
             Py_RETURN_NONE;
         }
     }
-    parent = current_call();
-    if (parent == NULL)
-        goto error;
     long long depth = 1;
     if (parent != Py_None) {
-        if (!PyObject_TypeCheck(parent, &Call_Type))
+        if (!IS_CALL(parent))
             goto slow;
         depth = ((CallObject *)parent)->depth + 1;
         if (depth > self->max_depth)
@@ -1012,13 +1110,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
     call->start_ns = now_ns();
     Py_INCREF(ctx);
     Py_SETREF(call->parent_ctx, ctx);
-    if (parent != Py_None && ctx == ((CallObject *)parent)->run_ctx) {
-        call->under_pending = 1;  /* the parent's PendingSpan is current already */
-        Py_INCREF(ctx);
-        Py_SETREF(call->run_ctx, ctx);
-        if (suspends && attach_run_context(call) < 0)
-            goto error;
-    }
+    if (parent != Py_None && ctx == ((CallObject *)parent)->run_ctx)
+        run_ctx = Py_NewRef(Py_None);  /* the parent's PendingSpan is current already */
     else {
         PyObject *cache = self->pending_cache;
         if (cache != NULL && PyTuple_Check(cache) && PyTuple_GET_SIZE(cache) == 2 &&
@@ -1031,33 +1124,46 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
             if (run_ctx == NULL)
                 goto error;
         }
-        if (run_ctx == Py_None) {
-            call->under_pending = 1;
-            Py_INCREF(ctx);
-            Py_SETREF(call->run_ctx, ctx);
-            if (suspends && attach_run_context(call) < 0)
+    }
+    if (run_ctx == Py_None) {  /* a PendingSpan is current: the body runs in ctx */
+        call->under_pending = 1;
+        Py_INCREF(ctx);
+        Py_SETREF(call->run_ctx, ctx);
+        if (suspends) {  /* shown at each resume, maybe elsewhere */
+            if (shown_on())
+                show_context(call, raw, 1);
+            else if (attach_run_context(call) < 0)
                 goto error;
         }
+        else if (ctx != raw)
+            show_context(call, raw, 0);  /* shown by an enclosing call: shown here too */
+    }
+    else {
+        Py_INCREF(run_ctx);
+        Py_SETREF(call->run_ctx, run_ctx);
+        if (shown_on())
+            show_context(call, raw, 1);
         else {
             PyObject *token = set_var_synced(otel_var, run_ctx);
             if (token == NULL)
                 goto error;
             Py_SETREF(call->token, token);
-            Py_INCREF(run_ctx);
-            Py_SETREF(call->run_ctx, run_ctx);
         }
-        Py_CLEAR(run_ctx);
     }
+    Py_CLEAR(run_ctx);
     if (set_current_call((PyObject *)call) < 0)
         goto error;
+    Py_DECREF(raw);
     Py_DECREF(ctx);
     Py_DECREF(parent);
     return (PyObject *)call;
 slow:
+    Py_XDECREF(raw);
     Py_XDECREF(ctx);
     Py_XDECREF(parent);
     return SLOW;
 error:
+    Py_XDECREF(raw);
     Py_XDECREF(ctx);
     Py_XDECREF(parent);
     Py_XDECREF(run_ctx);
@@ -1094,6 +1200,8 @@ restore_context(CallObject *call)
             report_failure("detach", NULL);  /* finished in another context */
         Py_DECREF(token);
     }
+    else if (call->lazy_base != NULL && call->unshow && unshow_context(call) < 0)
+        report_failure("detach", NULL);
     return set_current_call(call->saved);
 }
 
@@ -1104,7 +1212,7 @@ restore_context(CallObject *call)
 static int
 core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *value)
 {
-    if (!PyObject_TypeCheck(call_obj, &Call_Type) || outcome == ABANDONED ||
+    if (!IS_CALL(call_obj) || outcome == ABANDONED ||
         in_collection() || otel_var == NULL)
         return 0;
     CallObject *call = (CallObject *)call_obj;
@@ -1225,7 +1333,7 @@ finish_call(CoreObject *self, PyObject *call, int outcome, PyObject *value)
 static int
 core_suspend_fast(CoreObject *self, PyObject *call_obj)
 {
-    if (!PyObject_TypeCheck(call_obj, &Call_Type) || self->own_time || otel_var == NULL)
+    if (!IS_CALL(call_obj) || self->own_time || otel_var == NULL)
         return 0;
     if (in_collection())
         return 1;  /* not made current at resume either (recorder.py, gh-148891) */
@@ -1238,13 +1346,15 @@ core_suspend_fast(CoreObject *self, PyObject *call_obj)
             report_failure("detach", NULL);  /* as recorder._detach */
         Py_DECREF(token);
     }
+    else if (call->lazy_base != NULL && call->unshow && unshow_context(call) < 0)
+        report_failure("detach", NULL);
     return set_current_call(call->saved) < 0 ? -1 : 1;
 }
 
 static int
 core_resume_fast(CoreObject *self, PyObject *call_obj)
 {
-    if (!PyObject_TypeCheck(call_obj, &Call_Type) || self->own_time || otel_var == NULL)
+    if (!IS_CALL(call_obj) || self->own_time || otel_var == NULL)
         return 0;
     if (in_collection())
         return 1;  /* the collector resumes it to close it */
@@ -1256,6 +1366,14 @@ core_resume_fast(CoreObject *self, PyObject *call_obj)
     if (set_current_call(call_obj) < 0)
         return -1;
     if (call->run_ctx != Py_None) {
+        if (call->lazy_base != NULL && shown_on()) {  /* shown here, over this value */
+            PyObject *raw = otel_context();
+            if (raw == NULL)
+                return PyErr_Occurred() ? -1 : 1;
+            Py_SETREF(call->lazy_base, raw);
+            return 1;
+        }
+        Py_CLEAR(call->lazy_base);  /* set from now on (the runtime context changed) */
         PyObject *token = set_var_synced(otel_var, call->run_ctx);
         if (token == NULL)
             return -1;
@@ -2513,7 +2631,58 @@ core_detach(PyObject *module, PyObject *token)
     return var_synced(otel_var, NULL, token);
 }
 
+/* OpenTelemetry's get_current(), for the runtime context compiled.py installs: the
+   ContextVar's value, or the context a traced call shows over it ("Shown, not set"). */
+static PyObject *
+core_otel_current(PyObject *module, PyObject *unused)
+{
+    PyObject *raw = NULL;
+    if (otel_var == NULL || current_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
+        return NULL;
+    }
+    if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
+        return NULL;
+    if (raw == NULL) {  /* as var.get() with no default */
+        PyErr_SetObject(PyExc_LookupError, otel_var);
+        return NULL;
+    }
+    PyObject *call = current_call();
+    if (call == NULL) {
+        Py_DECREF(raw);
+        return NULL;
+    }
+    PyObject *shown = Py_NewRef(shown_context(raw, call));
+    Py_DECREF(call);
+    Py_DECREF(raw);
+    return shown;
+}
+
+/* show_through(runtime, namespace): OpenTelemetry's get_current() is otel_current while
+   namespace["_RUNTIME_CONTEXT"] is runtime (None: never). */
+static PyObject *
+core_show_through(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || (args[0] != Py_None && !PyDict_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "show_through(runtime, namespace)");
+        return NULL;
+    }
+    if (args[0] == Py_None) {
+        Py_CLEAR(shown_runtime);
+        Py_CLEAR(otel_globals);
+    }
+    else {
+        Py_XSETREF(shown_runtime, Py_NewRef(args[0]));
+        Py_XSETREF(otel_globals, Py_NewRef(args[1]));
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"otel_current", core_otel_current, METH_NOARGS,
+     "OpenTelemetry's current context, with a pending call's shown (see _core.c)."},
+    {"show_through", (PyCFunction)(void (*)(void))core_show_through, METH_FASTCALL,
+     "The runtime context whose get_current is otel_current, and its module namespace."},
     {"get_method", (PyCFunction)(void (*)(void))core_get_method, METH_FASTCALL,
      "TracedFunction.__get__, compiled."},
     {"get_plain", (PyCFunction)(void (*)(void))core_get_plain, METH_FASTCALL,
@@ -2558,6 +2727,7 @@ PyInit__core(void)
         return NULL;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) goto fail;
     INTERN(str_pending_context, "_pending_context")
+    INTERN(str_runtime_context, "_RUNTIME_CONTEXT")
     INTERN(str_on_start, "_on_start")
     INTERN(str_code, "code")
     INTERN(str_info, "info")

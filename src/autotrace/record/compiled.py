@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._log import log_once
@@ -89,3 +90,29 @@ _core.setup(current=recorder._current, otel=_otel_var(),
             finish=recorder.Recorder.finish, suspend=recorder.Recorder.suspend,
             resume=recorder.Recorder.resume, report=_report)
 _core.set_generation(recorder._fork_generation)
+
+
+class _ShownRuntimeContext(ContextVarsRuntimeContext):
+    """OpenTelemetry's runtime context, on the same ContextVar, whose ``get_current``
+    also sees the context a pending traced call shows without setting it (``_core.c``:
+    "Shown, not set"). With no such call running it answers as the original does."""
+
+    get_current = staticmethod(_core.otel_current)
+
+
+def _show_pending_calls() -> None:
+    """Install ``_ShownRuntimeContext`` in place of the standard runtime context, once
+    per process; it stays after ``uninstall()`` (the same answers then). Another runtime
+    context (``OTEL_PYTHON_CONTEXT``), or one replaced later, makes every pending call
+    set the ContextVar as before (``shown_on`` in ``_core.c``)."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext or \
+            getattr(runtime, "_current_context", None) is not _otel_var():
+        return
+    shown = object.__new__(_ShownRuntimeContext)
+    shown.__dict__.update(vars(runtime))
+    context_api._RUNTIME_CONTEXT = shown  # type: ignore[attr-defined]
+    _core.show_through(shown, vars(context_api))
+
+
+_show_pending_calls()

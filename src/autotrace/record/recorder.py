@@ -104,6 +104,9 @@ def _context_primitives() -> tuple[Callable[[], Any], Callable[[Any], Any],
 
 
 _get_current, _attach, _reset = _context_primitives()
+#: The ContextVar's own value: ``_get_current`` also sees a context a pending call shows
+#: without setting it, with the extension (below, and ``_core.c``: "Shown, not set").
+_raw_current = _get_current
 _get_frame = sys._getframe
 
 
@@ -111,6 +114,16 @@ def _detach(token: Any) -> None:
     try:
         _reset(token)
     except Exception:  # a generator finished in another context than it ran in
+        detach_failed()
+
+
+def _unshow(base: Any) -> None:
+    """A call that showed its context ends (``_core.c``: "Shown, not set"): what its
+    body left attached is undone, as the reset of a token set at its start would."""
+    try:
+        if _raw_current() is not base:
+            _attach(base)
+    except Exception:
         detach_failed()
 
 
@@ -141,6 +154,7 @@ if accel.extension is not None:
     _set_call = accel.extension.set_current_call
     if _otel is not None:  # the OpenTelemetry context set without unsyncing the chain
         _attach, _reset = accel.extension.attach, accel.extension.detach
+        _get_current = accel.extension.otel_current
 else:
     _get_call = _current.get
     _set_call = _current.set
@@ -279,6 +293,10 @@ class RareFields:
     failed: list[_Late] | None = None
     handled: dict[str, int] | None = None  # exception type -> count, handled inside it
     attrs: dict[str, Any] | None = None  # arguments rendered at start
+    #: the compiled core's: the ContextVar's value under which ``run_ctx`` is current
+    #: without being set (``_core.c``: "Shown, not set"); the pure core sets it always
+    lazy_base: Any = None
+    unshow = False  # it undoes what its body left attached when it ends or suspends
 
 
 class Call(RareFields):
@@ -537,6 +555,8 @@ class Recorder:
                 call.run_ctx = ctx
                 if suspends:
                     call.token = _attach(ctx)
+                elif ctx is not (raw := _raw_current()):
+                    call.lazy_base = raw  # shown by the enclosing call: shown here too
             else:
                 call.run_ctx = run_ctx
                 call.token = _attach(run_ctx)
@@ -626,6 +646,8 @@ class Recorder:
         if token is not None:
             call.token = None
             _detach(token)
+        elif call.unshow:
+            _unshow(call.lazy_base)
         _set_call(call.saved)
         if self.own_time:
             resumed = call.resumed_ns
@@ -640,7 +662,9 @@ class Recorder:
         _set_call(call)
         if self.own_time:
             call.resumed_ns = time_ns()
-        if call.run_ctx is not None:
+        if call.lazy_base is not None:  # shown here, over this value (_core.c)
+            call.lazy_base = _raw_current()
+        elif call.run_ctx is not None:
             call.token = _attach(call.run_ctx)
 
     # -- a call ends (hot path) -------------------------------------------------------
@@ -659,6 +683,8 @@ class Recorder:
                     _reset(token)
                 except Exception:  # a generator finished in another context
                     detach_failed()
+            elif call.unshow:
+                _unshow(call.lazy_base)
             _set_call(call.saved)
         if call.generation != _fork_generation:
             return
