@@ -224,3 +224,52 @@ def test_traced_code_run_by_the_collectors_callbacks_sets_no_context(
     # the start, ran before autotrace could know; after it, none
     assert report["first"] <= 1
     assert report["names"] == ["work", "root"]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="the collection rule is for < 3.12")
+def test_other_threads_stay_traced_while_a_collection_starts(
+        tmp_path: Path, core: str, request: pytest.FixtureRequest) -> None:
+    """The collecting thread is noted with the first marker, in one C call: a thread
+    switch between the two let another thread run with an earlier collection's thread
+    noted, and its calls went untraced (~1% of 20,000 calls here). Without the
+    extension (``OTEL_PYTHON_AUTOTRACE_CORE=python``) the marker is a C method and the
+    thread is noted by a Python callback after it: that gap stays (documented)."""
+    if core == "python":
+        request.applymarker(pytest.mark.xfail(
+            reason="without the extension the thread is noted after the marker moves"))
+    write(tmp_path, "gcthreads.py", """
+        def work(x):
+            return x + 1
+    """)
+    write(tmp_path, "prog.py", """
+        import gc, sys, threading
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+        import autotrace
+
+        class Count(SpanProcessor):
+            ended = 0
+            def on_end(self, span):
+                Count.ended += 1
+
+        provider = TracerProvider()
+        provider.add_span_processor(Count())
+        autotrace.install(["gcthreads"], tracer_provider=provider)
+        import gcthreads
+
+        sys.setswitchinterval(1e-5)  # a switch at nearly every chance
+        gc.set_threshold(50)  # a collection every few calls, on every thread
+        def run():
+            for i in range(5000):
+                gcthreads.work(i)
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(Count.ended)
+    """)
+    done = subprocess.run(
+        [sys.executable, "prog.py"], cwd=tmp_path, capture_output=True, text=True,
+        env=clean_env(OTEL_PYTHON_AUTOTRACE_CORE=core), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["20000"]

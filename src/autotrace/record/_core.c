@@ -88,6 +88,8 @@ static long long generation;       /* recorder._fork_generation */
 static unsigned long collecting;   /* recorder._collecting (< 3.12): a thread ident */
 /* recorder._gc_first, _gc_last, _IDLE (< 3.12): the collector's phase markers */
 static PyObject *gc_first, *gc_last, *gc_idle;
+static PyObject *gc_namespace;     /* recorder's module namespace: its _collecting */
+static PyObject *str_move_to_end, *str_start, *str_collecting;
 static THREAD_LOCAL int busy;      /* recorder._local.busy */
 
 static long long
@@ -2516,16 +2518,46 @@ core_recursion_depth(PyObject *module, PyObject *unused)
 static PyObject *
 core_set_collection_markers(PyObject *module, PyObject *args)
 {
-    PyObject *first, *last, *idle;
-    if (!PyArg_ParseTuple(args, "OOO", &first, &last, &idle))
+    PyObject *first, *last, *idle, *namespace;
+    if (!PyArg_ParseTuple(args, "OOOO!", &first, &last, &idle, &PyDict_Type, &namespace))
         return NULL;
     Py_INCREF(first);
     Py_INCREF(last);
     Py_INCREF(idle);
+    Py_INCREF(namespace);
     Py_XSETREF(gc_first, first);
     Py_XSETREF(gc_last, last);
     Py_XSETREF(gc_idle, idle);
+    Py_XSETREF(gc_namespace, namespace);
     Py_RETURN_NONE;
+}
+
+/* gc.callbacks' first (< 3.12; recorder.py): at "start", the collecting thread is noted
+   and then the first marker moved, in one C call. When the marker was a C method and
+   the thread was noted by the Python callback after it, a thread switch at that
+   callback's first bytecode let another thread run with the marker moved and a
+   previous collection's thread noted: if that was its own, its calls went untraced. */
+static PyObject *
+core_gc_first(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "gc_first(phase, info)");
+        return NULL;
+    }
+    if (gc_first == NULL)
+        Py_RETURN_NONE;
+    if (PyUnicode_Check(args[0]) && PyUnicode_Compare(args[0], str_start) == 0) {
+        collecting = PyThread_get_thread_ident();
+        if (gc_namespace != NULL) {
+            PyObject *ident = PyLong_FromUnsignedLong(collecting);
+            if (ident == NULL || PyDict_SetItem(gc_namespace, str_collecting, ident) < 0) {
+                Py_XDECREF(ident);
+                return NULL;
+            }
+            Py_DECREF(ident);
+        }
+    }
+    return PyObject_CallMethodOneArg(gc_first, str_move_to_end, args[0]);
 }
 
 static PyObject *
@@ -2700,6 +2732,8 @@ static PyMethodDef module_methods[] = {
     {"setup", (PyCFunction)(void (*)(void))core_setup, METH_VARARGS | METH_KEYWORDS,
      "Hand over the objects the fast path uses (compiled.py, once)."},
     {"set_generation", core_set_generation, METH_O, "The fork generation (after a fork)."},
+    {"gc_first", (PyCFunction)(void (*)(void))core_gc_first, METH_FASTCALL,
+     "gc.callbacks' first (< 3.12): the collecting thread noted, then the marker moved."},
     {"set_collecting", core_set_collecting, METH_O,
      "The thread ident running a garbage collection, or 0 (< 3.12)."},
     {"recursion_depth", core_recursion_depth, METH_NOARGS,
@@ -2728,6 +2762,9 @@ PyInit__core(void)
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) goto fail;
     INTERN(str_pending_context, "_pending_context")
     INTERN(str_runtime_context, "_RUNTIME_CONTEXT")
+    INTERN(str_move_to_end, "move_to_end")
+    INTERN(str_start, "start")
+    INTERN(str_collecting, "_collecting")
     INTERN(str_on_start, "_on_start")
     INTERN(str_code, "code")
     INTERN(str_info, "info")

@@ -244,11 +244,16 @@ def _in_collection() -> bool:
 
 
 if WATCH_COLLECTIONS:
+    if accel.extension is not None:
+        # The thread is noted in the same C call that moves the first marker: with the
+        # Python callback noting it after, a thread switch at that callback's first
+        # bytecode let another thread run with an earlier collection's ident noted
+        # (its calls untraced if it was its own). Without the extension that gap stays.
+        accel.extension.set_collection_markers(_gc_first, _gc_last, _IDLE, globals())
+        _mark_first = accel.extension.gc_first
     gc.callbacks.insert(0, _mark_first)
     gc.callbacks.append(_collection_phase)
     gc.callbacks.append(_mark_last)
-    if accel.extension is not None:
-        accel.extension.set_collection_markers(_gc_first, _gc_last, _IDLE)
 
 #: Live recorders: a forked child gets fresh locks and an empty queue in each.
 _recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
