@@ -152,7 +152,8 @@ def test_a_generator_resumed_in_another_context_shows_its_call_there(
     assert next(gen) == 1
     with tracer.start_as_current_span("elsewhere"):
         assert next(gen) == 2
-    gen.close()
+    assert next(gen, None) is None  # ended by returning (3.13 closes a generator at a
+    # yield outside any try without an event: its span would end at a later safe point)
     spans = traced.spans()
     assert parent_name(spans, traced.span("step")) == "steps"
     assert traced.span("steps").parent is None  # where it started
@@ -166,4 +167,4 @@ def test_a_generator_step_that_leaves_a_context_attached_is_undone_when_it_suspe
     assert next(gen) == 1
     assert context.get_current() is before
     assert next(gen) is None  # the next step starts from the generator's own context
-    gen.close()
+    assert next(gen, "ended") == "ended"
