@@ -5,6 +5,8 @@ must answer alike: these run on both cores and both backends."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from typing import Any
 
 from opentelemetry import baggage, context
@@ -56,6 +58,18 @@ def steps(tracer):
     with tracer.start_as_current_span("step"):
         pass
     yield 2
+
+def spawner(start_thread):
+    thread = start_thread()
+    yield thread
+    yield 2
+
+def run_in(ctx, fn):
+    token = context.attach(ctx)  # a context captured outside, attached again inside
+    try:
+        return fn()
+    finally:
+        context.detach(token)
 
 def leaves_in_a_step():
     context.attach(baggage.set_baggage("user", "step"))
@@ -168,3 +182,48 @@ def test_a_generator_step_that_leaves_a_context_attached_is_undone_when_it_suspe
     assert context.get_current() is before
     assert next(gen) is None  # the next step starts from the generator's own context
     assert next(gen, "ended") == "ended"
+
+
+def test_a_context_copied_in_a_generator_step_keeps_it_after_it_resumes_elsewhere(
+        traced: Traced, provider: TracerProvider) -> None:
+    mod = _load(traced)
+    tracer = provider.get_tracer("program")
+    go = threading.Event()
+
+    def run() -> None:
+        go.wait(10)
+        with tracer.start_as_current_span("in-thread"):
+            pass
+
+    def start_thread() -> threading.Thread:
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run,))
+        thread.start()
+        return thread
+
+    gen = mod.spawner(start_thread)
+    thread = next(gen)
+    with tracer.start_as_current_span("elsewhere"):
+        assert next(gen) == 2
+    go.set()
+    thread.join(10)
+    assert next(gen, None) is None
+    spans = traced.spans()
+    assert parent_name(spans, traced.span("in-thread")) == "spawner"
+
+
+def test_a_context_captured_outside_and_attached_again_inside_is_the_programs(
+        traced: Traced, provider: TracerProvider) -> None:
+    mod = _load(traced)
+    tracer = provider.get_tracer("program")
+
+    def callback() -> None:
+        with tracer.start_as_current_span("callback"):
+            pass
+
+    with tracer.start_as_current_span("request"):
+        captured = context.get_current()
+        mod.run_in(captured, callback)
+        assert context.get_current() is captured
+    spans = traced.spans()
+    assert parent_name(spans, traced.span("callback")) == "request"
+    assert "run_in" not in traced.names()

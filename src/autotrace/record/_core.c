@@ -913,9 +913,13 @@ otel_context(void)
    - a context copied inside the call keeps seeing it, as it keeps the chain;
    - calls nested in it find its run_ctx current, as if it had been set, and inherit
      its `lazy_base`.
-   - a generator or coroutine takes the variable's value again at each resume (it may
-     resume in another context), and undoes what a step left attached when it
-     suspends, as the reset of the token its resume would have set.
+   - a generator or coroutine resumed where the variable still holds its lazy_base is
+     shown again; resumed elsewhere, it sets its context for that step (lazy_base is
+     never re-based: a context copied in an earlier step keeps seeing it). A step
+     that left a context attached has it undone when it suspends;
+   - the program attaching the very value a call is shown over (a context captured
+     outside, attached again inside) turns that call into one that sets its context
+     (`pin_shown`, from the runtime context's attach), so the program's context shows.
    Every call sets the variable, as before, when the runtime context is not this one
    (`shown_on`), and a call the Python methods start always does. */
 
@@ -925,10 +929,8 @@ shown_on(void)
 {
     if (shown_runtime == NULL || otel_globals == NULL)
         return 0;
-    PyObject *now = PyDict_GetItemWithError(otel_globals, str_runtime_context);
-    if (now == NULL)
-        PyErr_Clear();
-    return now == shown_runtime;
+    /* a str key: the lookup cannot fail, and an exception in flight is left alone */
+    return PyDict_GetItemWithError(otel_globals, str_runtime_context) == shown_runtime;
 }
 
 /* The context current for OpenTelemetry given the ContextVar's value `raw` and the
@@ -1368,14 +1370,16 @@ core_resume_fast(CoreObject *self, PyObject *call_obj)
     if (set_current_call(call_obj) < 0)
         return -1;
     if (call->run_ctx != Py_None) {
-        if (call->lazy_base != NULL && shown_on()) {  /* shown here, over this value */
+        if (call->lazy_base != NULL && shown_on()) {
             PyObject *raw = otel_context();
-            if (raw == NULL)
-                return PyErr_Occurred() ? -1 : 1;
-            Py_SETREF(call->lazy_base, raw);
-            return 1;
+            if (raw == NULL && PyErr_Occurred())
+                return -1;
+            Py_XDECREF(raw);  /* the variable holds it */
+            if (raw == call->lazy_base)
+                return 1;  /* resumed where it started: shown again */
         }
-        Py_CLEAR(call->lazy_base);  /* set from now on (the runtime context changed) */
+        /* resumed elsewhere: set for this step. Its lazy_base stays: a context copied
+           in an earlier step must keep seeing it */
         PyObject *token = set_var_synced(otel_var, call->run_ctx);
         if (token == NULL)
             return -1;
@@ -2550,11 +2554,9 @@ core_gc_first(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         collecting = PyThread_get_thread_ident();
         if (gc_namespace != NULL) {
             PyObject *ident = PyLong_FromUnsignedLong(collecting);
-            if (ident == NULL || PyDict_SetItem(gc_namespace, str_collecting, ident) < 0) {
-                Py_XDECREF(ident);
-                return NULL;
-            }
-            Py_DECREF(ident);
+            if (ident == NULL || PyDict_SetItem(gc_namespace, str_collecting, ident) < 0)
+                PyErr_Clear();  /* the C field is noted; the marker must move anyway */
+            Py_XDECREF(ident);
         }
     }
     return PyObject_CallMethodOneArg(gc_first, str_move_to_end, args[0]);
@@ -2690,6 +2692,47 @@ core_otel_current(PyObject *module, PyObject *unused)
     return shown;
 }
 
+/* pin_shown(context): OpenTelemetry's attach(context) is about to run. If `context` is
+   the value under which the innermost call is shown (a context captured outside it and
+   attached again inside), the variable would hold it and the call would still show
+   over it, where the program attached its own context. The call turns into one that
+   sets its context, as the pure core's does: set now (a token, reset when it ends or
+   suspends) and no longer shown, so the program's attach and detach act as set. */
+static PyObject *
+core_pin_shown(PyObject *module, PyObject *context)
+{
+    if (otel_var == NULL || current_var == NULL)
+        Py_RETURN_NONE;
+    PyObject *call_obj = current_call();
+    if (call_obj == NULL)
+        return NULL;
+    if (!IS_CALL(call_obj) || ((CallObject *)call_obj)->lazy_base != context ||
+        ((CallObject *)call_obj)->token != Py_None) {
+        Py_DECREF(call_obj);
+        Py_RETURN_NONE;
+    }
+    CallObject *call = (CallObject *)call_obj;
+    PyObject *raw = otel_context();
+    if (raw == NULL && PyErr_Occurred()) {
+        Py_DECREF(call_obj);
+        return NULL;
+    }
+    Py_XDECREF(raw);  /* the variable holds it */
+    if (raw != call->lazy_base || call->run_ctx == Py_None) {
+        Py_DECREF(call_obj);
+        Py_RETURN_NONE;
+    }
+    PyObject *token = set_var_synced(otel_var, call->run_ctx);
+    if (token == NULL) {
+        Py_DECREF(call_obj);
+        return NULL;
+    }
+    Py_SETREF(call->token, token);  /* reset when it ends or suspends, as a set call's */
+    Py_CLEAR(call->lazy_base);  /* set from now on: the program's context shows as set */
+    Py_DECREF(call_obj);
+    Py_RETURN_NONE;
+}
+
 /* show_through(runtime, namespace): OpenTelemetry's get_current() is otel_current while
    namespace["_RUNTIME_CONTEXT"] is runtime (None: never). */
 static PyObject *
@@ -2713,6 +2756,9 @@ core_show_through(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef module_methods[] = {
     {"otel_current", core_otel_current, METH_NOARGS,
      "OpenTelemetry's current context, with a pending call's shown (see _core.c)."},
+    {"pin_shown", core_pin_shown, METH_O,
+     "Before OpenTelemetry's attach(context): the shown call's context set if context "
+     "is its base."},
     {"show_through", (PyCFunction)(void (*)(void))core_show_through, METH_FASTCALL,
      "The runtime context whose get_current is otel_current, and its module namespace."},
     {"get_method", (PyCFunction)(void (*)(void))core_get_method, METH_FASTCALL,

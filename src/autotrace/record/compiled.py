@@ -99,6 +99,10 @@ class _ShownRuntimeContext(ContextVarsRuntimeContext):
 
     get_current = staticmethod(_core.otel_current)
 
+    def attach(self, context: Any) -> Any:
+        _core.pin_shown(context)  # the shown call's own base attached again: set it
+        return self._current_context.set(context)
+
 
 def _show_pending_calls() -> None:
     """Install ``_ShownRuntimeContext`` in place of the standard runtime context, once

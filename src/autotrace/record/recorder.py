@@ -667,9 +667,7 @@ class Recorder:
         _set_call(call)
         if self.own_time:
             call.resumed_ns = time_ns()
-        if call.lazy_base is not None:  # shown here, over this value (_core.c)
-            call.lazy_base = _raw_current()
-        elif call.run_ctx is not None:
+        if call.run_ctx is not None:  # (a shown call, _core.c: set for this step)
             call.token = _attach(call.run_ctx)
 
     # -- a call ends (hot path) -------------------------------------------------------
