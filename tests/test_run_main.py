@@ -189,3 +189,41 @@ def test_syntax_errors_are_reported_with_the_user_location(traced: Traced,
         run_main(traced, tmp_path, "def f():\n    return 1\nx = (\n")
     assert info.value.filename.endswith("app.py")
     assert "".join(traceback.format_exception_only(info.type, info.value))
+
+
+OPTED_OUT = '''
+import autotrace
+
+@autotrace.no_trace
+def hidden():
+    return 1
+
+class Shop:
+    @autotrace.no_trace
+    def secret(self):
+        return 2
+
+    def open(self):
+        return 3
+
+@autotrace.no_trace
+class Vault:
+    def m(self):
+        return 4
+
+def outer():
+    @autotrace.no_trace
+    def inner():
+        return 5
+    return inner()
+
+RESULTS = [hidden(), Shop().secret(), Shop().open(), Vault().m(), outer()]
+'''
+
+
+def test_no_trace_holds_in_a_run_module(traced: Traced, tmp_path: Path) -> None:
+    """``@no_trace`` is applied as the body runs, after the monitoring backend selected
+    the run module's code: the opt-out must still hold (wrapt reads it in the source)."""
+    namespace = run_main(traced, tmp_path, OPTED_OUT)
+    assert namespace["RESULTS"] == [1, 2, 3, 4, 5]
+    assert sorted(traced.names()) == ["Shop.open", "outer"]

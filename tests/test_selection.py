@@ -210,3 +210,32 @@ def test_the_selector_answers_for_objects_source_and_code() -> None:
     assert not sel.def_selected("app", "Hidden", nodes["Hidden"], False)
     assert sel.class_selected("app", "C", C)
     assert sel.def_selected("app", "C", nodes["C"], False)
+
+
+def test_no_trace_on_a_nested_def_holds(traced: Traced) -> None:
+    """A nested def is opted out when its enclosing function runs, after its module was
+    imported and its code selected (monitoring): the opt-out holds from then on."""
+    mod = traced.load("nested", """
+        import autotrace
+        def outer():
+            @autotrace.no_trace
+            def inner(): return 1
+            def shown(): return 2
+            return inner() + shown()
+    """)
+    assert (mod.outer(), mod.outer()) == (3, 3)
+    assert sorted(traced.names()) == ["outer", "outer", "outer.<locals>.shown",
+                                      "outer.<locals>.shown"]
+
+
+def test_no_trace_opts_out_that_code_not_equal_code(traced: Traced) -> None:
+    """Two modules with the same function at the same line have equal code objects; the
+    opt-out of one must not reach the other (the monitoring backend selects by code)."""
+    source = "import autotrace\n@{}\ndef f(): return 1\n"
+    hidden = traced.load("twin_a", source.format("autotrace.no_trace"))
+    shown = traced.load("twin_b", source.format("(lambda f: f)"))
+    assert hidden.f.__code__ == shown.f.__code__  # what the rule must not go by
+    assert (hidden.f(), shown.f()) == (1, 1)
+    assert traced.names() == ["f"]
+    assert str(traced.spans()[0].attributes["code.function.name"]).startswith(
+        shown.__name__ + ".")

@@ -262,6 +262,20 @@ class MonitoringBackend:
                      "autotrace: cannot monitor %s.%s; it runs untraced", entry.module,
                      entry.code.co_qualname)
 
+    def _forget(self, entry: _Traced) -> None:
+        """Stop watching code opted out after it was selected: ``@no_trace`` runs with
+        the body that defines the function, after a run module's or an enclosing
+        function's code was walked. Called at its first call: none of it is running."""
+        with self._lock:
+            if self._traced.get(id(entry.code)) is entry:
+                del self._traced[id(entry.code)]
+        tool = self._tool
+        if tool is not None:
+            try:
+                _monitoring.set_local_events(tool, entry.code, 0)
+            except Exception:
+                pass
+
     def _wake(self) -> None:
         """A provider appeared: turn on the events a dormant installation held back."""
         tool = self._tool
@@ -285,7 +299,10 @@ class MonitoringBackend:
             if frame.f_code is not code:
                 return None  # a shim frame (events fired through the C API)
             info = entry.info
-            if info is None:
+            if info is None:  # the first call
+                if is_opted_out_code(code):
+                    self._forget(entry)  # @no_trace ran after the code was selected
+                    return None
                 info = entry.info = self._recorder.describe_code(
                     code, entry.module, code.co_qualname)
             call = self._recorder.start(info, None, (), None, frame, entry.suspends)

@@ -2,8 +2,9 @@
 
 * ``@no_trace`` on a function, method, property or class marks the objects
   (``is_opted_out``): discovery skips them after a module has run;
-* the same call remembers their code objects (``is_opted_out_code``): the
-  monitoring backend selects code, not objects;
+* the same call remembers their code objects, by identity (``is_opted_out_code``):
+  the monitoring backend selects code, not objects. Equal code objects (the same def
+  at the same line of two modules) are two functions, only one of them opted out;
 * ``@no_trace`` written above a ``def`` or ``class`` in the source
   (``opted_out_in_source``): the wrapt backend's rewrite decides before the
   decorator has run.
@@ -16,7 +17,8 @@ import weakref
 from typing import Any, TypeVar, Union
 
 NO_TRACE_ATTR = "__autotrace_no_trace__"
-_opted_out_codes: weakref.WeakSet[Any] = weakref.WeakSet()
+#: id(code) -> a weak reference to that code object; the entry leaves with it.
+_opted_out_codes: dict[int, weakref.ref[Any]] = {}
 
 T = TypeVar("T")
 
@@ -24,7 +26,9 @@ T = TypeVar("T")
 def no_trace(obj: T) -> T:
     """Opt a function, method or class out of tracing; returns it unchanged.
 
-    Works above or below ``@staticmethod``/``@classmethod``/``@property``.
+    A decorator: it works above or below ``@staticmethod``/``@classmethod``/
+    ``@property``, on nested functions too. Applied later, to a function already
+    defined or called, it is not seen on every backend.
     """
     targets: list[Any] = [obj]
     if isinstance(obj, type):
@@ -40,8 +44,21 @@ def no_trace(obj: T) -> T:
             pass
         code = getattr(target, "__code__", None)
         if code is not None:
-            _opted_out_codes.add(code)
+            _remember_code(code)
     return obj
+
+
+def _remember_code(code: Any) -> None:
+    key = id(code)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if _opted_out_codes.get(key) is ref:
+            del _opted_out_codes[key]
+
+    try:
+        _opted_out_codes[key] = weakref.ref(code, forget)
+    except TypeError:  # not a code object after all
+        pass
 
 
 def _class_functions(cls: type, seen: set[int]) -> list[Any]:
@@ -73,7 +90,9 @@ def is_opted_out(obj: Any) -> bool:
 
 
 def is_opted_out_code(code: Any) -> bool:
-    return code in _opted_out_codes
+    """True when ``no_trace`` was applied to a function running this very code object."""
+    ref = _opted_out_codes.get(id(code))
+    return ref is not None and ref() is code
 
 #: A definition as the source rewrite sees it.
 Definition = Union[ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef]
