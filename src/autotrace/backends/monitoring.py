@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 from collections.abc import MutableMapping
-from types import CodeType, FrameType, ModuleType
+from types import CodeType, FrameType, FunctionType, ModuleType
 from typing import Any, Tuple
 
 from .._log import log_once
@@ -192,11 +192,13 @@ class MonitoringBackend:
     def instrument(self, module: ModuleType) -> None:
         """Register the code of every function ``module`` defines that the patterns select."""
         name = module_name(module)
+        codes: list[CodeType] = []
         for target in iter_targets(module, self._selector):
             for func in target.functions:
                 code = _original_code(func)
                 if code is not None:
-                    self._register_tree(code, name, selected=True)
+                    self._select_tree(code, name, True, codes)
+        self._register(codes, name)  # one lock for the module: this runs once per def
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
         """Compile a run module and register every matching function it can define."""
@@ -210,7 +212,7 @@ class MonitoringBackend:
         name = module
         if module == "__main__":
             name = os.path.splitext(os.path.basename(code.co_filename))[0]
-        self._register_tree(code, name, selected=False)
+        self._register(self._select_tree(code, name, False, []), name)
 
     def _instrument_running_modules(self) -> None:
         """Modules still executing their body (``install()`` called from a script or
@@ -221,11 +223,14 @@ class MonitoringBackend:
                 real = frame.f_globals.get("__name__")
                 module = sys.modules.get(real) if isinstance(real, str) else None
                 if module is not None:
-                    self._register_tree(frame.f_code, module_name(module), selected=False)
+                    name = module_name(module)
+                    self._register(self._select_tree(frame.f_code, name, False, []), name)
             frame = frame.f_back
 
-    def _register_tree(self, code: CodeType, module: str, selected: bool) -> None:
-        """Register ``code`` (if ``selected`` or matching) and matching nested code."""
+    def _select_tree(self, code: CodeType, module: str, selected: bool,
+                     into: list[CodeType]) -> list[CodeType]:
+        """Add ``code`` (if ``selected`` or matching) and its matching nested code to
+        ``into``; returns it."""
         for nested in _walk(code):
             if nested.co_name in _SKIPPED_NAMES or not nested.co_flags & _CO_OPTIMIZED:
                 continue
@@ -235,21 +240,35 @@ class MonitoringBackend:
                 continue
             if (nested is code and selected) or self._selector.matches(module,
                                                                        nested.co_qualname):
-                self._register(nested, module)
+                into.append(nested)
+        return into
 
-    def _register(self, code: CodeType, module: str) -> None:
+    def _register(self, codes: list[CodeType], module: str) -> None:
         tool = self._tool
-        if tool is None:
+        if tool is None or not codes:
             return
+        added = []
         with self._lock:
-            existing = self._traced.get(id(code))
-            if existing is not None and existing.code is code:
-                return
-            entry = _Traced(code, module)
-            self._traced[id(code)] = entry
-            self.matched += 1
-        if not self._recorder.dormant:
-            self._watch(tool, entry)
+            traced = self._traced
+            for code in codes:
+                existing = traced.get(id(code))
+                if existing is not None and existing.code is code:
+                    continue
+                entry = traced[id(code)] = _Traced(code, module)
+                added.append(entry)
+            self.matched += len(added)
+        if self._recorder.dormant:
+            return
+        plain = _PY_START | _PY_RETURN | _LOCAL_CALL
+        set_events = _monitoring.set_local_events
+        for entry in added:
+            if entry.suspends:
+                self._watch(tool, entry)
+                continue
+            try:  # _watch, inline for plain functions: once per def
+                set_events(tool, entry.code, plain)
+            except Exception:
+                self._watch(tool, entry)  # logs it
 
     def _watch(self, tool: int, entry: _Traced) -> None:
         events = _PY_START | _PY_RETURN | _LOCAL_CALL
@@ -383,6 +402,8 @@ class MonitoringBackend:
 
 def _original_code(func: Any) -> CodeType | None:
     """The code a call really runs: decorators' wrappers are skipped (``__wrapped__``)."""
+    if type(func) is FunctionType and getattr(func, "__wrapped__", None) is None:
+        return func.__code__  # most functions: once per def
     unwrapped = func
     for _ in range(32):
         inner = getattr(unwrapped, "__wrapped__", None)
@@ -396,6 +417,11 @@ def _walk(code: CodeType) -> list[CodeType]:
     """``code`` and every code object nested in its constants, depth first. A list, made
     without a generator's frames: this runs once per def as a traced module is imported,
     and most functions have no nested code."""
+    for const in code.co_consts:
+        if type(const) is CodeType:
+            break
+    else:
+        return [code]  # most functions
     found: list[CodeType] = []
     stack = [code]
     seen: set[int] = set()

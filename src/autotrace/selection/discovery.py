@@ -95,7 +95,12 @@ def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
         return
     visited: set[int] = set()
     for attr, value in items:
-        if isinstance(value, type):
+        if type(value) is FunctionType:  # _owned_function inline: this runs once per def
+            if (value.__module__ == real and value.__qualname__ == attr
+                    and not value.__code__.co_filename.startswith("<")
+                    and selector.function_selected(name, attr, value)):
+                yield Target(module, attr, value, FUNCTION, name, attr, [value])
+        elif isinstance(value, type):
             if _class_selected(value, real, name, attr, selector):
                 yield from _class_targets(value, real, name, selector, visited)
         elif _owned_function(value, real, attr) and selector.function_selected(
