@@ -66,6 +66,15 @@ def gen(n):
 async def coro(n):
     return add(n, n)
 
+def thrown(n):
+    g = gen(n + 2)
+    first = next(g)
+    try:
+        g.throw(Boom(n))  # PY_THROW into the generator, then PY_UNWIND out of it
+    except Boom:
+        return first + 1
+    return first
+
 def abandon(n):
     g = gen(n)
     first = next(g)
@@ -139,6 +148,7 @@ def exercise(mod: object, rounds: int) -> int:
         total += m.deep(6)  # type: ignore[attr-defined]
         total += sum(m.gen(3))  # type: ignore[attr-defined]
         total += m.abandon(3)  # type: ignore[attr-defined]
+        total += m.thrown(i)  # type: ignore[attr-defined]
         total += m.Shape(i).double + m.Shape.area(m.Shape(1))  # type: ignore[attr-defined]
         total += asyncio.run(m.coro(i)) if i % 10 == 0 else 0  # type: ignore[attr-defined]
         total += m.churn(2)  # type: ignore[attr-defined]

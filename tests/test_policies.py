@@ -338,3 +338,18 @@ def test_policies_from_the_environment(var: str, value: str, expected: Any) -> N
     config = make_config(environ={"OTEL_PYTHON_AUTOTRACE_PATTERNS": "x", var: value})
     name = var.removeprefix("OTEL_PYTHON_AUTOTRACE_").lower()
     assert getattr(config, name) == pytest.approx(expected)
+
+
+def test_kept_calls_carry_their_arguments_however_they_end(traced: Traced) -> None:
+    """A pending call's arguments are read when it ends (monitoring, compiled core: from
+    its frame object, made only then): one kept as slow, one kept as it raised, and an
+    ancestor kept for its child."""
+    mod = _load(traced, min_duration="5ms")
+    with pytest.raises(ValueError):
+        mod.passes_through()
+    assert mod.outer(3) == 12
+    assert traced.args("failing") == {"x": 2}
+    assert traced.args("slow") == {"x": 6, "label": "s"}
+    assert traced.args("outer") == {"n": 3}
+    assert sorted(s.name for s in traced.spans()) == ["failing", "outer", "passes_through",
+                                                      "slow"]

@@ -12,7 +12,9 @@ references taken before ``install()``.
 
 Open calls live in one process-wide table keyed by frame identity (frames
 cannot be weak-referenced; a thread-local table would lose a generator resumed
-on another thread). A generator or coroutine detaches its span's context at
+on another thread). The compiled callbacks key it by the interpreter frame's
+address and make a frame object only when something reads it (a kept call's
+arguments, a generator's sentinel). A generator or coroutine detaches its span's context at
 PY_YIELD and re-attaches it at PY_RESUME/PY_THROW, so the span is current only
 while its body runs. CPython 3.13.0 sends no event when a suspended generator
 without exception handlers is closed or collected (gh-140373), and no version
@@ -134,13 +136,15 @@ class MonitoringBackend:
         register = _monitoring.register_callback
         compiled = self._recorder.compiled_callbacks(self, self._traced)
         if compiled is not None:
-            self._calls = compiled.calls  # keyed by address in C: no int, tuple, dict entry
+            # keyed by interpreter frame address in C (no frame object made per call):
+            # every callback is then C's, and the Python ones below run on the pure core
+            self._calls = compiled.calls
         register(tool, _PY_START, self._on_start if compiled is None else compiled.on_start)
         register(tool, _PY_RETURN, self._on_return if compiled is None else compiled.on_return)
         register(tool, _PY_YIELD, self._on_yield if compiled is None else compiled.on_yield)
         register(tool, _PY_RESUME, self._on_resume if compiled is None else compiled.on_resume)
-        register(tool, _PY_THROW, self._on_throw)
-        register(tool, _PY_UNWIND, self._on_unwind)
+        register(tool, _PY_THROW, self._on_throw if compiled is None else compiled.on_throw)
+        register(tool, _PY_UNWIND, self._on_unwind if compiled is None else compiled.on_unwind)
         if not self._recorder.dormant and _GLOBAL_EVENTS:
             _monitoring.set_events(tool, _GLOBAL_EVENTS)
         self._recorder.on_ready(self._wake)
@@ -309,6 +313,27 @@ class MonitoringBackend:
 
     # -- event callbacks (hot path) -----------------------------------------------------
 
+    def _describe_first(self, code: CodeType) -> FunctionInfo | None:
+        """The description of a selected code object, made at its first call; None: not
+        traced (no longer selected, or opted out after it was). The compiled callbacks
+        call this for a code object's first call, then start it themselves."""
+        entry = self._traced.get(id(code))
+        if entry is None or entry.code is not code:
+            return None
+        info = entry.info
+        if info is None:
+            if is_opted_out_code(code):
+                self._forget(entry)  # @no_trace ran after the code was selected
+                return None
+            try:
+                info = entry.info = self._recorder.describe_code(code, entry.module,
+                                                                 code.co_qualname)
+            except Exception:
+                log_once("monitoring:start", "autotrace: error at a traced call's start; "
+                         "it runs untraced")
+                return None
+        return info
+
     def _on_start(self, code: CodeType, offset: int) -> Any:
         try:
             entry = self._traced.get(id(code))
@@ -319,11 +344,9 @@ class MonitoringBackend:
                 return None  # a shim frame (events fired through the C API)
             info = entry.info
             if info is None:  # the first call
-                if is_opted_out_code(code):
-                    self._forget(entry)  # @no_trace ran after the code was selected
+                info = self._describe_first(code)
+                if info is None:
                     return None
-                info = entry.info = self._recorder.describe_code(
-                    code, entry.module, code.co_qualname)
             call = self._recorder.start(info, None, (), None, frame, entry.suspends)
             if call is None:
                 return None

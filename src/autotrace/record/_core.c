@@ -81,7 +81,7 @@ static PyObject *str_runtime_context;
    instance is None (~350 instructions a call, to find a `__self__` a plain function
    lacks); with this stand-in it calls the wrapper at once, which reads it as None. */
 static PyObject *unbound;
-static PyObject *str_pending_context, *str_on_start, *str_code, *str_info,
+static PyObject *str_pending_context, *str_describe_first, *str_code, *str_info,
     *str_suspends;
 
 static long long generation;       /* recorder._fork_generation */
@@ -162,6 +162,8 @@ typedef struct {
     long long depth, generation, start_ns, child_ns;
     char closed, under_pending, counted;
     char unshow;  /* undo what its body left attached when it ends or suspends */
+    char frame_later;  /* monitoring: its frame object is made when it ends, if Python
+                          finishes it (its arguments are read from it) */
 } CallObject;
 
 static PyTypeObject Call_Type;
@@ -309,6 +311,7 @@ Call_init(CallObject *self, PyObject *args, PyObject *kwds)
     self->generation = generation;
     self->start_ns = self->child_ns = 0;
     self->closed = self->under_pending = self->counted = self->unshow = 0;
+    self->frame_later = 0;
     return 0;
 }
 
@@ -1023,6 +1026,11 @@ unshow_context(CallObject *call)
 
 #define SLOW ((PyObject *)1)
 
+/* The frame argument of a monitoring call whose frame object is not made at its start
+   (start_in_frame): core_start_fast marks the call `frame_later`, the Python start gets
+   the frame object (made then). */
+#define FRAME_LATER Py_Ellipsis
+
 /* A generator's call under a PendingSpan that is current already attaches that context
    anyway (recorder.py: "generators re-attach it at each resume, maybe elsewhere"). */
 static int
@@ -1161,6 +1169,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
                 else
                     Py_XSETREF(call->values, values);
             }
+            else if (frame == FRAME_LATER)
+                call->frame_later = 1;  /* made when it ends, if kept (finish_call) */
             else {
                 Py_INCREF(frame);
                 Py_SETREF(call->frame, frame);  /* read when the call ends, if kept */
@@ -1352,6 +1362,11 @@ start_call(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
 {
     PyObject *call = core_start_fast(self, info, instance, args, kwargs, frame, suspends);
     if (call == SLOW) {
+        if (frame == FRAME_LATER) {  /* the event's frame, still current */
+            frame = (PyObject *)PyEval_GetFrame();
+            if (frame == NULL)
+                frame = Py_None;
+        }
         PyObject *stack[] = {(PyObject *)self, info, instance, args, kwargs, frame,
                              suspends ? Py_True : Py_False};
         call = PyObject_Vectorcall(py_start, stack, 7, NULL);
@@ -1370,6 +1385,16 @@ static void
 finish_call(CoreObject *self, PyObject *call, int outcome, PyObject *value)
 {
     int done = core_finish_fast(self, call, outcome, value);
+    if ((done == 0 || done == 2) && outcome != ABANDONED && IS_CALL(call) &&
+        ((CallObject *)call)->frame_later) {
+        /* Python finishes it and may keep it: its arguments are read from its frame
+           object, made now (PY_RETURN, PY_UNWIND: the call's frame is the current one) */
+        CallObject *c = (CallObject *)call;
+        PyObject *frame = (PyObject *)PyEval_GetFrame();
+        c->frame_later = 0;
+        if (frame != NULL && !c->closed)
+            Py_SETREF(c->frame, Py_NewRef(frame));
+    }
     if (done == 0 || done == 2) {
         PyObject *code = PyLong_FromLong(outcome);
         if (code != NULL) {
@@ -2081,7 +2106,7 @@ static PySequenceMethods Running_as_sequence = {
 static PyTypeObject Running_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "autotrace.record._core.Running",
-    .tp_doc = "Running(): frame id -> (call, code) of each running traced frame.",
+    .tp_doc = "Running(): frame address -> (call, code) of each running traced frame.",
     .tp_basicsize = sizeof(RunningObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Running_new,
@@ -2231,9 +2256,36 @@ Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* The frame running the event (borrowed), as sys._getframe(1) in a Python callback. */
+/* The interpreter frame running an event of `code`, as an address, or NULL when the
+   frame running is another code's (a shim frame: events fired through the C API).
+   Only compared and used as the running table's key: no frame object is made (that
+   made and freed one per call, ~500 instructions). A generator's or coroutine's
+   interpreter frame lives in its object, so its address is the same at every step. */
+static void *
+event_frame(PyObject *code)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    struct _PyInterpreterFrame *frame = PyThreadState_Get()->current_frame;
+#elif PY_VERSION_HEX >= 0x030C0000
+    struct _PyInterpreterFrame *frame = PyThreadState_Get()->cframe->current_frame;
+#else
+    PyFrameObject *frame = PyEval_GetFrame();  /* no sys.monitoring before 3.12 */
+#endif
+    if (frame == NULL)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *frame_code = PyUnstable_InterpreterFrame_GetCode(frame);
+#else
+    PyObject *frame_code = (PyObject *)PyFrame_GetCode(frame);
+#endif
+    Py_XDECREF(frame_code);  /* only compared */
+    return frame_code == code ? (void *)frame : NULL;
+}
+
+/* The frame object of the event's frame (borrowed; made if it was not yet), for what
+   reads it: a generator's arguments and sentinel, the Python methods. */
 static PyObject *
-event_frame(void)
+event_frame_object(void)
 {
     return (PyObject *)PyEval_GetFrame();
 }
@@ -2330,10 +2382,11 @@ watch_frame(MonitorObject *self, PyObject *frame, PyObject *fkey)
 static PyObject *
 start_in_frame(MonitorObject *self, PyObject *code, PyObject *info, int suspends)
 {
-    PyObject *frame = event_frame();
-    PyCodeObject *frame_code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
-    Py_XDECREF(frame_code);  /* only compared */
-    if (frame_code != (PyCodeObject *)code)  /* a shim frame (events fired by the C API) */
+    void *key = event_frame(code);
+    if (key == NULL)  /* a shim frame (events fired by the C API) */
+        Py_RETURN_NONE;
+    PyObject *frame = FRAME_LATER;  /* a plain call's frame object: made if it is kept */
+    if (suspends && (frame = event_frame_object()) == NULL)
         Py_RETURN_NONE;
     PyObject *empty = PyTuple_New(0);
     if (empty == NULL)
@@ -2343,10 +2396,10 @@ start_in_frame(MonitorObject *self, PyObject *code, PyObject *info, int suspends
     Py_DECREF(empty);
     if (call == NULL || call == Py_None)
         return call;
-    int failed = running_put(self->calls, frame, call, code) < 0;
+    int failed = running_put(self->calls, key, call, code) < 0;
     Py_DECREF(call);
     if (!failed && suspends) {
-        PyObject *fkey = PyLong_FromVoidPtr(frame);  /* the sentinel's, for Python */
+        PyObject *fkey = PyLong_FromVoidPtr(key);  /* the sentinel's, for Python */
         failed = fkey == NULL || watch_frame(self, frame, fkey) < 0;
         Py_XDECREF(fkey);
     }
@@ -2391,8 +2444,15 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(Py_None);
         result = Py_None;
     }
-    else if (info == Py_None) {  /* the first call: described by the Python callback */
-        result = PyObject_CallMethodObjArgs(self->backend, str_on_start, code, args[1], NULL);
+    else if (info == Py_None) {  /* the first call: described by the backend */
+        PyObject *described = PyObject_CallMethodOneArg(self->backend, str_describe_first, code);
+        if (described == Py_None)
+            result = described;  /* not traced after all (opted out) */
+        else if (described != NULL) {
+            if (known_add(self, code, described, suspends != Py_False) == 0)
+                result = start_in_frame(self, code, described, suspends != Py_False);
+            Py_DECREF(described);
+        }
     }
     else if (known_add(self, code, info, suspends != Py_False) == 0) {
         /* suspends: generators, coroutines */
@@ -2416,7 +2476,7 @@ frame_call(MonitorObject *self, PyObject *code, int pop)
 {
     if (self->calls->used == 0)
         Py_RETURN_NONE;  /* no call running anywhere (refused, not traced): no frame */
-    PyObject *frame = event_frame();
+    void *frame = event_frame(code);
     if (frame == NULL)
         Py_RETURN_NONE;
     RunningSlot *slot = running_find(self->calls, frame);
@@ -2432,19 +2492,27 @@ frame_call(MonitorObject *self, PyObject *code, int pop)
     return call;
 }
 
+/* The call running in this event's frame ends (PY_RETURN, PY_UNWIND). */
+static PyObject *
+monitor_end(MonitorObject *self, PyObject *code, int outcome, PyObject *value)
+{
+    PyObject *call = frame_call(self, code, 1);
+    if (call == NULL)
+        return monitor_failed(outcome == RAISED ? "monitoring:unwind" : "monitoring:return",
+                              code);
+    if (call != Py_None)
+        finish_call(self->core, call, outcome, value);
+    Py_DECREF(call);
+    Py_RETURN_NONE;
+}
+
 /* on_return(code, offset, retval): PY_RETURN */
 static PyObject *
 Monitor_on_return(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3)
         Py_RETURN_NONE;
-    PyObject *call = frame_call(self, args[0], 1);
-    if (call == NULL)
-        return monitor_failed("monitoring:return", args[0]);
-    if (call != Py_None)
-        finish_call(self->core, call, RETURNED, args[2]);
-    Py_DECREF(call);
-    Py_RETURN_NONE;
+    return monitor_end(self, args[0], RETURNED, args[2]);
 }
 
 /* PY_YIELD / PY_RESUME of a traced generator or coroutine: backend._on_yield and
@@ -2480,9 +2548,30 @@ Monitor_on_resume(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
     return monitor_step(self, args[0], 1);
 }
 
+/* on_throw(code, offset, exc): PY_THROW, a global event before 3.15 (never DISABLE):
+   a traced generator's or coroutine's frame runs again, as at PY_RESUME. */
+static PyObject *
+Monitor_on_throw(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || known_find(self, args[0]) == NULL)
+        Py_RETURN_NONE;  /* not described: none of it can be running */
+    return monitor_step(self, args[0], 1);
+}
+
+/* on_unwind(code, offset, exc): PY_UNWIND, a global event before 3.15 (never DISABLE):
+   a traced call ends by an exception. */
+static PyObject *
+Monitor_on_unwind(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || known_find(self, args[0]) == NULL)
+        Py_RETURN_NONE;  /* not described: none of it can be running */
+    return monitor_end(self, args[0], RAISED, args[2]);
+}
+
 static PyMemberDef Monitor_members[] = {
     {"calls", T_OBJECT_EX, offsetof(MonitorObject, calls), READONLY,
-     "id(frame) -> (call, code) of each running traced frame (the backend's _calls)."},
+     "frame address -> (call, code) of each running traced frame (the backend's "
+     "_calls; keys are interpreter frames' addresses, not id(frame object))."},
     {NULL}
 };
 
@@ -2495,6 +2584,10 @@ static PyMethodDef Monitor_methods[] = {
      "PY_YIELD of a traced generator or coroutine."},
     {"on_resume", (PyCFunction)(void (*)(void))Monitor_on_resume, METH_FASTCALL,
      "PY_RESUME of a traced generator or coroutine."},
+    {"on_throw", (PyCFunction)(void (*)(void))Monitor_on_throw, METH_FASTCALL,
+     "PY_THROW (global before 3.15)."},
+    {"on_unwind", (PyCFunction)(void (*)(void))Monitor_on_unwind, METH_FASTCALL,
+     "PY_UNWIND (global before 3.15)."},
     {NULL}
 };
 
@@ -2863,7 +2956,7 @@ PyInit__core(void)
     INTERN(str_move_to_end, "move_to_end")
     INTERN(str_start, "start")
     INTERN(str_collecting, "_collecting")
-    INTERN(str_on_start, "_on_start")
+    INTERN(str_describe_first, "_describe_first")
     INTERN(str_code, "code")
     INTERN(str_info, "info")
     INTERN(str_suspends, "suspends")
