@@ -171,7 +171,7 @@ static PyTypeObject Call_Type;
 /* A Call: compiled.CompiledCall, the type the core makes, checked first (a subtype
    check walks the MRO, ~16 instructions). */
 #define IS_CALL(o) (Py_TYPE(o) == (PyTypeObject *)call_type || \
-                    PyObject_TypeCheck((o), &Call_Type))
+                    ((o) != Py_None && PyObject_TypeCheck((o), &Call_Type)))
 
 #define CALL_FIELDS(X) X(info) X(parent) X(saved) X(span) X(token) X(run_ctx) \
     X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(values) X(lazy_base) X(dict)
@@ -710,6 +710,9 @@ typedef struct {
     PyObject *call;   /* the innermost traced call of its context (or None) */
     void *owner;      /* the context it is written in; NULL: frozen (compared only) */
     PyObject *vars;   /* the owner's map when last synced, or NULL */
+    PyObject *otel;   /* borrowed: OpenTelemetry's variable's value in `vars` (a map is
+                         never changed: the same map, the same value), or NULL: not
+                         read yet. Reset wherever `vars` changes. */
 } ChainObject;
 
 static int
@@ -724,6 +727,7 @@ static int
 Chain_clear(ChainObject *self)
 {
     Py_CLEAR(self->call);
+    self->otel = NULL;
     Py_CLEAR(self->vars);
     return 0;
 }
@@ -822,6 +826,7 @@ set_current_call(PyObject *call)
         }
         if (chain->owner == (void *)ctx) {  /* copied, or the map moved on: freeze it */
             chain->owner = NULL;
+            chain->otel = NULL;
             Py_CLEAR(chain->vars);
         }
     }
@@ -832,6 +837,7 @@ set_current_call(PyObject *call)
     chain->call = Py_NewRef(call);
     chain->owner = NULL;
     chain->vars = NULL;
+    chain->otel = NULL;
     PyObject_GC_Track(chain);
     PyObject *token = PyContextVar_Set(current_var, (PyObject *)chain);
     if (token != NULL) {
@@ -864,18 +870,64 @@ synced_chain(PyObject **ctx)
     return (ChainObject *)value;
 }
 
-/* After the core's own set of another variable: the chain stays in sync if nothing
-   copied the map meanwhile (a finaliser, during the set). */
+/* After the core's own set of another variable (OpenTelemetry's, to `otel`; NULL: a
+   reset): the chain stays in sync if nothing copied the map meanwhile (a finaliser,
+   during the set). */
 static void
-chain_resync(ChainObject *chain, PyObject *ctx)
+chain_resync(ChainObject *chain, PyObject *ctx, PyObject *otel)
 {
     if (chain == NULL || PyThreadState_Get()->context != ctx)
         return;
     PyObject *old = chain->vars, *now = CONTEXT_VARS(ctx);
     if (Py_REFCNT(old) == 1 && Py_REFCNT(now) == 1 && chain->owner == (void *)ctx) {
         chain->vars = Py_NewRef(now);
+        chain->otel = otel;  /* the new map holds it */
         Py_DECREF(old);
     }
+}
+
+/* OpenTelemetry's variable's value where `ctx` is current (new reference; NULL with no
+   error when there is no such variable), read from `chain` (borrowed, or NULL) while
+   the context's map is the one the chain holds: a variable that was never set misses
+   the ContextVar's own cache at every read and costs a map lookup (~100). */
+static PyObject *
+otel_value(ChainObject *chain, PyObject *ctx)
+{
+    PyObject *raw = NULL;
+    if (otel_var == NULL)
+        return NULL;
+    int cached = chain != NULL && chain->vars != NULL && ctx != NULL &&
+                 CONTEXT_VARS(ctx) == chain->vars;
+    if (cached && chain->otel != NULL)
+        return Py_NewRef(chain->otel);
+    if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
+        return NULL;
+    if (cached && raw != NULL && PyThreadState_Get()->context == ctx &&
+        CONTEXT_VARS(ctx) == chain->vars)
+        chain->otel = raw;  /* borrowed: that map, or the variable (its default), holds it */
+    return raw;
+}
+
+/* The innermost traced call here (new reference) and, in `*raw`, OpenTelemetry's
+   context (new reference, or NULL: no such variable), with one read of each variable.
+   NULL with an error. */
+static PyObject *
+current_call_and_otel(PyObject **raw)
+{
+    PyObject *ctx;
+    *raw = NULL;
+    PyObject *value = chain_value(&ctx);
+    if (value == NULL)
+        return NULL;
+    ChainObject *chain = Py_IS_TYPE(value, &Chain_Type) ? (ChainObject *)value : NULL;
+    *raw = otel_value(chain, ctx);
+    if (*raw == NULL && PyErr_Occurred()) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyObject *call = Py_NewRef(chain != NULL ? chain->call : value);
+    Py_DECREF(value);
+    return call;
 }
 
 /* var.set(value) (token NULL: the new token) or var.reset(token) (None), keeping this
@@ -891,7 +943,7 @@ var_synced(PyObject *var, PyObject *value, PyObject *token)
     else
         result = PyContextVar_Reset(var, token) < 0 ? NULL : Py_NewRef(Py_None);
     if (result != NULL)
-        chain_resync(chain, ctx);
+        chain_resync(chain, ctx, var == otel_var && token == NULL ? value : NULL);
     Py_XDECREF(chain);
     return result;
 }
@@ -993,7 +1045,13 @@ var_holds(PyObject *value)
     if (otel_var == NULL)
         return 1;
     PyObject *raw = NULL;
-    if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
+    if (current_var != NULL) {
+        PyObject *call = current_call_and_otel(&raw);  /* the chain's copy, if it has one */
+        if (call == NULL)
+            return -1;
+        Py_DECREF(call);
+    }
+    else if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
         return -1;
     Py_XDECREF(raw);  /* only compared */
     return raw == value;
@@ -1087,8 +1145,11 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         Py_XDECREF(parent);
         Py_RETURN_NONE;
     }
-    if (parent == NULL && (parent = current_call()) == NULL)
-        goto error;
+    if (parent == NULL) {
+        parent = raw == NULL ? current_call_and_otel(&raw) : current_call();
+        if (parent == NULL)
+            goto error;
+    }
     if (self->no_span_rules && !self->spans) {
         /* Recorder._unrecorded: spans off, the call is only counted (metrics); current,
          * for its children's depth, with nothing attached to the OpenTelemetry context */
