@@ -353,3 +353,26 @@ def test_kept_calls_carry_their_arguments_however_they_end(traced: Traced) -> No
     assert traced.args("outer") == {"n": 3}
     assert sorted(s.name for s in traced.spans()) == ["failing", "outer", "passes_through",
                                                       "slow"]
+
+
+def test_a_failure_handled_by_a_caller_kept_for_its_child_is_counted(traced: Traced) -> None:
+    """The caller becomes real when a later child is kept; the failure it handled before
+    is still counted on it, not kept as a span of its own (docs/policies.md)."""
+    mod = traced.load("handled_kept", """
+        import time
+        def failing(x): raise ValueError(x)
+        def slow():
+            time.sleep(0.02)
+            return 1
+        def outer():
+            try:
+                failing(1)
+            except ValueError:
+                pass
+            return slow()
+    """, min_duration="5ms")
+    assert mod.outer() == 1
+    assert sorted(traced.names()) == ["outer", "slow"]
+    attrs = traced.attrs("outer")
+    assert attrs["autotrace.handled_exceptions.type"] == ("ValueError",)
+    assert attrs["autotrace.handled_exceptions.count"] == (1,)

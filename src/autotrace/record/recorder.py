@@ -721,10 +721,10 @@ class Recorder:
                     self._hot_counted(call)
                     return
             end_ns = now
+        if call.failed is not None:  # its children's failures: escaped, or handled here
+            self._settle(call, outcome, value)  # (also when a kept child made it real)
         if span is None and call.depth != -1:  # pending: keep it?
             end_ns = end_ns or time_ns()
-            if call.failed is not None:
-                self._settle(call, outcome, value)
             if end_ns - call.start_ns < self.min_ns and not call.kept_child:
                 if not (outcome == RAISED and self.keep_errors and isinstance(value, Exception)):
                     _drop(call)
