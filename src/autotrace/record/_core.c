@@ -234,7 +234,8 @@ alloc_call(PyTypeObject *type)
 {
     if (call_free_n > 0 && type == (PyTypeObject *)call_type) {
         CallObject *call = call_free[--call_free_n];
-        memset((char *)call + sizeof(PyObject), 0, sizeof(CallObject) - sizeof(PyObject));
+        memset((char *)call + sizeof(PyObject), 0,  /* the subtype's own slots too */
+               (size_t)type->tp_basicsize - sizeof(PyObject));
         PyObject_Init((PyObject *)call, type);
         PyObject_GC_Track(call);
         return call;
