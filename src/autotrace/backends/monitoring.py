@@ -61,6 +61,9 @@ if sys.version_info >= (3, 12):
     else:
         _GLOBAL_EVENTS = _PY_UNWIND | _PY_THROW
         _LOCAL_CALL = _LOCAL_SUSPEND = 0
+    #: The local events of a traced code object; generators and coroutines add theirs.
+    _CALL_EVENTS = _PY_START | _PY_RETURN | _LOCAL_CALL
+    _SUSPEND_EVENTS = _PY_YIELD | _PY_RESUME | _LOCAL_SUSPEND
 
 #: Tried in order: 3 and 4 are used by no tool by convention; 5 (optimizers),
 #: 1 (coverage), 2 (profilers) and 0 (debuggers) only if nothing else is free.
@@ -263,21 +266,18 @@ class MonitoringBackend:
             self.matched += len(added)
         if self._recorder.dormant:
             return
-        plain = _PY_START | _PY_RETURN | _LOCAL_CALL
         set_events = _monitoring.set_local_events
         for entry in added:
             if entry.suspends:
                 self._watch(tool, entry)
                 continue
             try:  # _watch, inline for plain functions: once per def
-                set_events(tool, entry.code, plain)
+                set_events(tool, entry.code, _CALL_EVENTS)
             except Exception:
                 self._watch(tool, entry)  # logs it
 
     def _watch(self, tool: int, entry: _Traced) -> None:
-        events = _PY_START | _PY_RETURN | _LOCAL_CALL
-        if entry.suspends:
-            events |= _PY_YIELD | _PY_RESUME | _LOCAL_SUSPEND
+        events = _CALL_EVENTS | (_SUSPEND_EVENTS if entry.suspends else 0)
         try:
             _monitoring.set_local_events(tool, entry.code, events)
         except Exception:

@@ -1323,7 +1323,7 @@ Core_start(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject 
 
 /* Make the caller's context current again, as Recorder.finish does first: a finaliser
  * that runs meanwhile (any allocation) must find the caller current, not this call. */
-static int
+static inline int
 restore_context(CallObject *call)
 {
     if (call->token != Py_None) {
@@ -1486,18 +1486,7 @@ core_suspend_fast(CoreObject *self, PyObject *call_obj)
         return 0;
     if (in_collection())
         return 1;  /* not made current at resume either (recorder.py, gh-148891) */
-    CallObject *call = (CallObject *)call_obj;
-    if (call->token != Py_None) {
-        PyObject *token = call->token;
-        Py_INCREF(Py_None);
-        call->token = Py_None;
-        if (reset_var_synced(otel_var, token) < 0)
-            report_failure("detach", NULL);  /* as recorder._detach */
-        Py_DECREF(token);
-    }
-    else if (call->lazy_base != NULL && call->unshow && unshow_context(call) < 0)
-        report_failure("detach", NULL);
-    return set_current_call(call->saved) < 0 ? -1 : 1;
+    return restore_context((CallObject *)call_obj) < 0 ? -1 : 1;  /* as at its end */
 }
 
 static int
@@ -2889,15 +2878,12 @@ core_otel_current(PyObject *module, PyObject *unused)
         PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
         return NULL;
     }
-    if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
+    PyObject *call = current_call_and_otel(&raw);
+    if (call == NULL)
         return NULL;
     if (raw == NULL) {  /* as var.get() with no default */
+        Py_DECREF(call);
         PyErr_SetObject(PyExc_LookupError, otel_var);
-        return NULL;
-    }
-    PyObject *call = current_call();
-    if (call == NULL) {
-        Py_DECREF(raw);
         return NULL;
     }
     PyObject *shown = Py_NewRef(shown_context(raw, call));
