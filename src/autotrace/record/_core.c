@@ -65,6 +65,7 @@ static PyObject *span_key;         /* the context key of the current span */
 static PyObject *invalid_span;     /* trace.INVALID_SPAN */
 static PyObject *pending_span_type;
 static PyObject *call_type;        /* compiled.CompiledCall */
+static PyObject *empty_tuple;      /* () */
 static PyObject *py_start;         /* Recorder.start: everything off the fast path */
 static PyObject *py_finish;        /* Recorder.finish */
 static PyObject *py_suspend;       /* Recorder.suspend */
@@ -158,6 +159,9 @@ typedef struct {
     PyObject *lazy_base;  /* NULL, or the OpenTelemetry ContextVar's value under which
                              run_ctx is current without being set ("Shown, not set") */
     PyObject *dict;  /* the rarely set fields (class defaults otherwise) */
+    PyObject *chain;  /* NULL, or the Chain its start (or resume) wrote it in: its end
+                         writes there with no read of the ContextVar while that chain
+                         is still its context's (set_current_call_at) */
     PyObject *weakrefs;
     long long depth, generation, start_ns, child_ns;
     char closed, under_pending, counted;
@@ -174,7 +178,8 @@ static PyTypeObject Call_Type;
                     ((o) != Py_None && PyObject_TypeCheck((o), &Call_Type)))
 
 #define CALL_FIELDS(X) X(info) X(parent) X(saved) X(span) X(token) X(run_ctx) \
-    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(values) X(lazy_base) X(dict)
+    X(parent_ctx) X(instance) X(args) X(kwargs) X(frame) X(values) X(lazy_base) X(dict) \
+    X(chain)
 
 static int
 Call_traverse(CallObject *self, visitproc visit, void *arg)
@@ -249,14 +254,11 @@ static CallObject *
 new_call(PyTypeObject *type, PyObject *info, PyObject *parent, long long depth,
          PyObject *instance, PyObject *args, PyObject *kwargs)
 {
-    PyObject *empty = NULL;
-    if (args == NULL && (args = empty = PyTuple_New(0)) == NULL)
-        return NULL;
+    if (args == NULL)
+        args = empty_tuple;
     CallObject *call = alloc_call(type);
-    if (call == NULL) {
-        Py_XDECREF(empty);
+    if (call == NULL)
         return NULL;
-    }
     Py_INCREF(info);
     call->info = info;
     Py_INCREF(parent);
@@ -281,7 +283,6 @@ new_call(PyTypeObject *type, PyObject *info, PyObject *parent, long long depth,
     call->kwargs = kwargs;
     Py_INCREF(Py_None);
     call->frame = Py_None;
-    Py_XDECREF(empty);
     return call;
 }
 
@@ -308,6 +309,7 @@ Call_init(CallObject *self, PyObject *args, PyObject *kwds)
     SET(frame, Py_None)
 #undef SET
     Py_CLEAR(self->lazy_base);
+    Py_CLEAR(self->chain);
     self->depth = depth;
     self->generation = generation;
     self->start_ns = self->child_ns = 0;
@@ -362,6 +364,60 @@ static PyTypeObject Call_Type = {
     .tp_dictoffset = offsetof(CallObject, dict),
     .tp_weaklistoffset = offsetof(CallObject, weakrefs),
 };
+
+/* The call type the core makes (compiled.CompiledCall): Call with `bases`' class
+   defaults (recorder.RareFields), made here rather than by a class statement so that
+   its dealloc is Call's own: a class statement's subtype_dealloc costs ~120
+   instructions a dropped call more. It adds no field (`bases` must have empty
+   __slots__); a heap type's instances hold and visit their type. */
+static int
+CompiledCall_traverse(CallObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return Call_traverse(self, visit, arg);
+}
+
+static void
+CompiledCall_dealloc(CallObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, CompiledCall_dealloc)
+    Call_dealloc(self);  /* kept for the next call, or freed */
+    Py_DECREF(type);
+    Py_TRASHCAN_END
+}
+
+static PyObject *
+core_make_call_type(PyObject *module, PyObject *mixin)
+{
+    static PyType_Slot slots[] = {
+        {Py_tp_doc, "A call's storage in the compiled core, whichever half starts it: the "
+                    "common fields in C, the rare ones as in recorder.Call (class "
+                    "defaults of recorder.RareFields)."},
+        {Py_tp_dealloc, (void *)CompiledCall_dealloc},
+        {Py_tp_traverse, (void *)CompiledCall_traverse},
+        {Py_tp_clear, (void *)Call_clear},
+        {0, NULL},
+    };
+    static PyType_Spec spec = {
+        .name = "autotrace.record.compiled.CompiledCall",
+        .basicsize = 0,  /* Call's */
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+        .slots = slots,
+    };
+    if (!PyType_Check(mixin) || ((PyTypeObject *)mixin)->tp_basicsize !=
+                                PyBaseObject_Type.tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "make_call_type: a class with __slots__ = ()");
+        return NULL;
+    }
+    PyObject *bases = PyTuple_Pack(2, (PyObject *)&Call_Type, mixin);
+    if (bases == NULL)
+        return NULL;
+    PyObject *type = PyType_FromSpecWithBases(&spec, bases);
+    Py_DECREF(bases);
+    return type;
+}
 
 /* -- Counts: a bucket count array ------------------------------------------------- */
 
@@ -786,24 +842,50 @@ chain_in_sync(ChainObject *chain, PyObject *ctx)
     return vars == chain->vars && Py_REFCNT(vars) == 2;
 }
 
-/* The innermost traced call here (new reference): None, a Call. */
+/* The innermost traced call here (new reference): None, a Call; and in `*chain` (if
+   not NULL) this context's Chain (new reference), or NULL. */
 static PyObject *
-current_call(void)
+current_call_in(ChainObject **chain)
 {
     PyObject *ctx;
     PyObject *value = chain_value(&ctx);
+    if (chain != NULL)
+        *chain = NULL;
     if (value == NULL || !Py_IS_TYPE(value, &Chain_Type))
         return value;
     PyObject *call = Py_NewRef(((ChainObject *)value)->call);
-    Py_DECREF(value);
+    if (chain != NULL)
+        *chain = (ChainObject *)value;
+    else
+        Py_DECREF(value);
     return call;
 }
 
-/* Make `call` the innermost traced call here. */
+static PyObject *
+current_call(void)
+{
+    return current_call_in(NULL);
+}
+
+/* Make `call` the innermost traced call here. `hint`: a chain this context was seen
+   with (borrowed, or NULL); while it is still this context's and in sync, it is written
+   with no read of the ContextVar (~100 instructions): the map it holds is the
+   context's own, and that map holds it. `*written` (if not NULL): the chain that holds
+   `call` now and may serve as the next hint (new reference), or NULL. */
 static int
-set_current_call(PyObject *call)
+set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
 {
     PyObject *ctx;
+    if (written != NULL)
+        *written = NULL;
+    if (hint != NULL && chain_in_sync(hint, PyThreadState_Get()->context)) {
+        PyObject *old = hint->call;
+        hint->call = Py_NewRef(call);
+        if (written != NULL)
+            *written = Py_NewRef(hint);
+        Py_DECREF(old);  /* may run a finaliser: the chain is already written */
+        return 0;
+    }
     if (current_var == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the current-call store is not set up");
         return -1;
@@ -821,6 +903,8 @@ set_current_call(PyObject *call)
         if (chain_in_sync(chain, ctx)) {
             PyObject *old = chain->call;
             chain->call = Py_NewRef(call);
+            if (written != NULL)
+                *written = Py_NewRef(chain);
             Py_DECREF(value);
             Py_DECREF(old);  /* may run a finaliser: the chain is already written */
             return 0;
@@ -847,10 +931,18 @@ set_current_call(PyObject *call)
         if (ctx != NULL && Py_REFCNT(CONTEXT_VARS(ctx)) == 1) {
             chain->owner = (void *)ctx;
             chain->vars = Py_NewRef(CONTEXT_VARS(ctx));
+            if (written != NULL)
+                *written = Py_NewRef(chain);
         }
     }
     Py_DECREF(chain);
     return token == NULL ? -1 : 0;
+}
+
+static int
+set_current_call(PyObject *call)
+{
+    return set_current_call_at(call, NULL, NULL);
 }
 
 /* This context's chain if it is in sync (borrowed from the map), else NULL. */
@@ -910,13 +1002,16 @@ otel_value(ChainObject *chain, PyObject *ctx)
 }
 
 /* The innermost traced call here (new reference) and, in `*raw`, OpenTelemetry's
-   context (new reference, or NULL: no such variable), with one read of each variable.
-   NULL with an error. */
+   context (new reference, or NULL: no such variable), with one read of each variable;
+   in `*chain_out` (if not NULL) this context's Chain (new reference), or NULL. NULL
+   with an error. */
 static PyObject *
-current_call_and_otel(PyObject **raw)
+current_call_and_otel_in(PyObject **raw, ChainObject **chain_out)
 {
     PyObject *ctx;
     *raw = NULL;
+    if (chain_out != NULL)
+        *chain_out = NULL;
     PyObject *value = chain_value(&ctx);
     if (value == NULL)
         return NULL;
@@ -927,8 +1022,17 @@ current_call_and_otel(PyObject **raw)
         return NULL;
     }
     PyObject *call = Py_NewRef(chain != NULL ? chain->call : value);
-    Py_DECREF(value);
+    if (chain_out != NULL && chain != NULL)
+        *chain_out = chain;  /* the reference chain_value gave */
+    else
+        Py_DECREF(value);
     return call;
+}
+
+static PyObject *
+current_call_and_otel(PyObject **raw)
+{
+    return current_call_and_otel_in(raw, NULL);
 }
 
 /* var.set(value) (token NULL: the new token) or var.reset(token) (None), keeping this
@@ -1039,14 +1143,23 @@ shown_context(PyObject *raw, PyObject *call)
 }
 
 /* Whether OpenTelemetry's ContextVar holds `value` now: 1 or 0; -1 with an error. With
-   no such variable (another runtime context), 1: there is nothing to set or undo. */
+   no such variable (another runtime context), 1: there is nothing to set or undo.
+   `hint`: a chain this context was seen with (borrowed, or NULL), read while it is
+   still this context's. */
 static int
-var_holds(PyObject *value)
+var_holds(PyObject *value, ChainObject *hint)
 {
     if (otel_var == NULL)
         return 1;
-    PyObject *raw = NULL;
-    if (current_var != NULL) {
+    PyObject *raw = NULL, *ctx;
+    if (hint != NULL && (ctx = PyThreadState_Get()->context) != NULL &&
+        hint->owner == (void *)ctx && hint->vars == CONTEXT_VARS(ctx)) {
+        /* `hint` is this context's chain: its copy of the variable, if it has one */
+        raw = otel_value(hint, ctx);
+        if (raw == NULL && PyErr_Occurred())
+            return -1;
+    }
+    else if (current_var != NULL) {
         PyObject *call = current_call_and_otel(&raw);  /* the chain's copy, if it has one */
         if (call == NULL)
             return -1;
@@ -1073,9 +1186,9 @@ show_context(CallObject *call, PyObject *raw, int unshow)
    OpenTelemetry's start_as_current_span does), so that no stale PendingSpan outlives
    the chain it stands for. 0, or -1 with an error. */
 static int
-unshow_context(CallObject *call)
+unshow_context(CallObject *call, ChainObject *hint)
 {
-    int holds = var_holds(call->lazy_base);
+    int holds = var_holds(call->lazy_base, hint);
     if (holds != 0)
         return holds < 0 ? -1 : 0;
     PyObject *token = set_var_synced(otel_var, call->lazy_base);
@@ -1113,6 +1226,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
                 PyObject *kwargs, PyObject *frame, int suspends)
 {
     PyObject *raw = NULL, *ctx = NULL, *parent = NULL, *run_ctx = NULL;
+    ChainObject *chain = NULL;  /* this context's, as read first: written at the end */
     CallObject *call = NULL;
     if (otel_var == NULL || current_var == NULL || call_type == NULL)
         return SLOW;
@@ -1147,7 +1261,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         Py_RETURN_NONE;
     }
     if (parent == NULL) {
-        parent = raw == NULL ? current_call_and_otel(&raw) : current_call();
+        parent = raw == NULL ? current_call_and_otel_in(&raw, &chain) : current_call_in(&chain);
         if (parent == NULL)
             goto error;
     }
@@ -1156,6 +1270,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
          * for its children's depth, with nothing attached to the OpenTelemetry context */
         if (self->stats == NULL || self->stats == Py_None) {
             Py_XDECREF(raw);
+            Py_XDECREF(chain);
             Py_DECREF(parent);
             Py_RETURN_NONE;
         }
@@ -1167,9 +1282,10 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if (call == NULL)
             goto error;
         call->start_ns = now_ns();
-        if (set_current_call((PyObject *)call) < 0)
+        if (set_current_call_at((PyObject *)call, chain, &call->chain) < 0)
             goto error;
         Py_XDECREF(raw);
+        Py_XDECREF(chain);
         Py_DECREF(parent);
         return (PyObject *)call;
     }
@@ -1202,6 +1318,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if (truth) {
             Py_DECREF(raw);
             Py_DECREF(ctx);
+            Py_XDECREF(chain);
             Py_DECREF(parent);
             Py_RETURN_NONE;
         }
@@ -1285,20 +1402,23 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         }
     }
     Py_CLEAR(run_ctx);
-    if (set_current_call((PyObject *)call) < 0)
+    if (set_current_call_at((PyObject *)call, chain, &call->chain) < 0)
         goto error;
     Py_DECREF(raw);
     Py_DECREF(ctx);
+    Py_XDECREF(chain);
     Py_DECREF(parent);
     return (PyObject *)call;
 slow:
     Py_XDECREF(raw);
     Py_XDECREF(ctx);
+    Py_XDECREF(chain);
     Py_XDECREF(parent);
     return SLOW;
 error:
     Py_XDECREF(raw);
     Py_XDECREF(ctx);
+    Py_XDECREF(chain);
     Py_XDECREF(parent);
     Py_XDECREF(run_ctx);
     Py_XDECREF(call);
@@ -1326,6 +1446,8 @@ Core_start(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject 
 static inline int
 restore_context(CallObject *call)
 {
+    ChainObject *hint = (ChainObject *)call->chain;  /* taken: no cycle with it is left */
+    call->chain = NULL;
     if (call->token != Py_None) {
         PyObject *token = call->token;
         Py_INCREF(Py_None);
@@ -1334,9 +1456,11 @@ restore_context(CallObject *call)
             report_failure("detach", NULL);  /* finished in another context */
         Py_DECREF(token);
     }
-    else if (call->lazy_base != NULL && call->unshow && unshow_context(call) < 0)
+    else if (call->lazy_base != NULL && call->unshow && unshow_context(call, hint) < 0)
         report_failure("detach", NULL);
-    return set_current_call(call->saved);
+    int done = set_current_call_at(call->saved, hint, NULL);
+    Py_XDECREF(hint);
+    return done;
 }
 
 /* The fast path of Recorder.finish: a pending call that is dropped, or a call counted
@@ -1497,15 +1621,19 @@ core_resume_fast(CoreObject *self, PyObject *call_obj)
     if (in_collection())
         return 1;  /* the collector resumes it to close it */
     CallObject *call = (CallObject *)call_obj;
-    PyObject *saved = current_call();
+    ChainObject *chain;
+    PyObject *saved = current_call_in(&chain);
     if (saved == NULL)
         return -1;
     Py_XSETREF(call->saved, saved);
-    if (set_current_call(call_obj) < 0)
+    Py_CLEAR(call->chain);
+    int failed = set_current_call_at(call_obj, chain, &call->chain) < 0;
+    Py_XDECREF(chain);
+    if (failed)
         return -1;
     if (call->run_ctx != Py_None) {
         if (call->lazy_base != NULL && shown_on()) {
-            int holds = var_holds(call->lazy_base);
+            int holds = var_holds(call->lazy_base, (ChainObject *)call->chain);
             if (holds < 0)
                 return -1;
             if (holds)
@@ -2439,12 +2567,8 @@ start_in_frame(MonitorObject *self, PyObject *code, PyObject *info, int suspends
     PyObject *frame = FRAME_LATER;  /* a plain call's frame object: made if it is kept */
     if (suspends && (frame = event_frame_object()) == NULL)
         Py_RETURN_NONE;
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL)
-        return NULL;
-    PyObject *call = start_call(self->core, info, Py_None, empty, Py_None, frame, suspends,
-                                code);
-    Py_DECREF(empty);
+    PyObject *call = start_call(self->core, info, Py_None, empty_tuple, Py_None, frame,
+                                suspends, code);
     if (call == NULL || call == Py_None)
         return call;
     int failed = running_put(self->calls, key, call, code) < 0;
@@ -2912,7 +3036,7 @@ core_pin_shown(PyObject *module, PyObject *context)
         Py_RETURN_NONE;
     }
     CallObject *call = (CallObject *)call_obj;
-    int holds = var_holds(call->lazy_base);
+    int holds = var_holds(call->lazy_base, NULL);
     if (holds < 0) {
         Py_DECREF(call_obj);
         return NULL;
@@ -2968,6 +3092,8 @@ static PyMethodDef module_methods[] = {
      "The ContextVars of the chains (recorder._current) and of OpenTelemetry's context."},
     {"attach", core_attach, METH_O, "OpenTelemetry's var.set, the chain kept in sync."},
     {"detach", core_detach, METH_O, "OpenTelemetry's var.reset, the chain kept in sync."},
+    {"make_call_type", core_make_call_type, METH_O,
+     "The compiled core's call type: Call with a mixin's class defaults."},
     {"setup", (PyCFunction)(void (*)(void))core_setup, METH_VARARGS | METH_KEYWORDS,
      "Hand over the objects the fast path uses (compiled.py, once)."},
     {"set_generation", core_set_generation, METH_O, "The fork generation (after a fork)."},
@@ -2999,6 +3125,8 @@ PyInit__core(void)
     if (module == NULL)
         return NULL;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) goto fail;
+    if ((empty_tuple = PyTuple_New(0)) == NULL)
+        goto fail;
     INTERN(str_pending_context, "_pending_context")
     INTERN(str_runtime_context, "_RUNTIME_CONTEXT")
     INTERN(str_move_to_end, "move_to_end")
