@@ -207,3 +207,28 @@ def test_pending_generators_keep_their_arguments_and_end_when_abandoned(
     assert span.end_time is not None
     assert dict(span.attributes)["code.function.parameters.first.value"] == "abandoned"
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing leaked
+
+
+CELL_SOURCE = '''
+import time
+
+def every_kind(a, b=2, *rest, k=3, **kw):
+    def inner():
+        return a  # `a` lives in a cell
+    a = "rebound"
+    time.sleep(0.01)
+    yield inner()
+'''
+
+
+def test_a_pending_generator_keeps_every_kind_of_parameter(traced: Traced) -> None:
+    """A generator's arguments are read as it starts (in C under the compiled core: the
+    frame's own slots, no ``f_locals``): positional, defaulted, ``*args``, keyword-only,
+    ``**kwargs``, and one held in a cell for a closure, each as it was given."""
+    mod = traced.load("cell_gens", CELL_SOURCE, min_duration="5ms")
+    assert list(mod.every_kind(1, 5, 6, 7, k=4, z=9)) == ["rebound"]
+    attrs = dict(traced.span("every_kind").attributes)
+    prefix = "code.function.parameters."
+    assert {key[len(prefix):-len(".value")]: value for key, value in attrs.items()
+            if key.startswith(prefix) and key.endswith(".value")} == {
+        "a": 1, "b": 5, "rest": "(6, 7)", "k": 4, "kw": "{'z': 9}"}

@@ -67,6 +67,7 @@ class FunctionInfo:
     __slots__ = (
         "implicit_first",
         "keyword_only",
+        "param_names",
         "params",
         "positional",
         "qualified_name",
@@ -84,6 +85,8 @@ class FunctionInfo:
         #: ``module.qualname`` (metrics, the profile, the hot-function counts)
         self.qualified_name = str(static_attributes.get(CODE_FUNCTION_NAME, span_name))
         self.params = tuple(params)
+        #: the names ``frame_values`` reads (the compiled core reads them in C)
+        self.param_names = tuple(p.name for p in params)
         self.implicit_first = implicit_first
         self.secret_return = secret_return
         self.positional = tuple(p for p in params if p.kind == _POSITIONAL)

@@ -25,6 +25,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._log import log_once
+from ..describe.function import _MISSING
 from . import accel, recorder
 from .spans import PendingSpan
 
@@ -90,7 +91,7 @@ _core.setup(current=recorder._current, otel=_otel_var(),
             invalid_span=trace.INVALID_SPAN, pending_span=PendingSpan,
             call_type=CompiledCall, start=recorder.Recorder.start,
             finish=recorder.Recorder.finish, suspend=recorder.Recorder.suspend,
-            resume=recorder.Recorder.resume, report=_report)
+            resume=recorder.Recorder.resume, report=_report, missing=_MISSING)
 _core.set_generation(recorder._fork_generation)
 
 
