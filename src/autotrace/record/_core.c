@@ -50,7 +50,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 8
+#define INTERFACE 9
 
 #define RETURNED 0
 #define RAISED 1
@@ -2928,13 +2928,32 @@ static PyObject *
 core_recursion_depth(PyObject *module, PyObject *unused)
 {
 #if PY_VERSION_HEX >= 0x030C0000
-    return PyLong_FromLong(-1);
+    /* Python frames only, as the limit counts them from 3.12 (and sys._getframe walks
+       them): what the pure core finds by raising a ValueError at each drain */
+    PyThreadState *tstate = PyThreadState_Get();
+    return PyLong_FromLong((long)(tstate->py_recursion_limit - tstate->py_recursion_remaining));
 #elif PY_VERSION_HEX >= 0x030B0000
     PyThreadState *tstate = PyThreadState_Get();
     return PyLong_FromLong((long)(tstate->recursion_limit - tstate->recursion_remaining));
 #else
     return PyLong_FromLong((long)PyThreadState_Get()->recursion_depth);
 #endif
+}
+
+/* frame_values(info, frame): Formatter.frame_values, compiled (frame_values above), or
+   None where it cannot be read here (before 3.12, not a frame, no param_names). */
+static PyObject *
+core_frame_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *values = NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "frame_values(info, frame)");
+        return NULL;
+    }
+    int read = frame_values(args[0], args[1], &values);
+    if (read < 0)
+        return NULL;
+    return read ? values : Py_NewRef(Py_None);
 }
 
 static PyObject *
@@ -3208,7 +3227,9 @@ static PyMethodDef module_methods[] = {
     {"set_collecting", core_set_collecting, METH_O,
      "The thread ident running a garbage collection, or 0 (< 3.12)."},
     {"recursion_depth", core_recursion_depth, METH_NOARGS,
-     "This thread's recursion depth as the limit counts it (< 3.12), or -1."},
+     "This thread's recursion depth as the limit counts it."},
+    {"frame_values", (PyCFunction)(void (*)(void))core_frame_values, METH_FASTCALL,
+     "A frame's values of info.param_names (Formatter.frame_values), or None."},
     {"set_collection_markers", core_set_collection_markers, METH_VARARGS,
      "The collector's phase markers and their idle state (< 3.12)."},
     {NULL}

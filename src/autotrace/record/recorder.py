@@ -372,7 +372,8 @@ def _little_stack_left() -> bool:
     recursion ending. A span's end there could fail half-way inside the SDK (some
     processors told, some not), so it waits for a shallower safe point. Walks at most
     the frames there are (C pointer chasing), once per drain; before 3.12 the limit
-    also counts C calls, which the compiled core reads (the pure core counts frames)."""
+    also counts C calls. The compiled core reads the depth the limit counts from the
+    thread state (no walk, no ValueError raised per drain)."""
     limit = sys.getrecursionlimit()
     margin = min(_STACK_MARGIN, limit // 4)
     if _recursion_depth is not None:
