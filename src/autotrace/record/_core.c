@@ -1136,7 +1136,6 @@ otel_context(void)
    Every call sets the variable, as before, when the runtime context is not this one
    (`shown_on`), and a call the Python methods start always does. */
 
-/* Whether OpenTelemetry's get_current() is otel_current now (nobody replaced it). */
 /* The answer of shown_on while OpenTelemetry's namespace is unchanged (-1: ask the
    dict). A dict watcher (3.12+) forgets it at any change of that namespace: the lookup
    cost ~100-230 instructions at every top-level start and every resumption. Without a
@@ -1153,6 +1152,7 @@ shown_forget(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *n
 }
 #endif
 
+/* Whether OpenTelemetry's get_current() is otel_current now (nobody replaced it). */
 static int
 shown_on(void)
 {
@@ -1300,7 +1300,8 @@ attach_run_context(CallObject *call)
  * when the Python method must decide (nothing has been changed then). `suspends`: a
  * generator's or coroutine's call. Its arguments are references until it is kept, as
  * for a plain call (wrapt), or read from its frame now (monitoring: its locals change
- * as it runs), by the Python `_frame_values`, as Recorder._arguments_at_start does. */
+ * as it runs), by frame_values (in C; where it cannot, the Python `_frame_values`), as
+ * Recorder._arguments_at_start does. */
 static PyObject *
 core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
                 PyObject *kwargs, PyObject *frame, int suspends)
