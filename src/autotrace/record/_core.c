@@ -882,6 +882,18 @@ current_call(void)
     return current_call_in(NULL);
 }
 
+/* Write `call` in `chain`, which is in sync with this context; `*written` (if not
+   NULL): the chain (new reference). */
+static void
+chain_write(ChainObject *chain, PyObject *call, PyObject **written)
+{
+    PyObject *old = chain->call;
+    chain->call = Py_NewRef(call);
+    if (written != NULL)
+        *written = Py_NewRef(chain);
+    Py_DECREF(old);  /* may run a finaliser: the chain is already written */
+}
+
 /* Make `call` the innermost traced call here. `hint`: a chain this context was seen
    with (borrowed, or NULL); while it is still this context's and in sync, it is written
    with no read of the ContextVar (~100 instructions): the map it holds is the
@@ -894,11 +906,7 @@ set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
     if (written != NULL)
         *written = NULL;
     if (hint != NULL && chain_in_sync(hint, PyThreadState_Get()->context)) {
-        PyObject *old = hint->call;
-        hint->call = Py_NewRef(call);
-        if (written != NULL)
-            *written = Py_NewRef(hint);
-        Py_DECREF(old);  /* may run a finaliser: the chain is already written */
+        chain_write(hint, call, written);
         return 0;
     }
     if (current_var == NULL) {
@@ -916,12 +924,8 @@ set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
     if (Py_IS_TYPE(value, &Chain_Type)) {
         ChainObject *chain = (ChainObject *)value;
         if (chain_in_sync(chain, ctx)) {
-            PyObject *old = chain->call;
-            chain->call = Py_NewRef(call);
-            if (written != NULL)
-                *written = Py_NewRef(chain);
+            chain_write(chain, call, written);
             Py_DECREF(value);
-            Py_DECREF(old);  /* may run a finaliser: the chain is already written */
             return 0;
         }
         if (chain->owner == (void *)ctx) {  /* copied, or the map moved on: freeze it */
@@ -1180,18 +1184,16 @@ shown_context(PyObject *raw, PyObject *call)
 
 /* Whether OpenTelemetry's ContextVar holds `value` now: 1 or 0; -1 with an error. With
    no such variable (another runtime context), 1: there is nothing to set or undo.
-   `hint`: a chain this context was seen with (borrowed, or NULL), read while it is
-   still this context's. */
+   `hint`: a chain this context was seen with (borrowed, or NULL): its copy of the
+   variable is read while it holds this context's map (otel_value). */
 static int
 var_holds(PyObject *value, ChainObject *hint)
 {
     if (otel_var == NULL)
         return 1;
-    PyObject *raw = NULL, *ctx;
-    if (hint != NULL && (ctx = PyThreadState_Get()->context) != NULL &&
-        hint->owner == (void *)ctx && hint->vars == CONTEXT_VARS(ctx)) {
-        /* `hint` is this context's chain: its copy of the variable, if it has one */
-        raw = otel_value(hint, ctx);
+    PyObject *raw = NULL;
+    if (hint != NULL) {
+        raw = otel_value(hint, PyThreadState_Get()->context);
         if (raw == NULL && PyErr_Occurred())
             return -1;
     }
@@ -3176,7 +3178,6 @@ core_show_through(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "show_through(runtime, namespace)");
         return NULL;
     }
-    shown_known = -1;
 #if PY_VERSION_HEX >= 0x030C0000
     if (shown_watcher >= 0 && otel_globals != NULL && otel_globals != args[1] &&
         PyDict_Unwatch(shown_watcher, otel_globals) < 0)
