@@ -200,11 +200,22 @@ class MonitoringBackend:
         """Register the code of every function ``module`` defines that the patterns select."""
         name = module_name(module)
         codes: list[CodeType] = []
-        for target in iter_targets(module, self._selector):
+        plain: list[FunctionType] = []
+        for target in iter_targets(module, self._selector, plain):
             for func in target.functions:
                 code = _original_code(func)
                 if code is not None:
                     self._select_tree(code, name, True, codes)
+        for func in plain:  # most of a module: _original_code and _select_tree, inline
+            code = func.__code__
+            if getattr(func, "__wrapped__", None) is not None:
+                code = _original_code(func)
+            elif not (code.co_name in _SKIPPED_NAMES or _holds_code(code)
+                      or is_opted_out_code(code)):
+                codes.append(code)
+                continue
+            if code is not None:
+                self._select_tree(code, name, True, codes)
         self._register(codes, name)  # one lock for the module: this runs once per def
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
@@ -436,14 +447,19 @@ def _original_code(func: Any) -> CodeType | None:
     return code_of(unwrapped)
 
 
+def _holds_code(code: CodeType) -> bool:
+    """Whether functions (or classes, comprehensions) are defined inside ``code``."""
+    for const in code.co_consts:
+        if type(const) is CodeType:
+            return True
+    return False
+
+
 def _walk(code: CodeType) -> list[CodeType]:
     """``code`` and every code object nested in its constants, depth first. A list, made
     without a generator's frames: this runs once per def as a traced module is imported,
     and most functions have no nested code."""
-    for const in code.co_consts:
-        if type(const) is CodeType:
-            break
-    else:
+    if not _holds_code(code):
         return [code]  # most functions
     found: list[CodeType] = []
     stack = [code]

@@ -83,8 +83,13 @@ def _class_selected(cls: type, real: str, name: str, qualname: str,
         name, qualname, cls)
 
 
-def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
-    """Every traced function and method ``module`` defines, under the patterns."""
+def iter_targets(module: ModuleType, selector: Selector,
+                 plain: list[FunctionType] | None = None) -> Iterator[Target]:
+    """Every traced function and method ``module`` defines, under the patterns.
+
+    With ``plain``, the traced functions defined at the top level by a plain ``def``
+    are appended to it instead of being yielded as ``Target``s: most of a module, and
+    a backend that needs only their code (monitoring) spares a ``Target`` for each."""
     real = module.__name__
     name = module_name(module)
     if not selector.may_contain(name):
@@ -94,18 +99,25 @@ def iter_targets(module: ModuleType, selector: Selector) -> Iterator[Target]:
     except Exception:
         return
     visited: set[int] = set()
+    found: list[tuple[str, FunctionType]] = []
     for attr, value in items:
         if type(value) is FunctionType:  # _owned_function inline: this runs once per def
             if (value.__module__ == real and value.__qualname__ == attr
-                    and not value.__code__.co_filename.startswith("<")
-                    and selector.function_selected(name, attr, value)):
-                yield Target(module, attr, value, FUNCTION, name, attr, [value])
+                    and not value.__code__.co_filename.startswith("<")):
+                found.append((attr, value))
         elif isinstance(value, type):
             if _class_selected(value, real, name, attr, selector):
                 yield from _class_targets(value, real, name, selector, visited)
         elif _owned_function(value, real, attr) and selector.function_selected(
                 name, attr, value):
             yield Target(module, attr, value, FUNCTION, name, attr, [value])
+    selected = selector.module_functions_selected(name, found)
+    if plain is not None:
+        plain.extend(selected)
+        return
+    for func in selected:  # found where its __qualname__ names it
+        attr = func.__qualname__
+        yield Target(module, attr, func, FUNCTION, name, attr, [func])
 
 
 def _class_targets(cls: type, real: str, name: str, selector: Selector,

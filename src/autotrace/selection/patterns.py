@@ -134,7 +134,7 @@ class Patterns:
             return False
         return _reaches(self._prefixes, module)
 
-    def _whole(self, module: str) -> bool:
+    def whole(self, module: str) -> bool:
         """Every name in ``module`` is traced: a pattern selects the module itself and
         no exclude pattern can reach inside it. Saves a regex match per name."""
         whole = self._whole_cache.get(module)
@@ -148,7 +148,7 @@ class Patterns:
         """Whether the function ``module.qualname`` is traced."""
         if not self.may_contain(module):
             return False
-        if self._whole(module):
+        if self.whole(module):
             return True
         name = f"{module}.{qualname}"
         if self._include is None or not self._include.fullmatch(name):

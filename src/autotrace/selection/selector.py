@@ -12,11 +12,17 @@ decorator) belongs in these methods, and no backend changes for it.
 from __future__ import annotations
 
 import ast
-from types import CodeType
+from types import CodeType, FunctionType
 from typing import Any
 
 from .names import untraced_dunder, untraced_qualname
-from .optout import Definition, is_opted_out, is_opted_out_code, opted_out_in_source
+from .optout import (
+    NO_TRACE_ATTR,
+    Definition,
+    is_opted_out,
+    is_opted_out_code,
+    opted_out_in_source,
+)
 from .patterns import Patterns
 
 
@@ -42,6 +48,25 @@ class Selector(Patterns):
         inner = getattr(obj, "__func__", None) if isinstance(
             obj, (staticmethod, classmethod)) else None
         return inner is None or not is_opted_out(inner)
+
+    def module_functions_selected(self, module: str, found: list[tuple[str, FunctionType]]
+                                  ) -> list[FunctionType]:
+        """``function_selected`` for many plain functions defined at the top level of
+        ``module`` (``(name, function)`` pairs): the ones traced. One loop for a whole
+        module, since this runs once per def as a traced module is imported."""
+        if not self.may_contain(module):
+            return []
+        whole = self.whole(module)
+        selected = []
+        for name, func in found:
+            if name[:2] == "__" and untraced_qualname(name):
+                continue
+            if not whole and not self.matches(module, name):
+                continue
+            if getattr(func, NO_TRACE_ATTR, False):  # is_opted_out, inline
+                continue
+            selected.append(func)
+        return selected
 
     def def_selected(self, module: str, qualname: str, node: Definition,
                      in_class: bool) -> bool:
