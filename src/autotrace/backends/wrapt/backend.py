@@ -98,7 +98,6 @@ class WraptBackend:
                                 self.compile_imported)
         #: Functions wrapped so far (never decreases): "did the patterns match anything".
         self.matched = 0
-        self._decorators = (self._decorator(False), self._decorator(True))
         #: Proxies made as module and class bodies ran (not closures), for uninstall.
         self._defined: list[TracedFunction] = []
         #: Descriptions shared by the proxies of one closure (one per outer call).
@@ -220,50 +219,42 @@ class WraptBackend:
                 self._rewritten.add(name)
         return code
 
-    def decorator(self, implicit_first: bool) -> Callable[[Any], Any]:
-        return self._decorators[implicit_first]
-
-    def _decorator(self, implicit_first: bool) -> Callable[[Any], Any]:
-        def decorate(func: Any) -> Any:
-            """The innermost decorator of a rewritten def: the proxy, or ``func``."""
-            if type(func) is not FunctionType or not self._recorder.active:
-                return func
-            try:
-                return self._wrap_defined(func, implicit_first)
-            except Exception:
-                log_once(f"wrap:{getattr(func, '__qualname__', '?')}",
-                         "autotrace: could not wrap %s; it runs untraced",
-                         getattr(func, "__qualname__", "?"))
-                return func
-        return decorate
-
-    def _wrap_defined(self, func: FunctionType, implicit_first: bool) -> Any:
-        """Runs once per def as a module body runs: kept lean (import cost)."""
-        qualname = func.__qualname__
-        code = func.__code__
-        if inspects_stack(code):
-            logger.debug("autotrace: %s.%s inspects the stack; it runs unwrapped under the "
-                         "wrapt backend", func.__module__, qualname)
+    def wrap_defined(self, func: Any, implicit_first: bool) -> Any:
+        """The innermost decorator of a rewritten def: its proxy, or ``func``. Runs once
+        per def as a module body runs, in one frame: kept lean (import cost)."""
+        if type(func) is not FunctionType or not self._recorder.active:
             return func
-        namespace = func.__globals__
-        last = self._last_module
-        if last[0] is namespace:
-            module = last[1]
-        else:
-            module = namespace_module_name(namespace)
-            self._last_module = (namespace, module)
-        if "<locals>" in qualname:  # a proxy per call of the outer function, none kept
+        try:
+            qualname = func.__qualname__
+            code = func.__code__
+            if inspects_stack(code):
+                logger.debug("autotrace: %s.%s inspects the stack; it runs unwrapped under "
+                             "the wrapt backend", func.__module__, qualname)
+                return func
+            namespace = func.__globals__
+            last = self._last_module
+            if last[0] is namespace:
+                module = last[1]
+            else:
+                module = namespace_module_name(namespace)
+                self._last_module = (namespace, module)
+            if "<locals>" in qualname:  # a proxy per call of the outer function, none kept
+                self.matched += 1
+                return self._traced_function(func, func, module, qualname, implicit_first)
+            describe = functools.partial(self._recorder.describe_function, func, module,
+                                         qualname, implicit_first)
+            make = self._make_plain
+            if make is None:
+                make = self._make_plain = _wrappers().plain_proxy_maker(self._recorder)
+            wrapper = make(func, describe, code.co_flags)
+            self._defined.append(wrapper)  # atomic under the GIL
             self.matched += 1
-            return self._traced_function(func, func, module, qualname, implicit_first)
-        describe = functools.partial(self._recorder.describe_function, func, module,
-                                     qualname, implicit_first)
-        make = self._make_plain
-        if make is None:
-            make = self._make_plain = _wrappers().plain_proxy_maker(self._recorder)
-        wrapper = make(func, describe, code.co_flags)
-        self._defined.append(wrapper)  # atomic under the GIL
-        self.matched += 1
-        return wrapper
+            return wrapper
+        except Exception:
+            log_once(f"wrap:{getattr(func, '__qualname__', '?')}",
+                     "autotrace: could not wrap %s; it runs untraced",
+                     getattr(func, "__qualname__", "?"))
+            return func
 
     def _patch_runpy(self) -> None:
         """``runpy.run_path`` (``__mp_main__`` in spawned workers, ``run_path`` callers)

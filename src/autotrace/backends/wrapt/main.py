@@ -11,8 +11,10 @@ gets one more decorator, the innermost, so every decorator the user wrote
 receives the traced function::
 
     @app.route("/")
-    @__import__("autotrace.backends.wrapt.main", fromlist=("_",)).traced(False)
+    @__import__("autotrace.backends.wrapt.main", fromlist=("_",)).function
     def index(): ...
+
+(``.method`` in a class body, where the first argument is ``self`` or ``cls``.)
 
 The added decorator binds no name in the user's module, carries the location
 of the ``def`` (so line numbers, ``co_firstlineno`` and ``inspect.getsource``
@@ -39,21 +41,17 @@ _STATIC = "staticmethod"
 #: The rewritten code's format, part of the cache tag (``cache.tag``): raise it when
 #: what ``rewrite`` emits changes, so that no cache holds code of another format
 #: (an editable install keeps its version number across such changes).
-FORMAT = 2
+FORMAT = 3
 
 
 class Decorates(Protocol):
     """The active backend, as rewritten code reaches it."""
 
-    def decorator(self, implicit_first: bool) -> Callable[[Any], Any]: ...
+    def wrap_defined(self, func: Any, implicit_first: bool) -> Any: ...
 
 
 _lock = threading.Lock()
 _active: Decorates | None = None
-
-
-def _identity(func: Any) -> Any:
-    return func
 
 
 def activate(backend: Decorates | None) -> None:
@@ -70,12 +68,17 @@ def deactivate(backend: Decorates) -> None:
             _active = None
 
 
-def traced(implicit_first: bool) -> Callable[[Any], Any]:
-    """Called by rewritten code: the decorator that makes the traced function."""
+def function(func: Any) -> Any:
+    """Called by rewritten code on a def whose first argument is not implicit: the
+    traced function, or ``func`` with no backend active."""
     backend = _active
-    if backend is None:
-        return _identity
-    return backend.decorator(implicit_first)
+    return func if backend is None else backend.wrap_defined(func, False)
+
+
+def method(func: Any) -> Any:
+    """``function`` for a def in a class body (its first argument: ``self``, ``cls``)."""
+    backend = _active
+    return func if backend is None else backend.wrap_defined(func, True)
 
 
 def rewrite(tree: ast.Module, module: str, selected: DefSelected,
@@ -130,7 +133,8 @@ class _Rewriter:
         return count
 
 
-def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool) -> ast.expr:
+def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: bool
+               ) -> ast.expr:
     # The def line: no user statement moves, co_firstlineno stays the first user
     # decorator's line (or the def's), and a failure here points at the def.
     at: dict[str, Any] = {"lineno": stmt.lineno, "end_lineno": stmt.lineno,
@@ -139,8 +143,8 @@ def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: boo
     helper = ast.Call(func=ast.Name(id=_HELPER, ctx=ast.Load(), **at),
                       args=[ast.Constant(value=__name__, **at)],
                       keywords=[ast.keyword(arg="fromlist", value=fromlist, **at)], **at)
-    return ast.Call(func=ast.Attribute(value=helper, attr="traced", ctx=ast.Load(), **at),
-                    args=[ast.Constant(value=implicit_first, **at)], keywords=[], **at)
+    return ast.Attribute(value=helper, attr=method.__name__ if implicit_first
+                         else function.__name__, ctx=ast.Load(), **at)
 
 
 def _rebinds_helper(tree: ast.Module) -> bool:
