@@ -77,18 +77,6 @@ _SKIPPED_NAMES = frozenset({"<module>", "<lambda>", "<genexpr>", "<listcomp>", "
 _get_frame = sys._getframe
 
 
-class _Traced:
-    """A traced code object and its lazily built description."""
-
-    __slots__ = ("code", "info", "module", "suspends")
-
-    def __init__(self, code: CodeType, module: str) -> None:
-        self.code = code
-        self.module = module
-        self.info: FunctionInfo | None = None
-        self.suspends = bool(code.co_flags & _CO_SUSPENDS)
-
-
 #: One running (or suspended) traced frame: its call and its code (a tuple: cheap).
 _Running = Tuple[Any, CodeType]  # (the core's call handle, its code)
 
@@ -115,7 +103,12 @@ class MonitoringBackend:
     def __init__(self, selector: Selector, recorder: Core) -> None:
         self._selector = selector
         self._recorder = recorder
-        self._traced: dict[int, _Traced] = {}
+        #: The selected code objects by id (the compiled callbacks' table too), the name
+        #: of each one's module, and its description once its first call made it. Plain
+        #: dicts, no object per code: this is filled once per def as a module is imported.
+        self._traced: dict[int, CodeType] = {}
+        self._modules: dict[int, str] = {}
+        self._infos: dict[int, FunctionInfo] = {}
         #: id(frame) -> (call, code); the compiled callbacks' own table when they run.
         self._calls: MutableMapping[int, _Running] = {}
         self._lock = threading.RLock()
@@ -165,9 +158,11 @@ class MonitoringBackend:
         with self._lock:
             traced = list(self._traced.values())
             self._traced.clear()
-        for entry in traced:
+            self._modules.clear()
+            self._infos.clear()
+        for code in traced:
             try:
-                _monitoring.set_local_events(tool, entry.code, 0)
+                _monitoring.set_local_events(tool, code, 0)
             except Exception:
                 pass
         _monitoring.set_events(tool, 0)
@@ -267,46 +262,51 @@ class MonitoringBackend:
             return
         added = []
         with self._lock:
-            traced = self._traced
+            traced, modules = self._traced, self._modules
             for code in codes:
-                existing = traced.get(id(code))
-                if existing is not None and existing.code is code:
+                key = id(code)
+                if traced.get(key) is code:
                     continue
-                entry = traced[id(code)] = _Traced(code, module)
-                added.append(entry)
+                traced[key] = code
+                modules[key] = module
+                added.append(code)
             self.matched += len(added)
         if self._recorder.dormant:
             return
         set_events = _monitoring.set_local_events
-        for entry in added:
-            if entry.suspends:
-                self._watch(tool, entry)
+        for code in added:
+            if code.co_flags & _CO_SUSPENDS:
+                self._watch(tool, code)
                 continue
             try:  # _watch, inline for plain functions: once per def
-                set_events(tool, entry.code, _CALL_EVENTS)
+                set_events(tool, code, _CALL_EVENTS)
             except Exception:
-                self._watch(tool, entry)  # logs it
+                self._watch(tool, code)  # logs it
 
-    def _watch(self, tool: int, entry: _Traced) -> None:
-        events = _CALL_EVENTS | (_SUSPEND_EVENTS if entry.suspends else 0)
+    def _watch(self, tool: int, code: CodeType) -> None:
+        events = _CALL_EVENTS | (_SUSPEND_EVENTS if code.co_flags & _CO_SUSPENDS else 0)
         try:
-            _monitoring.set_local_events(tool, entry.code, events)
+            _monitoring.set_local_events(tool, code, events)
         except Exception:
-            log_once(f"events:{entry.module}.{entry.code.co_qualname}",
-                     "autotrace: cannot monitor %s.%s; it runs untraced", entry.module,
-                     entry.code.co_qualname)
+            module = self._modules.get(id(code), "?")
+            log_once(f"events:{module}.{code.co_qualname}",
+                     "autotrace: cannot monitor %s.%s; it runs untraced", module,
+                     code.co_qualname)
 
-    def _forget(self, entry: _Traced) -> None:
+    def _forget(self, code: CodeType) -> None:
         """Stop watching code opted out after it was selected: ``@no_trace`` runs with
         the body that defines the function, after a run module's or an enclosing
         function's code was walked. Called at its first call: none of it is running."""
         with self._lock:
-            if self._traced.get(id(entry.code)) is entry:
-                del self._traced[id(entry.code)]
+            key = id(code)
+            if self._traced.get(key) is code:
+                del self._traced[key]
+                self._modules.pop(key, None)
+                self._infos.pop(key, None)
         tool = self._tool
         if tool is not None:
             try:
-                _monitoring.set_local_events(tool, entry.code, 0)
+                _monitoring.set_local_events(tool, code, 0)
             except Exception:
                 pass
 
@@ -318,9 +318,9 @@ class MonitoringBackend:
         if _GLOBAL_EVENTS:
             _monitoring.set_events(tool, _GLOBAL_EVENTS)
         with self._lock:
-            entries = list(self._traced.values())
-        for entry in entries:
-            self._watch(tool, entry)
+            codes = list(self._traced.values())
+        for code in codes:
+            self._watch(tool, code)
 
     # -- event callbacks (hot path) -----------------------------------------------------
 
@@ -328,17 +328,18 @@ class MonitoringBackend:
         """The description of a selected code object, made at its first call; None: not
         traced (no longer selected, or opted out after it was). The compiled callbacks
         call this for a code object's first call, then start it themselves."""
-        entry = self._traced.get(id(code))
-        if entry is None or entry.code is not code:
+        key = id(code)
+        if self._traced.get(key) is not code:
             return None
-        info = entry.info
+        info = self._infos.get(key)
         if info is None:
             if is_opted_out_code(code):
-                self._forget(entry)  # @no_trace ran after the code was selected
+                self._forget(code)  # @no_trace ran after the code was selected
                 return None
             try:
-                info = entry.info = self._recorder.describe_code(code, entry.module,
-                                                                 code.co_qualname)
+                info = self._recorder.describe_code(code, self._modules[key],
+                                                    code.co_qualname)
+                self._infos[key] = info
             except Exception:
                 log_once("monitoring:start", "autotrace: error at a traced call's start; "
                          "it runs untraced")
@@ -347,18 +348,18 @@ class MonitoringBackend:
 
     def _on_start(self, code: CodeType, offset: int) -> Any:
         try:
-            entry = self._traced.get(id(code))
-            if entry is None or entry.code is not code:
+            if self._traced.get(id(code)) is not code:
                 return None
             frame = _get_frame(1)
             if frame.f_code is not code:
                 return None  # a shim frame (events fired through the C API)
-            info = entry.info
+            info = self._infos.get(id(code))
             if info is None:  # the first call
                 info = self._describe_first(code)
                 if info is None:
                     return None
-            call = self._recorder.start(info, None, (), None, frame, entry.suspends)
+            suspends = bool(code.co_flags & _CO_SUSPENDS)
+            call = self._recorder.start(info, None, (), None, frame, suspends)
             if call is None:
                 return None
             key = id(frame)
@@ -366,7 +367,7 @@ class MonitoringBackend:
             # 3.13.0 sends no event when a handler-less generator is closed (gh-140373),
             # and no version sends events while a callback runs: a generator finalised
             # inside autotrace's own work (an export) would keep its span open forever.
-            if entry.suspends and frame.f_trace is None and sys.gettrace() is None:
+            if suspends and frame.f_trace is None and sys.gettrace() is None:
                 frame.f_trace = _FrameSentinel(self, key)
         except Exception:
             log_once("monitoring:start", "autotrace: error at a traced call's start; it "
@@ -402,8 +403,7 @@ class MonitoringBackend:
 
     def _on_throw(self, code: CodeType, offset: int, exc: BaseException) -> None:
         # Global before 3.15: filter by code identity first; never return DISABLE.
-        entry = self._traced.get(id(code))
-        if entry is None or entry.code is not code:
+        if self._traced.get(id(code)) is not code:
             return
         try:  # as _on_resume, inline: _get_frame(1) must be the generator's frame
             running = self._calls.get(id(_get_frame(1)))
@@ -414,8 +414,7 @@ class MonitoringBackend:
 
     def _on_unwind(self, code: CodeType, offset: int, exc: BaseException) -> None:
         # Global before 3.15: filter by code identity first; never return DISABLE.
-        entry = self._traced.get(id(code))
-        if entry is None or entry.code is not code:
+        if self._traced.get(id(code)) is not code:
             return
         try:
             running = self._calls.pop(id(_get_frame(1)), None)

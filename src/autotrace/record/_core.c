@@ -50,7 +50,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 9
+#define INTERFACE 10
 
 #define RETURNED 0
 #define RAISED 1
@@ -83,8 +83,7 @@ static PyObject *str_runtime_context;
    instance is None (~350 instructions a call, to find a `__self__` a plain function
    lacks); with this stand-in it calls the wrapper at once, which reads it as None. */
 static PyObject *unbound;
-static PyObject *str_pending_context, *str_describe_first, *str_code, *str_info,
-    *str_suspends;
+static PyObject *str_pending_context, *str_describe_first;
 
 static long long generation;       /* recorder._fork_generation */
 static unsigned long collecting;   /* recorder._collecting (< 3.12): a thread ident */
@@ -2394,7 +2393,7 @@ typedef struct {
     PyObject_HEAD
     CoreObject *core;
     PyObject *backend;  /* its _on_start: first calls, generators, coroutines */
-    PyObject *traced;   /* id(code) -> _Traced */
+    PyObject *traced;   /* id(code) -> code: the selected code objects */
     RunningObject *calls;  /* id(frame) -> (call, code), shared with the backend */
     /* Described code objects, found by address (each held, so its address stays its
        own): an open-addressing table, no int key made and compared per call as in a
@@ -2701,34 +2700,19 @@ Monitor_on_start(MonitorObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto failed;
         Py_RETURN_NONE;
     }
-    Py_INCREF(entry);
-    PyObject *entry_code = PyObject_GetAttr(entry, str_code);
-    PyObject *info = entry_code ? PyObject_GetAttr(entry, str_info) : NULL;
-    PyObject *suspends = info ? PyObject_GetAttr(entry, str_suspends) : NULL;
-    if (suspends == NULL)
-        ;
-    else if (entry_code != code) {
-        Py_INCREF(Py_None);
-        result = Py_None;
-    }
-    else if (info == Py_None) {  /* the first call: described by the backend */
-        PyObject *described = PyObject_CallMethodOneArg(self->backend, str_describe_first, code);
-        if (described == Py_None)
-            result = described;  /* not traced after all (opted out) */
-        else if (described != NULL) {
-            if (known_add(self, code, described, suspends != Py_False) == 0)
-                result = start_in_frame(self, code, described, suspends != Py_False);
-            Py_DECREF(described);
-        }
-    }
-    else if (known_add(self, code, info, suspends != Py_False) == 0) {
-        /* suspends: generators, coroutines */
-        result = start_in_frame(self, code, info, suspends != Py_False);
-    }
-    Py_XDECREF(entry_code);
-    Py_XDECREF(info);
-    Py_XDECREF(suspends);
-    Py_DECREF(entry);
+    if (entry != code || !PyCode_Check(code))
+        Py_RETURN_NONE;  /* another code object at a freed one's address */
+    /* the first call: described by the backend (None: opted out after it was selected) */
+    int suspends = (((PyCodeObject *)code)->co_flags
+                    & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
+    PyObject *described = PyObject_CallMethodOneArg(self->backend, str_describe_first, code);
+    if (described == NULL)
+        goto failed;
+    if (described == Py_None)
+        return described;
+    if (known_add(self, code, described, suspends) == 0)
+        result = start_in_frame(self, code, described, suspends);
+    Py_DECREF(described);
     if (result == NULL)
         goto failed;
     return result;
@@ -3263,9 +3247,6 @@ PyInit__core(void)
     INTERN(str_start, "start")
     INTERN(str_collecting, "_collecting")
     INTERN(str_describe_first, "_describe_first")
-    INTERN(str_code, "code")
-    INTERN(str_info, "info")
-    INTERN(str_suspends, "suspends")
     INTERN(str_frame_values, "_frame_values")
     INTERN(str_f_trace, "f_trace")
     INTERN(str_frame_released, "_frame_released")
