@@ -1856,11 +1856,17 @@ static PyTypeObject Local_Type = {
 
 /* -- FunctionCall: the wrapt wrapper of a plain function ------------------------------- */
 
+/* What FunctionCall keeps for the description: a def's (function, module, qualname,
+   implicit first), so that no partial and its tuple are made per def as a module runs. */
+#define FUNCTION_CALL_ARGS 4
+
 typedef struct {
     PyObject_HEAD
     CoreObject *core;
     PyObject *info;      /* NULL until the first call describes the function */
-    PyObject *describe;
+    PyObject *describe;  /* describe(*args) makes info; both let go of once it has */
+    PyObject *args[FUNCTION_CALL_ARGS];
+    Py_ssize_t nargs;
     vectorcallfunc vectorcall;
 } FunctionCallObject;
 
@@ -1870,7 +1876,20 @@ FunctionCall_traverse(FunctionCallObject *self, visitproc visit, void *arg)
     Py_VISIT(self->core);
     Py_VISIT(self->info);
     Py_VISIT(self->describe);
+    for (Py_ssize_t i = 0; i < self->nargs; i++)
+        Py_VISIT(self->args[i]);
     return 0;
+}
+
+/* Let go of what describes the function (it is described, or the wrapper goes). */
+static void
+FunctionCall_clear_describe(FunctionCallObject *self)
+{
+    Py_CLEAR(self->describe);
+    Py_ssize_t n = self->nargs;
+    self->nargs = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_CLEAR(self->args[i]);
 }
 
 static int
@@ -1878,7 +1897,7 @@ FunctionCall_clear(FunctionCallObject *self)
 {
     Py_CLEAR(self->core);
     Py_CLEAR(self->info);
-    Py_CLEAR(self->describe);
+    FunctionCall_clear_describe(self);
     return 0;
 }
 
@@ -1941,14 +1960,20 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
     }
     if (!core->dormant) {  /* no provider yet: not even the lazy description */
         if (self->info == NULL) {
-            PyObject *info = PyObject_CallNoArgs(self->describe);
+            PyObject *info = self->describe == NULL ? NULL
+                : PyObject_Vectorcall(self->describe, self->args, self->nargs, NULL);
             if (info == NULL) {
-                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                if (self->describe == NULL)
+                    ;  /* described once already, and it failed: runs untraced */
+                else if (!PyErr_ExceptionMatches(PyExc_Exception))
                     return NULL;
-                report_failure("start", wrapped);
+                else
+                    report_failure("start", wrapped);
             }
-            else
+            else {
                 self->info = info;
+                FunctionCall_clear_describe(self);
+            }
         }
         if (self->info != NULL) {
             call = start_call(core, self->info, instance, args, kwargs, Py_None, 0,
@@ -1978,16 +2003,29 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
 static PyObject *
 FunctionCall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *core, *describe;
-    if (!PyArg_ParseTuple(args, "O!O:FunctionCall", &Core_Type, &core, &describe))
+    Py_ssize_t n = PyTuple_GET_SIZE(args) - 2;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "FunctionCall() takes no keyword arguments");
         return NULL;
+    }
+    if (n < 0 || n > FUNCTION_CALL_ARGS) {
+        PyErr_Format(PyExc_TypeError, "FunctionCall(core, describe, *args): at most %d args",
+                     FUNCTION_CALL_ARGS);
+        return NULL;
+    }
+    PyObject *core = PyTuple_GET_ITEM(args, 0);
+    if (!PyObject_TypeCheck(core, &Core_Type)) {
+        PyErr_SetString(PyExc_TypeError, "FunctionCall(core, ...): core must be a Core");
+        return NULL;
+    }
     FunctionCallObject *self = (FunctionCallObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    Py_INCREF(core);
-    self->core = (CoreObject *)core;
-    Py_INCREF(describe);
-    self->describe = describe;
+    self->core = (CoreObject *)Py_NewRef(core);
+    self->describe = Py_NewRef(PyTuple_GET_ITEM(args, 1));
+    for (Py_ssize_t i = 0; i < n; i++)
+        self->args[i] = Py_NewRef(PyTuple_GET_ITEM(args, i + 2));
+    self->nargs = n;
     self->vectorcall = (vectorcallfunc)FunctionCall_vectorcall;
     return (PyObject *)self;
 }
@@ -1995,7 +2033,8 @@ FunctionCall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyTypeObject FunctionCall_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "autotrace.record._core.FunctionCall",
-    .tp_doc = "FunctionCall(core, describe): the wrapt wrapper of a plain traced function.",
+    .tp_doc = "FunctionCall(core, describe, *args): the wrapt wrapper of a plain traced "
+              "function; describe(*args) is called on its first call.",
     .tp_basicsize = sizeof(FunctionCallObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = FunctionCall_new,

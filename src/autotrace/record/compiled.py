@@ -67,8 +67,8 @@ class CompiledRecorder(_core.Core, recorder.Recorder):  # type: ignore[misc]
             values = None
         return super()._frame_values(info, frame) if values is None else values
 
-    def compiled_wrapper(self, describe: Callable[[], Any]) -> Any:
-        return _core.FunctionCall(self, describe)
+    def compiled_wrapper(self, describe: Callable[..., Any], *args: Any) -> Any:
+        return _core.FunctionCall(self, describe, *args)
 
     def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
         return _core.Monitor(self, backend, traced)

@@ -84,10 +84,10 @@ class Core(Protocol):
         """Once per monitored code object: what its spans say."""
         ...
 
-    def compiled_wrapper(self, describe: Callable[[], FunctionInfo]) -> Any:
+    def compiled_wrapper(self, describe: Callable[..., FunctionInfo], *args: Any) -> Any:
         """wrapt: a wrapper for a plain function that is a C callable (the same contract
-        as the backend's own, with ``describe`` called on the first call), or None: the
-        core has no compiled path, use the Python wrapper."""
+        as the backend's own, with ``describe(*args)`` called on the first call; at most
+        four args), or None: the core has no compiled path, use the Python wrapper."""
         ...
 
     def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:

@@ -483,7 +483,7 @@ class Recorder:
     def describe_code(self, code: Any, module: str, qualname: str) -> FunctionInfo:
         return self.formatter.describe_code(code, module, qualname)
 
-    def compiled_wrapper(self, describe: Callable[[], FunctionInfo]) -> Any:
+    def compiled_wrapper(self, describe: Callable[..., FunctionInfo], *args: Any) -> Any:
         return None  # the pure core: the backends' Python paths
 
     def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:

@@ -106,7 +106,7 @@ class WraptBackend:
         self._runpy_original: Any = None
         self._last_module: tuple[Any, str] = (None, "")
         #: ``wrappers.plain_proxy_maker`` for this recorder, once the first def is wrapped.
-        self._make_plain: Callable[[Any, Callable[[], FunctionInfo], int], Any] | None = None
+        self._make_plain: Callable[[Any, str, str, bool, int], Any] | None = None
         #: Imported modules whose code came from the rewrite, until their body has run.
         self._rewritten: set[str] = set()
 
@@ -241,12 +241,10 @@ class WraptBackend:
             if "<locals>" in qualname:  # a proxy per call of the outer function, none kept
                 self.matched += 1
                 return self._traced_function(func, func, module, qualname, implicit_first)
-            describe = functools.partial(self._recorder.describe_function, func, module,
-                                         qualname, implicit_first)
             make = self._make_plain
             if make is None:
                 make = self._make_plain = _wrappers().plain_proxy_maker(self._recorder)
-            wrapper = make(func, describe, code.co_flags)
+            wrapper = make(func, module, qualname, implicit_first, code.co_flags)
             self._defined.append(wrapper)  # atomic under the GIL
             self.matched += 1
             return wrapper

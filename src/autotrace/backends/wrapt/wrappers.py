@@ -19,6 +19,7 @@ importing a module with many functions stays cheap.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 from types import (
@@ -172,15 +173,24 @@ _WRAPPER_INIT: Any = next(vars(k)["__init__"] for k in wrapt.FunctionWrapper.__m
 _SUSPENDS = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 
 
-def plain_proxy_maker(recorder: Core) -> Callable[[Any, Callable[[], FunctionInfo], int],
-                                                  TracedPlainFunction]:
-    """``make(func, describe, code_flags)``: the proxy of a plain ``def`` as a module body
-    runs it, the same as ``TracedPlainFunction(func, make_wrapper(...))``. With the
-    compiled core a plain (not suspending) function's proxy is made by two C calls and
-    the wrapt initialiser, without the Python frames of that path: they were most of
-    the import cost of a traced module (a module of 1,000 defs)."""
-    def general(func: Any, describe: Callable[[], FunctionInfo], flags: int
+#: ``make(func, module, qualname, implicit_first, code_flags)`` of ``plain_proxy_maker``.
+ProxyMaker = Callable[[Any, str, str, bool, int], "TracedPlainFunction"]
+
+
+def plain_proxy_maker(recorder: Core) -> ProxyMaker:
+    """``make(func, module, qualname, implicit_first, code_flags)``: the proxy of a plain
+    ``def`` as a module body runs it, the same as ``TracedPlainFunction(func,
+    make_wrapper(...))`` described by ``recorder.describe_function``. With the compiled
+    core a plain (not suspending) function's proxy is made by two C calls and the wrapt
+    initialiser, and the C wrapper keeps the description's arguments itself: no Python
+    frame of the general path and no ``partial`` per def, which were most of the import
+    cost of a traced module (a module of 1,000 defs)."""
+    describe_function = recorder.describe_function
+
+    def general(func: Any, module: str, qualname: str, implicit_first: bool, flags: int
                 ) -> TracedPlainFunction:
+        describe = functools.partial(describe_function, func, module, qualname,
+                                     implicit_first)
         return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
 
     probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
@@ -189,12 +199,14 @@ def plain_proxy_maker(recorder: Core) -> Callable[[Any, Callable[[], FunctionInf
     new, init, function_call, unbound = (TracedPlainFunction.__new__, _WRAPPER_INIT,
                                          _COMPILED_WRAPPER, _UNBOUND)
 
-    def make(func: Any, describe: Callable[[], FunctionInfo], flags: int
+    def make(func: Any, module: str, qualname: str, implicit_first: bool, flags: int
              ) -> TracedPlainFunction:
         if flags & _SUSPENDS:
-            return general(func, describe, flags)
+            return general(func, module, qualname, implicit_first, flags)
         proxy: TracedPlainFunction = new(TracedPlainFunction)
-        init(proxy, func, unbound, function_call(recorder, describe), None, "staticmethod")
+        init(proxy, func, unbound, function_call(recorder, describe_function, func, module,
+                                                 qualname, implicit_first),
+             None, "staticmethod")
         return proxy
     return make
 
