@@ -239,3 +239,38 @@ def test_no_trace_opts_out_that_code_not_equal_code(traced: Traced) -> None:
     assert traced.names() == ["f"]
     assert str(traced.spans()[0].attributes["code.function.name"]).startswith(
         shown.__name__ + ".")
+
+
+@pytest.mark.parametrize(("patterns", "exclude"), [
+    (["app"], []),                 # the whole module: no pattern match per name
+    (["app.f*"], []),              # some names
+    (["app"], ["app.fo*"]),        # the whole module less an exclude
+    (["other"], []),               # nothing here
+])
+def test_a_module_s_functions_asked_together_get_the_answers_asked_one_at_a_time(
+        patterns: list[str], exclude: list[str]) -> None:
+    """``module_functions_selected`` (a module's plain functions in one loop, as a
+    traced module is imported) answers as ``function_selected`` does for each one."""
+    import autotrace
+
+    sel = _selector(patterns, exclude)
+    namespace: dict[str, Any] = {"no_trace": autotrace.no_trace}
+    exec(compile(textwrap.dedent("""
+        def f(): pass
+        def foo(): pass
+        def bar(): pass
+        def _private(): pass
+        def __repr__(): pass
+        def __x(): pass
+        @no_trace
+        def fhidden(): pass
+    """), "app.py", "exec"), namespace)
+    found = [(name, value) for name, value in namespace.items()
+             if callable(value) and name != "no_trace"]
+    assert len(found) == 7
+    expected = [func for name, func in found if sel.function_selected("app", name, func)]
+    assert sel.module_functions_selected("app", found) == expected
+    assert sel.module_functions_selected("autotrace", found) == []
+    if patterns == ["app"] and not exclude:
+        assert [func.__name__ for func in expected] == ["f", "foo", "bar", "_private",
+                                                         "__x"]

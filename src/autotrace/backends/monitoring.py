@@ -41,7 +41,7 @@ from ..errors import InstallError
 from ..loading.importhook import ImportHook
 from ..loading.source import compile_source
 from ..record.contract import ABANDONED, RAISED, RETURNED, Core
-from ..selection import Selector, is_opted_out_code
+from ..selection import Selector, codes_opted_out, is_opted_out_code
 from ..selection.discovery import iter_targets, modules_to_scan
 from ..selection.names import module_name
 from ..selection.names import untraced_dunder as _untraced_dunder
@@ -201,14 +201,19 @@ class MonitoringBackend:
                 code = _original_code(func)
                 if code is not None:
                     self._select_tree(code, name, True, codes)
+        check_codes = codes_opted_out()
         for func in plain:  # most of a module: _original_code and _select_tree, inline
             code = func.__code__
             if getattr(func, "__wrapped__", None) is not None:
                 code = _original_code(func)
-            elif not (code.co_name in _SKIPPED_NAMES or _holds_code(code)
-                      or is_opted_out_code(code)):
-                codes.append(code)
-                continue
+            elif not (code.co_name in _SKIPPED_NAMES
+                      or (check_codes and is_opted_out_code(code))):
+                for const in code.co_consts:  # _holds_code, inline
+                    if type(const) is CodeType:
+                        break
+                else:
+                    codes.append(code)
+                    continue
             if code is not None:
                 self._select_tree(code, name, True, codes)
         self._register(codes, name)  # one lock for the module: this runs once per def

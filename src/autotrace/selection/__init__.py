@@ -7,8 +7,9 @@ it each rule has one home: ``patterns`` (the names the patterns select),
 methods a module defines, and asks the selector about each.
 """
 
-from .optout import is_opted_out, is_opted_out_code, no_trace
+from .optout import codes_opted_out, is_opted_out, is_opted_out_code, no_trace
 from .patterns import NEVER_TRACED
 from .selector import Selector
 
-__all__ = ["NEVER_TRACED", "Selector", "is_opted_out", "is_opted_out_code", "no_trace"]
+__all__ = ["NEVER_TRACED", "Selector", "codes_opted_out", "is_opted_out", "is_opted_out_code",
+           "no_trace"]

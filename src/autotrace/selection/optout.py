@@ -89,6 +89,12 @@ def is_opted_out(obj: Any) -> bool:
         return False
 
 
+def codes_opted_out() -> bool:
+    """Whether ``no_trace`` has marked any code object yet (most programs: never), so
+    that a module's selection can skip asking about each one."""
+    return bool(_opted_out_codes)
+
+
 def is_opted_out_code(code: Any) -> bool:
     """True when ``no_trace`` was applied to a function running this very code object."""
     ref = _opted_out_codes.get(id(code))
