@@ -101,3 +101,21 @@ def test_a_read_only_tree_is_left_alone(traced: Traced) -> None:
         assert _cached(traced.modules.root) == []
     finally:
         traced.modules.root.chmod(0o755)
+
+
+def test_code_rewritten_in_the_previous_form_still_imports(traced: Traced) -> None:
+    """A module compiled by an older autotrace (``.traced(False)`` above each def) keeps
+    importing and running after an upgrade, under either backend: one span a call."""
+    old = '__import__("autotrace.backends.wrapt.main", fromlist=("_",))'
+    mod = traced.load("older", f"""
+@{old}.traced(False)
+def f(x):
+    return x + 1
+
+class C:
+    @{old}.traced(True)
+    def m(self, y):
+        return y * 2
+""")
+    assert mod.f(1) == 2 and mod.C().m(3) == 6
+    assert traced.names() == ["f", "C.m"]

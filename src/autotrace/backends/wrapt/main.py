@@ -81,6 +81,13 @@ def method(func: Any) -> Any:
     return func if backend is None else backend.wrap_defined(func, True)
 
 
+def traced(implicit_first: bool) -> Callable[[Any], Any]:
+    """The decorator of code rewritten in ``FORMAT`` 2 (``.traced(False)``): such code is
+    never read from the cache now, but a module compiled by an older autotrace and
+    kept elsewhere must not fail to import after an upgrade."""
+    return method if implicit_first else function
+
+
 def rewrite(tree: ast.Module, module: str, selected: DefSelected,
             source: Union[str, bytes, None] = None) -> int:
     """Add the tracing decorator to every selected def of ``tree``; how many.
