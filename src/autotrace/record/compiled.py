@@ -16,7 +16,7 @@ sys.monitoring's PY_START, PY_RETURN, PY_YIELD and PY_RESUME).
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -70,7 +70,7 @@ class CompiledRecorder(_core.Core, recorder.Recorder):  # type: ignore[misc]
     def compiled_wrapper(self, describe: Callable[..., Any], *args: Any) -> Any:
         return _core.FunctionCall(self, describe, *args)
 
-    def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
+    def compiled_callbacks(self, backend: Any, traced: dict[int, CodeType]) -> Any:
         return _core.Monitor(self, backend, traced)
 
 

@@ -90,11 +90,13 @@ class Core(Protocol):
         four args), or None: the core has no compiled path, use the Python wrapper."""
         ...
 
-    def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
+    def compiled_callbacks(self, backend: Any, traced: dict[int, CodeType]) -> Any:
         """sys.monitoring: an object whose ``on_start`` / ``on_return`` / ``on_yield`` /
-        ``on_resume`` are C callbacks for PY_START / PY_RETURN / PY_YIELD / PY_RESUME
-        (a function's first call goes to ``backend._on_start``), sharing the backend's
-        ``traced`` table; its ``calls`` is the table of running frames (``id(frame) ->
-        (call, code)``, with a dict's ``get``, ``pop``, ``values``, ``clear``, item
-        assignment and ``in``), which the backend's Python callbacks then use; or None."""
+        ``on_resume`` are C callbacks for PY_START / PY_RETURN / PY_YIELD / PY_RESUME,
+        sharing the backend's ``traced`` table (``id(code) -> code``: the selected code
+        objects). A code object's first call asks ``backend._describe_first(code)`` for
+        its description (None: not traced after all). Its ``calls`` is the table of
+        running frames (``id(frame) -> (call, code)``, with a dict's ``get``, ``pop``,
+        ``values``, ``clear``, item assignment and ``in``), which the backend's Python
+        callbacks then use; or None."""
         ...

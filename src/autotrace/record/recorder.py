@@ -64,7 +64,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from time import time_ns
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -486,7 +486,7 @@ class Recorder:
     def compiled_wrapper(self, describe: Callable[..., FunctionInfo], *args: Any) -> Any:
         return None  # the pure core: the backends' Python paths
 
-    def compiled_callbacks(self, backend: Any, traced: dict[int, Any]) -> Any:
+    def compiled_callbacks(self, backend: Any, traced: dict[int, CodeType]) -> Any:
         return None
 
     # -- a call starts (hot path) -----------------------------------------------------
