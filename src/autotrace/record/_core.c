@@ -1959,16 +1959,14 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
         return NULL;
     }
     if (!core->dormant) {  /* no provider yet: not even the lazy description */
-        if (self->info == NULL) {
-            PyObject *info = self->describe == NULL ? NULL
-                : PyObject_Vectorcall(self->describe, self->args, self->nargs, NULL);
-            if (info == NULL) {
-                if (self->describe == NULL)
-                    ;  /* described once already, and it failed: runs untraced */
-                else if (!PyErr_ExceptionMatches(PyExc_Exception))
+        /* describe is NULL once info is made, or if the collector cleared this wrapper */
+        if (self->info == NULL && self->describe != NULL) {
+            PyObject *info = PyObject_Vectorcall(self->describe, self->args, self->nargs,
+                                                 NULL);
+            if (info == NULL) {  /* untraced this time; described again at the next call */
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
                     return NULL;
-                else
-                    report_failure("start", wrapped);
+                report_failure("start", wrapped);
             }
             else {
                 self->info = info;
@@ -2431,7 +2429,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     CoreObject *core;
-    PyObject *backend;  /* its _on_start: first calls, generators, coroutines */
+    PyObject *backend;  /* its _describe_first (first calls), _frame_released (sentinels) */
     PyObject *traced;   /* id(code) -> code: the selected code objects */
     RunningObject *calls;  /* id(frame) -> (call, code), shared with the backend */
     /* Described code objects, found by address (each held, so its address stays its
