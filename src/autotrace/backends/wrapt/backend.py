@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.util import MAGIC_NUMBER
 from types import CodeType, FunctionType, ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..._log import log_once, logger
 from ...describe.function import FunctionInfo
@@ -48,7 +48,7 @@ from . import main as wrapt_main
 from .stack import inspects_stack
 
 if TYPE_CHECKING:
-    from .wrappers import TracedFunction
+    from .wrappers import ProxyMaker, TracedFunction
 
 # ``.wrappers`` imports wrapt (~60 ms with its asyncio and importlib.metadata imports): it
 # is imported when the first function is wrapped, not in every process at start-up.
@@ -106,7 +106,7 @@ class WraptBackend:
         self._runpy_original: Any = None
         self._last_module: tuple[Any, str] = (None, "")
         #: ``wrappers.plain_proxy_maker`` for this recorder, once the first def is wrapped.
-        self._make_plain: Callable[[Any, str, str, bool, int], Any] | None = None
+        self._make_plain: ProxyMaker | None = None
         #: Imported modules whose code came from the rewrite, until their body has run.
         self._rewritten: set[str] = set()
 
