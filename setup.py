@@ -1,5 +1,9 @@
 """The compiled core (``src/autotrace/record/_core.c``); everything else is in pyproject.toml.
 
+One extension module, ``autotrace.record._core``, built from each C file beside the Python
+it speeds up: ``record/_core.c`` (the per-call path) and ``backends/_monitoring.c`` (a
+module's functions registered with sys.monitoring at import).
+
 The extension is optional: without a C compiler (or Python headers) the install still
 succeeds, with the pure-Python core, and says so here once; at run time
 ``autotrace --version`` and the debug log name the core that runs.
@@ -41,7 +45,8 @@ class OptionalBuildExt(build_ext):
 _INCLUDE_ROOT = os.path.dirname(sysconfig.get_path("include") or "")
 
 setup(
-    ext_modules=[Extension("autotrace.record._core", ["src/autotrace/record/_core.c"],
+    ext_modules=[Extension("autotrace.record._core", ["src/autotrace/record/_core.c",
+                                                   "src/autotrace/backends/_monitoring.c"],
                            include_dirs=[_INCLUDE_ROOT] if _INCLUDE_ROOT else [],
                            optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},

@@ -187,3 +187,136 @@ def test_many_functions_and_generators_are_each_found_by_their_own_code(mon: Tra
     expected = [f"f{i}" for i in range(150)] + [f"g{i}" for i in range(30)]
     assert sorted(names) == sorted(expected * 2)
     assert all(s.end_time is not None for s in mon.spans())
+
+
+PLAIN_AND_NOT = '''
+import functools
+from os.path import join                    # a re-export: another module's
+from autotrace import no_trace
+
+def plain(x):                               # the common case: registered in C
+    return x + 1
+
+def _private(x):
+    return x
+
+def outer(x):                               # defines code of its own: Python walks it
+    def inner(y):
+        return y
+    return inner(x)
+
+def gen():                                  # a generator: suspend events too
+    yield 1
+
+async def coro():
+    return 1
+
+@no_trace
+def hidden(x):                              # marked in its __dict__
+    return x
+
+def decorated_impl(x):
+    return x
+
+@functools.wraps(decorated_impl)
+def wrapper(*args):                         # __wrapped__: the wrapped code is traced
+    return decorated_impl(*args)
+
+def with_attribute(x):
+    return x
+with_attribute.note = "an attribute, not a mark"
+
+def unwrapped_impl(x):
+    return x
+
+def unwrapping(x):                          # __wrapped__ set by hand, its own qualname
+    return unwrapped_impl(x)
+unwrapping.__wrapped__ = unwrapped_impl
+
+def marked(x):                              # the mark alone, its code not remembered
+    return x
+marked.__autotrace_no_trace__ = True
+
+def __dunder__(x):                          # a top-level dunder: never traced
+    return x
+
+def __mangled(x):                           # starts with "__" only: traced
+    return x
+
+alias = plain                               # the same function under a second name
+lam = lambda x: x                           # "<lambda>" is never traced
+
+def renamed(x):
+    return x
+renamed.__qualname__ = "elsewhere"          # not defined where it is found
+
+made = eval("lambda: 1")                    # generated code ("<string>")
+exec("def generated(x):\\n    return x")
+
+class Box:
+    def method(self, x):
+        return x
+'''
+
+
+def test_a_module_s_functions_get_the_same_events_from_either_core(mon: Traced,
+                                                                   core: str) -> None:
+    """The compiled registration of a module's plain functions (backends/_monitoring.c)
+    takes only what the Python loops would register the same way and hands the rest
+    back: every kind of namespace entry ends with the same local events on both cores."""
+    name = mon.modules.module("kinds", PLAIN_AND_NOT)
+    installation = mon.install([name])
+    mod = importlib.import_module(name)
+    backend = installation._backend  # type: ignore[attr-defined]
+    compiled = backend._register_plain is not None
+    assert compiled == (core == "compiled")  # the C path runs where it should, only there
+    tool = _tool_of_autotrace()
+    events = sys.monitoring.events
+    call = events.PY_START | events.PY_RETURN
+    suspend = events.PY_YIELD | events.PY_RESUME
+    if sys.version_info >= (3, 15):
+        call |= events.PY_UNWIND
+        suspend |= events.PY_THROW
+    outer_inner = next(c for c in mod.outer.__code__.co_consts if hasattr(c, "co_qualname"))
+    codes = {
+        "plain": mod.plain.__code__, "_private": mod._private.__code__,
+        "outer": mod.outer.__code__, "outer.<locals>.inner": outer_inner,
+        "gen": mod.gen.__code__, "coro": mod.coro.__code__,
+        "hidden": mod.hidden.__code__, "decorated_impl": mod.decorated_impl.__code__,
+        "wrapper": mod.wrapper.__code__, "with_attribute": mod.with_attribute.__code__,
+        "unwrapping": mod.unwrapping.__code__, "unwrapped_impl": mod.unwrapped_impl.__code__,
+        "marked": mod.marked.__code__,
+        "__dunder__": mod.__dunder__.__code__, "__mangled": mod.__mangled.__code__,
+        "lam": mod.lam.__code__, "renamed": mod.renamed.__code__,
+        "made": mod.made.__code__, "generated": mod.generated.__code__,
+        "Box.method": mod.Box.method.__code__,
+    }
+    got = {key: sys.monitoring.get_local_events(tool, code) for key, code in codes.items()}
+    assert got == {
+        "plain": call, "_private": call, "outer": call, "outer.<locals>.inner": call,
+        "gen": call | suspend, "coro": call | suspend, "hidden": 0,
+        "decorated_impl": call, "wrapper": 0, "with_attribute": call, "unwrapping": 0,
+        "unwrapped_impl": call, "marked": 0, "__dunder__": 0,
+        "__mangled": call, "lam": 0, "renamed": 0, "made": 0, "generated": 0,
+        "Box.method": call,
+    }
+    assert installation.matched == 11
+    mod.coro().close()
+    assert mod.plain(1) == 2 and mod.alias(2) == 3 and mod.wrapper(4) == 4
+    assert mod.unwrapping(5) == 5 and mod.marked(6) == 6
+    assert mon.names() == ["plain", "plain", "decorated_impl", "unwrapped_impl"]
+
+
+def test_a_module_partly_selected_registers_only_what_its_patterns_select(
+        mon: Traced, core: str) -> None:
+    """The compiled registration is for a module selected whole; under a pattern that
+    names some functions, or an exclude inside the module, the Python loops decide."""
+    name = mon.modules.module("partly", PLAIN_AND_NOT)
+    mon.install([f"{name}.p*", f"{name}.Box"], exclude=[f"{name}.plain"])
+    mod = importlib.import_module(name)
+    tool = _tool_of_autotrace()
+    assert sys.monitoring.get_local_events(tool, mod.plain.__code__) == 0
+    assert sys.monitoring.get_local_events(tool, mod.Box.method.__code__) != 0
+    assert sys.monitoring.get_local_events(tool, mod._private.__code__) == 0
+    assert mod.plain(1) == 2 and mod.Box().method(3) == 3
+    assert mon.names() == ["Box.method"]

@@ -40,8 +40,9 @@ from ..describe.function import FunctionInfo, code_of
 from ..errors import InstallError
 from ..loading.importhook import ImportHook
 from ..loading.source import compile_source
+from ..record import accel
 from ..record.contract import ABANDONED, RAISED, RETURNED, Core
-from ..selection import Selector, codes_opted_out, is_opted_out_code
+from ..selection import Selector, codes_opted_out, is_opted_out_code, opted_out_code_ids
 from ..selection.discovery import iter_targets, modules_to_scan
 from ..selection.names import module_name
 from ..selection.names import untraced_dunder as _untraced_dunder
@@ -117,6 +118,8 @@ class MonitoringBackend:
                                  adopt_code=self.adopt_main)
         #: Code objects registered so far (never decreases): "did the patterns match".
         self.matched = 0
+        #: ``register_plain`` of ``_monitoring.c`` where the compiled core runs, or None.
+        self._register_plain: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -131,6 +134,8 @@ class MonitoringBackend:
         self._tool = tool
         register = _monitoring.register_callback
         compiled = self._recorder.compiled_callbacks(self, self._traced)
+        if compiled is not None and accel.extension is not None:
+            self._register_plain = accel.extension.register_plain
         if compiled is not None:
             # keyed by interpreter frame address in C (no frame object made per call):
             # every callback is then C's, and the Python ones below run on the pure core
@@ -196,7 +201,8 @@ class MonitoringBackend:
         name = module_name(module)
         codes: list[CodeType] = []
         plain: list[FunctionType] = []
-        for target in iter_targets(module, self._selector, plain):
+        items = self._register_compiled(module, name)
+        for target in iter_targets(module, self._selector, plain, items):
             for func in target.functions:
                 code = _original_code(func)
                 if code is not None:
@@ -217,6 +223,33 @@ class MonitoringBackend:
             if code is not None:
                 self._select_tree(code, name, True, codes)
         self._register(codes, name)  # one lock for the module: this runs once per def
+
+    def _register_compiled(self, module: ModuleType, name: str) -> list[tuple[str, Any]] | None:
+        """Register the module's plain top-level functions in C (``_monitoring.c``), when
+        the compiled core runs and every name of the module is selected. The namespace
+        entries left for the Python loops; None: none registered, the loops see the
+        whole namespace."""
+        register = self._register_plain
+        tool = self._tool
+        if register is None or tool is None or not self._selector.whole(name):
+            return None
+        try:
+            namespace = vars(module)
+            real = module.__name__
+            set_events = None if self._recorder.dormant else _monitoring.set_local_events
+            # no lock around it: its stores run no Python code (see _monitoring.c)
+            rest, added, failed = register(namespace, real, name, self._traced,
+                                           self._modules, opted_out_code_ids(), set_events,
+                                           tool, _CALL_EVENTS)
+            with self._lock:
+                self.matched += added
+        except Exception:
+            log_once("monitoring:register_plain", "autotrace: the compiled registration of "
+                     "%s failed; its functions are registered in Python", name, exc_info=True)
+            return None
+        for code in failed:
+            self._watch(tool, code)  # tries again; logs it
+        return rest  # type: ignore[no-any-return]
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:
         """Compile a run module and register every matching function it can define."""

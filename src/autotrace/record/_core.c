@@ -25,6 +25,10 @@
  *   Bins, Counts  metrics.Bins' fields and its bucket counts as C integers, which the
  *             C finish increments in place (metrics.Aggregates.finished, compiled).
  *
+ * The same extension module is built with backends/_monitoring.c (`register_plain`: a
+ * module's plain functions registered with sys.monitoring as it is imported), which sits
+ * beside the backend it speeds up.
+ *
  * The rules of recorder.py hold here: nothing on this path waits for a lock, raises
  * into the program, or loses an exception in flight. Every Python object touched is
  * reference-counted exactly; the tests run this file under valgrind memcheck.
@@ -50,7 +54,10 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 10
+#define INTERFACE 11
+
+/* The other source file built into this module (setup.py): backends/_monitoring.c. */
+int autotrace_monitoring_add(PyObject *module);
 
 #define RETURNED 0
 #define RAISED 1
@@ -3305,6 +3312,8 @@ PyInit__core(void)
     if (PyModule_AddIntConstant(module, "CHAINS", chains_ok) < 0)
         goto fail;
     if (PyModule_AddIntConstant(module, "INTERFACE", INTERFACE) < 0)
+        goto fail;
+    if (autotrace_monitoring_add(module) < 0)
         goto fail;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0)

@@ -7,9 +7,15 @@ it each rule has one home: ``patterns`` (the names the patterns select),
 methods a module defines, and asks the selector about each.
 """
 
-from .optout import codes_opted_out, is_opted_out, is_opted_out_code, no_trace
+from .optout import (
+    codes_opted_out,
+    is_opted_out,
+    is_opted_out_code,
+    no_trace,
+    opted_out_code_ids,
+)
 from .patterns import NEVER_TRACED
 from .selector import Selector
 
 __all__ = ["NEVER_TRACED", "Selector", "codes_opted_out", "is_opted_out", "is_opted_out_code",
-           "no_trace"]
+           "no_trace", "opted_out_code_ids"]

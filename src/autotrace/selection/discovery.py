@@ -84,20 +84,24 @@ def _class_selected(cls: type, real: str, name: str, qualname: str,
 
 
 def iter_targets(module: ModuleType, selector: Selector,
-                 plain: list[FunctionType] | None = None) -> Iterator[Target]:
+                 plain: list[FunctionType] | None = None,
+                 items: list[tuple[str, Any]] | None = None) -> Iterator[Target]:
     """Every traced function and method ``module`` defines, under the patterns.
 
     With ``plain``, the traced functions defined at the top level by a plain ``def``
     are appended to it instead of being yielded as ``Target``s: most of a module, and
-    a backend that needs only their code (monitoring) spares a ``Target`` for each."""
+    a backend that needs only their code (monitoring) spares a ``Target`` for each.
+    With ``items``, only those ``(name, value)`` entries of the module's namespace are
+    looked at: the backend took care of the others (``backends/_monitoring.c``)."""
     real = module.__name__
     name = module_name(module)
     if not selector.may_contain(name):
         return
-    try:
-        items = list(vars(module).items())
-    except Exception:
-        return
+    if items is None:
+        try:
+            items = list(vars(module).items())
+        except Exception:
+            return
     visited: set[int] = set()
     found: list[tuple[str, FunctionType]] = []
     for attr, value in items:

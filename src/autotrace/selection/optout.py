@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import weakref
+from collections.abc import Mapping
 from typing import Any, TypeVar, Union
 
 NO_TRACE_ATTR = "__autotrace_no_trace__"
@@ -93,6 +94,13 @@ def codes_opted_out() -> bool:
     """Whether ``no_trace`` has marked any code object yet (most programs: never), so
     that a module's selection can skip asking about each one."""
     return bool(_opted_out_codes)
+
+
+def opted_out_code_ids() -> Mapping[int, Any]:
+    """The ids of the code objects ``no_trace`` marked (a read-only view in spirit: the
+    table itself, for a loop that only asks whether an id is there; the answer is then
+    ``is_opted_out_code``'s)."""
+    return _opted_out_codes
 
 
 def is_opted_out_code(code: Any) -> bool:
