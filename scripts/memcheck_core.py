@@ -8,8 +8,9 @@ and escaping), refused (``require_parent``), deeper than ``max_depth``, metrics,
 generators and coroutines (started, stepped and abandoned), methods and properties,
 threads, a finaliser that runs traced code, the current span asked for and a context
 left attached inside a pending call, more functions than a first table holds, and
-uninstall with calls in flight. Each install imports the module again, so the monitoring
-backend registers its functions in C each time (``backends/_monitoring.c``).
+uninstall with calls in flight. Each install imports the module again, so its defs are
+wrapped by the compiled decorator (``_core.Definer``, wrapt) or registered in C
+(``backends/_monitoring.c``, monitoring) each time.
 memcheck reports any invalid read, write or free in ``_core.c`` or ``_monitoring.c``
 (exit 99); the program
 checks its own results (exit 1). Small counts: memcheck runs Python about fifty times

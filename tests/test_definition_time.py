@@ -7,6 +7,10 @@ import inspect
 import pickle
 import sys
 
+import pytest
+
+import autotrace
+
 from .conftest import Traced, parent_name
 
 DECORATED = '''
@@ -149,3 +153,73 @@ def test_a_loader_that_transforms_source_keeps_its_code(traced: Traced) -> None:
     assert mod.word() == "LOUD" and mod.W[0]() == "LOUD"
     # wrapt wraps such a module after its body: the registry kept the raw function
     assert traced.names() == (["word"] if traced.backend == "wrapt" else ["word", "word"])
+
+
+KINDS = '''
+import sys, warnings
+
+def plain(x):
+    return x + 1
+
+class Box:
+    def method(self, x):
+        return x * 2
+
+    def __init__(self):
+        self.made = True
+
+def gen(n):
+    yield from range(n)
+
+async def coro():
+    return 1
+
+def outer(x):
+    def inner(y):
+        return y + 1
+    return inner(x)
+
+def caller_name():
+    return sys._getframe(1).f_code.co_name
+
+def warns():
+    warnings.warn("w", stacklevel=2)
+    return 1
+
+KEPT = [plain]
+'''
+
+
+def test_the_compiled_decorator_makes_what_wrap_defined_makes(traced: Traced) -> None:
+    """With the compiled core, rewritten defs call ``_core.Definer`` (no Python frame per
+    def); it makes a plain def's proxy itself and hands every other def to
+    ``wrap_defined``. Both cores end with the same objects, spans and counts, and
+    uninstalling puts the Python decorators back."""
+    if traced.backend != "wrapt":
+        pytest.skip("the rewrite belongs to the wrapt backend")
+    from autotrace.backends.wrapt import main
+    from autotrace.backends.wrapt.wrappers import TracedPlainFunction
+
+    mod = traced.load("kinds", KINDS)
+    compiled = traced.core == "compiled"
+    assert (type(main.function).__name__ == "Definer") == compiled
+    assert (type(main.method).__name__ == "Definer") == compiled
+    # what each def became, whichever made it
+    assert type(mod.plain) is TracedPlainFunction and mod.KEPT[0] is mod.plain
+    assert type(vars(mod.Box)["method"]) is TracedPlainFunction
+    assert type(vars(mod.Box)["__init__"]) is TracedPlainFunction
+    assert type(mod.gen).__name__ != "function" and type(mod.coro).__name__ != "function"
+    assert type(mod.caller_name).__name__ == "function"  # looks at the stack: unwrapped
+    assert type(mod.warns).__name__ == "function"        # stacklevel=: unwrapped
+    assert mod.caller_name() == "test_the_compiled_decorator_makes_what_wrap_defined_makes"
+    assert mod.plain(1) == 2 and mod.Box().method(2) == 4 and list(mod.gen(2)) == [0, 1]
+    assert mod.outer(1) == 2
+    assert traced.names() == ["plain", "Box.__init__", "Box.method", "gen", "outer.<locals>.inner",
+                              "outer"]
+    installation = traced.installation
+    assert installation is not None
+    assert installation.matched == 7  # plain, method, __init__, gen, coro, outer, inner
+    made = sum(definer.made for definer in installation._backend._definers)  # type: ignore[attr-defined]
+    assert made == (3 if compiled else 0)  # plain, Box.method, Box.__init__
+    autotrace.uninstall()
+    assert main.function is main._function and main.method is main._method

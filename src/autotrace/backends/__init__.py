@@ -22,8 +22,11 @@ from ..selection import Selector
 
 class Backend(Protocol):
     name: str
-    #: How many functions (or code objects) were instrumented so far; cheap to read.
-    matched: int
+
+    @property
+    def matched(self) -> int:
+        """How many functions (or code objects) were instrumented so far; cheap to read."""
+        ...
 
     def start(self) -> None: ...
 

@@ -17,6 +17,8 @@
  *   Local     the per-thread `busy` flag, readable here without threading.local.
  *   FunctionCall  the wrapt wrapper of a plain function: no Python frame between
  *             the caller and the callee.
+ *   Definer   the decorator of a rewritten def (wrapt/main.py's `function`, `method`):
+ *             a plain def's proxy made with no Python frame as a module body runs.
  *   Monitor   the sys.monitoring callbacks: PY_START / PY_RETURN, PY_YIELD /
  *             PY_RESUME (a function's first call, PY_THROW and PY_UNWIND stay Python).
  *   Running   id(frame) -> (call, code) of the running traced frames, keyed by address:
@@ -54,7 +56,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 11
+#define INTERFACE 12
 
 /* The other source file built into this module (setup.py): backends/_monitoring.c. */
 int autotrace_monitoring_add(PyObject *module);
@@ -2005,6 +2007,23 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
     return result;
 }
 
+/* A FunctionCall of `type` with `n` (<= FUNCTION_CALL_ARGS) description arguments. */
+static PyObject *
+function_call_make(PyTypeObject *type, CoreObject *core, PyObject *describe,
+                   PyObject *const *args, Py_ssize_t n)
+{
+    FunctionCallObject *self = (FunctionCallObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->core = (CoreObject *)Py_NewRef(core);
+    self->describe = Py_NewRef(describe);
+    for (Py_ssize_t i = 0; i < n; i++)
+        self->args[i] = Py_NewRef(args[i]);
+    self->nargs = n;
+    self->vectorcall = (vectorcallfunc)FunctionCall_vectorcall;
+    return (PyObject *)self;
+}
+
 static PyObject *
 FunctionCall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -2023,16 +2042,8 @@ FunctionCall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "FunctionCall(core, ...): core must be a Core");
         return NULL;
     }
-    FunctionCallObject *self = (FunctionCallObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->core = (CoreObject *)Py_NewRef(core);
-    self->describe = Py_NewRef(PyTuple_GET_ITEM(args, 1));
-    for (Py_ssize_t i = 0; i < n; i++)
-        self->args[i] = Py_NewRef(PyTuple_GET_ITEM(args, i + 2));
-    self->nargs = n;
-    self->vectorcall = (vectorcallfunc)FunctionCall_vectorcall;
-    return (PyObject *)self;
+    return function_call_make(type, (CoreObject *)core, PyTuple_GET_ITEM(args, 1),
+                              &PyTuple_GET_ITEM(args, 2), n);
 }
 
 static PyTypeObject FunctionCall_Type = {
@@ -2048,6 +2059,253 @@ static PyTypeObject FunctionCall_Type = {
     .tp_clear = (inquiry)FunctionCall_clear,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(FunctionCallObject, vectorcall),
+};
+
+/* -- Definer: the decorator of a rewritten def (wrapt) --------------------------------- */
+
+/* wrapt/main.py's `function` / `method` while a wrapt backend runs on this core: the
+   common case of WraptBackend.wrap_defined in C, so that no Python frame runs per def
+   as a traced module's body runs. A plain function (not a generator or coroutine, not
+   a closure's `<locals>` def, not one that looks at the stack: stack.inspects_stack's
+   rules) gets its proxy as wrappers.plain_proxy_maker's `make` makes it, appended to
+   the backend's list of proxies made as modules ran. Anything else, and any failure,
+   is handed to wrap_defined itself (the reference), which logs what it must. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback;        /* backend.wrap_defined */
+    CoreObject *core;          /* the recorder: its `active` and the wrappers' core */
+    PyObject *describe;        /* recorder.describe_function */
+    PyTypeObject *proxy_type;  /* wrappers.TracedPlainFunction */
+    PyTypeObject *init_type;   /* the wrapt type whose __init__ takes the binding */
+    PyObject *defined;         /* the backend's list of proxies made as modules ran */
+    PyObject *name_of;         /* names.namespace_module_name */
+    PyObject *stack_names;     /* stack.STACK_NAMES */
+    PyObject *implicit_first;  /* Py_True in a class body */
+    PyObject *last_globals;    /* the namespace of the last def and its module's name */
+    PyObject *last_module;
+    Py_ssize_t made;           /* proxies made here (the backend's `matched` adds them) */
+    vectorcallfunc vectorcall;
+} DefinerObject;
+
+static PyObject *str_stack, *str_inspect, *str_stacklevel, *str_locals_marker;
+static PyObject *str_staticmethod_binding;
+
+/* stack.inspects_stack(code), for a code object: 1 yes, 0 no, -1 error. */
+static int
+looks_at_stack(DefinerObject *self, PyCodeObject *code)
+{
+    PyObject *names = code->co_names, *consts = code->co_consts;
+    if (!PyTuple_Check(names) || !PyTuple_Check(consts))
+        return 1;
+    int stack = 0, inspect = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        int found = PySet_Contains(self->stack_names, name);
+        if (found != 0)
+            return found;
+        if (PyUnicode_CheckExact(name)) {
+            stack |= PyUnicode_Compare(name, str_stack) == 0;
+            inspect |= PyUnicode_Compare(name, str_inspect) == 0;
+        }
+    }
+    if (stack && inspect)
+        return 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); i++) {
+        PyObject *item = PyTuple_GET_ITEM(consts, i);
+        if (!PyTuple_CheckExact(item))
+            continue;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(item); j++) {
+            PyObject *inner = PyTuple_GET_ITEM(item, j);
+            if (!PyUnicode_Check(inner))
+                continue;
+            if (!PyUnicode_CheckExact(inner))
+                return 1;  /* a str subclass compares as it likes: the reference decides */
+            if (PyUnicode_Compare(inner, str_stacklevel) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* The proxy of `func`, or NULL with an exception set; `module` is its module's name. */
+static PyObject *
+Definer_make(DefinerObject *self, PyObject *func, PyObject *module, PyObject *qualname)
+{
+    PyObject *args[FUNCTION_CALL_ARGS] = {func, module, qualname, self->implicit_first};
+    PyObject *wrapper = function_call_make(&FunctionCall_Type, self->core, self->describe,
+                                           args, FUNCTION_CALL_ARGS);
+    if (wrapper == NULL)
+        return NULL;
+    PyObject *proxy = self->proxy_type->tp_new(self->proxy_type, empty_tuple, NULL);
+    PyObject *init = NULL;
+    if (proxy == NULL
+            || (init = PyTuple_Pack(5, func, unbound, wrapper, Py_None,
+                                    str_staticmethod_binding)) == NULL
+            || self->init_type->tp_init(proxy, init, NULL) < 0
+            || PyList_Append(self->defined, proxy) < 0)
+        Py_CLEAR(proxy);
+    Py_XDECREF(init);
+    Py_DECREF(wrapper);
+    return proxy;
+}
+
+static PyObject *
+Definer_vectorcall(DefinerObject *self, PyObject *const *args, size_t nargsf,
+                   PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "the tracing decorator takes one function");
+        return NULL;
+    }
+    PyObject *func = args[0];
+    if (!Py_IS_TYPE(func, &PyFunction_Type) || !self->core->active)
+        return Py_NewRef(func);  /* as wrap_defined */
+    PyFunctionObject *function = (PyFunctionObject *)func;
+    PyObject *qualname = function->func_qualname, *globals = function->func_globals;
+    PyCodeObject *code = (PyCodeObject *)function->func_code;
+    if (!PyCode_Check(code) || (code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR))
+            || qualname == NULL
+            || !PyUnicode_CheckExact(qualname) || globals == NULL)
+        goto fallback;
+    Py_ssize_t local = PyUnicode_Find(qualname, str_locals_marker, 0,
+                                      PyUnicode_GET_LENGTH(qualname), 1);
+    if (local == -2)
+        goto failed;
+    if (local >= 0)
+        goto fallback;  /* a closure's def: a proxy per outer call, none kept */
+    int stack = looks_at_stack(self, code);
+    if (stack < 0)
+        goto failed;
+    if (stack)
+        goto fallback;  /* runs unwrapped; wrap_defined says so in the debug log */
+    PyObject *module;
+    if (globals == self->last_globals && self->last_module != NULL)
+        module = Py_NewRef(self->last_module);
+    else {
+        module = PyObject_CallOneArg(self->name_of, globals);
+        if (module == NULL)
+            goto failed;
+        if (!PyUnicode_CheckExact(module)) {
+            Py_DECREF(module);
+            goto fallback;
+        }
+        Py_XSETREF(self->last_globals, Py_NewRef(globals));
+        Py_XSETREF(self->last_module, Py_NewRef(module));
+    }
+    PyObject *proxy = Definer_make(self, func, module, qualname);
+    Py_DECREF(module);
+    if (proxy == NULL)
+        goto failed;
+    self->made++;
+    return proxy;
+failed:
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;  /* as wrap_defined: only an Exception is caught */
+    PyErr_Clear();  /* wrap_defined tries again, and logs a failure */
+fallback:
+    {
+        PyObject *call[2] = {func, self->implicit_first};
+        return PyObject_Vectorcall(self->fallback, call, 2, NULL);
+    }
+}
+
+static int
+Definer_traverse(DefinerObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->core);
+    Py_VISIT(self->describe);
+    Py_VISIT(self->proxy_type);
+    Py_VISIT(self->init_type);
+    Py_VISIT(self->defined);
+    Py_VISIT(self->name_of);
+    Py_VISIT(self->stack_names);
+    Py_VISIT(self->last_globals);
+    Py_VISIT(self->last_module);
+    return 0;
+}
+
+static int
+Definer_clear(DefinerObject *self)
+{
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->core);
+    Py_CLEAR(self->describe);
+    Py_CLEAR(self->proxy_type);
+    Py_CLEAR(self->init_type);
+    Py_CLEAR(self->defined);
+    Py_CLEAR(self->name_of);
+    Py_CLEAR(self->stack_names);
+    Py_CLEAR(self->implicit_first);
+    Py_CLEAR(self->last_globals);
+    Py_CLEAR(self->last_module);
+    return 0;
+}
+
+static void
+Definer_dealloc(DefinerObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Definer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Definer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *fallback, *core, *describe, *proxy_type, *init_type, *defined, *name_of;
+    PyObject *stack_names;
+    int implicit_first;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds))
+            || !PyArg_ParseTuple(args, "OO!OO!O!O!OO!p:Definer", &fallback, &Core_Type, &core,
+                                 &describe, &PyType_Type, &proxy_type, &PyType_Type,
+                                 &init_type, &PyList_Type, &defined, &name_of,
+                                 &PyFrozenSet_Type, &stack_names, &implicit_first))
+        return NULL;
+    if (((PyTypeObject *)proxy_type)->tp_new == NULL
+            || ((PyTypeObject *)init_type)->tp_init == NULL
+            || !PyType_IsSubtype((PyTypeObject *)proxy_type, (PyTypeObject *)init_type)) {
+        PyErr_SetString(PyExc_TypeError, "Definer: the proxy type must derive from the "
+                        "initialiser's, and both make instances");
+        return NULL;
+    }
+    DefinerObject *self = (DefinerObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->fallback = Py_NewRef(fallback);
+    self->core = (CoreObject *)Py_NewRef(core);
+    self->describe = Py_NewRef(describe);
+    self->proxy_type = (PyTypeObject *)Py_NewRef(proxy_type);
+    self->init_type = (PyTypeObject *)Py_NewRef(init_type);
+    self->defined = Py_NewRef(defined);
+    self->name_of = Py_NewRef(name_of);
+    self->stack_names = Py_NewRef(stack_names);
+    self->implicit_first = Py_NewRef(implicit_first ? Py_True : Py_False);
+    self->vectorcall = (vectorcallfunc)Definer_vectorcall;
+    return (PyObject *)self;
+}
+
+static PyMemberDef Definer_members[] = {
+    {"made", T_PYSSIZET, offsetof(DefinerObject, made), READONLY,
+     "Proxies made here, not through wrap_defined."},
+    {NULL}
+};
+
+static PyTypeObject Definer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "autotrace.record._core.Definer",
+    .tp_doc = "Definer(wrap_defined, core, describe_function, proxy_type, init_type, "
+              "defined, namespace_module_name, stack_names, implicit_first): the "
+              "decorator of a rewritten def, WraptBackend.wrap_defined's common case.",
+    .tp_basicsize = sizeof(DefinerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = Definer_new,
+    .tp_dealloc = (destructor)Definer_dealloc,
+    .tp_traverse = (traverseproc)Definer_traverse,
+    .tp_clear = (inquiry)Definer_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(DefinerObject, vectorcall),
+    .tp_members = Definer_members,
 };
 
 /* -- Running: the table of running traced frames ------------------------------------ */
@@ -3275,9 +3533,10 @@ PyInit__core(void)
 {
     PyTypeObject *types[] = {&Call_Type, &Core_Type, &Local_Type, &FunctionCall_Type,
                              &Monitor_Type, &Chain_Type, &Bins_Type, &Counts_Type,
-                             &Sentinel_Type, &Running_Type};
+                             &Sentinel_Type, &Running_Type, &Definer_Type};
     const char *type_names[] = {"Call", "Core", "Local", "FunctionCall", "Monitor",
-                                "Chain", "Bins", "Counts", "FrameSentinel", "Running"};
+                                "Chain", "Bins", "Counts", "FrameSentinel", "Running",
+                                "Definer"};
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
@@ -3296,6 +3555,11 @@ PyInit__core(void)
     INTERN(str_frame_released, "_frame_released")
     INTERN(str_self_binding, "_self_binding")
     INTERN(str_function, "function")
+    INTERN(str_stack, "stack")
+    INTERN(str_inspect, "inspect")
+    INTERN(str_stacklevel, "stacklevel")
+    INTERN(str_locals_marker, "<locals>")
+    INTERN(str_staticmethod_binding, "staticmethod")
 #undef INTERN
     sys_gettrace = PySys_GetObject("gettrace");  /* borrowed */
     if (sys_gettrace == NULL) {

@@ -96,8 +96,11 @@ class WraptBackend:
         self._lock = threading.RLock()
         self._hook = ImportHook(selector, self.instrument, self.compile_main,
                                 self.compile_imported)
-        #: Functions wrapped so far (never decreases): "did the patterns match anything".
-        self.matched = 0
+        #: Functions wrapped so far in Python (never decreases); ``matched`` adds the
+        #: compiled decorators' count.
+        self._matched = 0
+        #: The compiled core's decorators of rewritten defs, once the first def is wrapped.
+        self._definers: tuple[Any, ...] = ()
         #: Proxies made as module and class bodies ran (not closures), for uninstall.
         self._defined: list[TracedFunction] = []
         #: Descriptions shared by the proxies of one closure (one per outer call).
@@ -109,6 +112,11 @@ class WraptBackend:
         self._make_plain: ProxyMaker | None = None
         #: Imported modules whose code came from the rewrite, until their body has run.
         self._rewritten: set[str] = set()
+
+    @property
+    def matched(self) -> int:
+        """Functions wrapped so far (never decreases): "did the patterns match anything"."""
+        return self._matched + sum(int(definer.made) for definer in self._definers)
 
     def start(self) -> None:
         wrapt_main.activate(self)
@@ -239,20 +247,33 @@ class WraptBackend:
                 module = namespace_module_name(namespace)
                 self._last_module = (namespace, module)
             if "<locals>" in qualname:  # a proxy per call of the outer function, none kept
-                self.matched += 1
+                self._matched += 1
                 return self._traced_function(func, func, module, qualname, implicit_first)
             make = self._make_plain
             if make is None:
-                make = self._make_plain = _wrappers().plain_proxy_maker(self._recorder)
+                make = self._first_def()
             wrapper = make(func, module, qualname, implicit_first, code.co_flags)
             self._defined.append(wrapper)  # atomic under the GIL
-            self.matched += 1
+            self._matched += 1
             return wrapper
         except Exception:
             log_once(f"wrap:{getattr(func, '__qualname__', '?')}",
                      "autotrace: could not wrap %s; it runs untraced",
                      getattr(func, "__qualname__", "?"))
             return func
+
+    def _first_def(self) -> ProxyMaker:
+        """Made at the first def wrapped (so that installing imports no wrapt): the
+        proxy maker and, with the compiled core, the decorators rewritten code then
+        calls instead of this method for most defs (``main.use_compiled``)."""
+        wrappers = _wrappers()
+        make: ProxyMaker = wrappers.plain_proxy_maker(self._recorder)
+        self._make_plain = make
+        definers = wrappers.plain_definers(self.wrap_defined, self._recorder, self._defined)
+        if definers is not None:
+            self._definers = definers
+            wrapt_main.use_compiled(self, *definers)
+        return make
 
     def _patch_runpy(self) -> None:
         """``runpy.run_path`` (``__mp_main__`` in spawned workers, ``run_path`` callers)
@@ -326,7 +347,7 @@ class WraptBackend:
                 continue
             try:
                 made.extend(self._patch(target))
-                self.matched += 1
+                self._matched += 1
             except Exception:
                 log_once(f"wrap:{target.module}.{target.qualname}",
                          "autotrace: could not wrap %s.%s; it runs untraced",

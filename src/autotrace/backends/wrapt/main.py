@@ -19,7 +19,10 @@ receives the traced function::
 The added decorator binds no name in the user's module, carries the location
 of the ``def`` (so line numbers, ``co_firstlineno`` and ``inspect.getsource``
 are unchanged), and calls the active wrapt backend; with none active it
-returns the function untouched. A source that could rebind ``__import__``
+returns the function untouched. On the compiled core, ``function`` and ``method``
+are rebound to C decorators once the backend wraps its first def (``use_compiled``):
+a plain def's proxy is then made with no Python frame, which is most of the import
+cost of a traced module. A source that could rebind ``__import__``
 anywhere is compiled unchanged.
 """
 
@@ -34,6 +37,8 @@ from ...selection.optout import Definition, decorated_with
 #: ``(module, qualname, def or class statement, in a class body) -> traced?``:
 #: ``Selector.def_selected``.
 DefSelected = Callable[[str, str, Definition, bool], bool]
+#: The decorator rewritten code adds: a function -> its traced form (or itself).
+Decorator = Callable[[Any], Any]
 
 _HELPER = "__import__"
 _STATIC = "staticmethod"
@@ -56,29 +61,47 @@ _active: Decorates | None = None
 
 def activate(backend: Decorates | None) -> None:
     """Route the decorators of rewritten code to ``backend`` (None: pass-through)."""
-    global _active
+    global _active, function, method
     with _lock:
         _active = backend
+        function, method = _function, _method
+
+
+def use_compiled(backend: Decorates, compiled_function: Decorator,
+                 compiled_method: Decorator) -> None:
+    """While ``backend`` is active, rewritten code calls these instead (the compiled
+    core's ``Definer``s: ``wrap_defined``'s common case with no Python frame per def)."""
+    global function, method
+    with _lock:
+        if _active is backend:
+            function, method = compiled_function, compiled_method
 
 
 def deactivate(backend: Decorates) -> None:
-    global _active
+    global _active, function, method
     with _lock:
         if _active is backend:
             _active = None
+            function, method = _function, _method
 
 
-def function(func: Any) -> Any:
+def _function(func: Any) -> Any:
     """Called by rewritten code on a def whose first argument is not implicit: the
     traced function, or ``func`` with no backend active."""
     backend = _active
     return func if backend is None else backend.wrap_defined(func, False)
 
 
-def method(func: Any) -> Any:
+def _method(func: Any) -> Any:
     """``function`` for a def in a class body (its first argument: ``self``, ``cls``)."""
     backend = _active
     return func if backend is None else backend.wrap_defined(func, True)
+
+
+#: What rewritten code calls, read at each def: ``_function`` / ``_method``, or the
+#: compiled decorators an active backend installed (``use_compiled``).
+function: Decorator = _function
+method: Decorator = _method
 
 
 def traced(implicit_first: bool) -> Callable[[Any], Any]:
@@ -150,8 +173,8 @@ def _decorator(stmt: ast.FunctionDef | ast.AsyncFunctionDef, implicit_first: boo
     helper = ast.Call(func=ast.Name(id=_HELPER, ctx=ast.Load(), **at),
                       args=[ast.Constant(value=__name__, **at)],
                       keywords=[ast.keyword(arg="fromlist", value=fromlist, **at)], **at)
-    return ast.Attribute(value=helper, attr=method.__name__ if implicit_first
-                         else function.__name__, ctx=ast.Load(), **at)
+    return ast.Attribute(value=helper, attr="method" if implicit_first else "function",
+                         ctx=ast.Load(), **at)
 
 
 def _rebinds_helper(tree: ast.Module) -> bool:

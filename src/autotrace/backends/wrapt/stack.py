@@ -13,7 +13,7 @@ from typing import Any
 #: Names a function reads when it inspects the stack (``sys._getframe(1)``,
 #: ``inspect.currentframe().f_back``, ``warnings.warn(..., stacklevel=2)``): a
 #: Python-level wrapper's frame would be one of the frames it finds.
-_STACK_NAMES = frozenset({"_getframe", "currentframe", "f_back", "getouterframes",
+STACK_NAMES = frozenset({"_getframe", "currentframe", "f_back", "getouterframes",
                           "getinnerframes", "extract_stack", "format_stack", "print_stack",
                           "walk_stack", "_getframemodulename"})
 
@@ -23,7 +23,7 @@ def inspects_stack(code: Any) -> bool:
     if not isinstance(code, CodeType):
         return False
     names = code.co_names
-    if not _STACK_NAMES.isdisjoint(names) or ("stack" in names and "inspect" in names):
+    if not STACK_NAMES.isdisjoint(names) or ("stack" in names and "inspect" in names):
         return True
     for const in code.co_consts:
         if type(const) is tuple and "stacklevel" in const:

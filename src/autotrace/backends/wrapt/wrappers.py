@@ -29,6 +29,7 @@ from types import (
     FunctionType,
     GeneratorType,
     MethodType,
+    WrapperDescriptorType,
     coroutine,
 )
 from typing import Any, AsyncGenerator, Callable, Coroutine, Generator
@@ -39,7 +40,11 @@ from ..._log import log_once
 from ...describe.function import FunctionInfo
 from ...record import accel
 from ...record.contract import RAISED, RETURNED, Core
-from .stack import inspects_stack  # noqa: F401  (re-exported for the backend)
+from ...selection.names import namespace_module_name
+from .stack import (
+    STACK_NAMES,
+    inspects_stack,  # noqa: F401  (re-exported for the backend)
+)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -209,6 +214,26 @@ def plain_proxy_maker(recorder: Core) -> ProxyMaker:
              None, "staticmethod")
         return proxy
     return make
+
+
+def plain_definers(wrap_defined: Callable[[Any, bool], Any], recorder: Core,
+                   defined: list[TracedFunction]) -> tuple[Any, Any] | None:
+    """The compiled core's decorators for rewritten defs, outside a class body and in
+    one (``_core.Definer``): ``wrap_defined``'s common case, each proxy made as
+    ``plain_proxy_maker``'s ``make`` makes it and appended to ``defined``; the rest
+    handed to ``wrap_defined``. None: no compiled core (``make`` alone is used)."""
+    extension = accel.extension
+    probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
+    if extension is None or probe is None or type(probe) is not _COMPILED_WRAPPER:
+        return None
+    init_type = next(k for k in wrapt.FunctionWrapper.__mro__[1:] if "__init__" in vars(k))
+    if not isinstance(vars(init_type)["__init__"], WrapperDescriptorType):
+        return None  # wrapt's pure-Python classes (WRAPT_DISABLE_EXTENSIONS): no C slot
+    return tuple(  # type: ignore[return-value]
+        extension.Definer(wrap_defined, recorder, recorder.describe_function,
+                          TracedPlainFunction, init_type, defined, namespace_module_name,
+                          STACK_NAMES, implicit_first)
+        for implicit_first in (False, True))
 
 
 def _never_described() -> FunctionInfo:
