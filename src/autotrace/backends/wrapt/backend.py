@@ -268,12 +268,14 @@ class WraptBackend:
         calls instead of this method for most defs (``main.use_compiled``)."""
         wrappers = _wrappers()
         make: ProxyMaker = wrappers.plain_proxy_maker(self._recorder)
-        self._make_plain = make
         definers = wrappers.plain_definers(self.wrap_defined, self._recorder, self._defined)
-        if definers is not None:
-            self._definers = definers
-            wrapt_main.use_compiled(self, *definers)
-        return make
+        with self._lock:  # two threads' first defs: one pair of decorators, counted
+            if self._make_plain is None:
+                self._make_plain = make
+                if definers is not None:
+                    self._definers = definers
+                    wrapt_main.use_compiled(self, *definers)
+            return self._make_plain
 
     def _patch_runpy(self) -> None:
         """``runpy.run_path`` (``__mp_main__`` in spawned workers, ``run_path`` callers)
