@@ -14,6 +14,13 @@ interpreter's teardown is not counted: the target's figure), and the whole proce
 (teardown included: freeing what the import made, wrappers and all).
 
     python benchmarks/imports.py [--modes plain,wrapt,monitoring] [--core compiled]
+
+``--package flask --patterns flask,werkzeug,jinja2`` measures a real, installed package
+instead: every child imports autotrace and the SDK (in ``plain`` too, uninstalled, so
+the dependencies they share with the package are loaded alike), the modes install with
+those patterns and ``min_duration=1.0`` (the calls the import makes are dropped unless
+they raise), and the figure is ``import flask`` with and without. A real package's
+import runs much of its own code, so this is not the per-def figure above.
 """
 
 from __future__ import annotations
@@ -49,6 +56,23 @@ if not teardown:
 """
 
 
+CHILD_PACKAGE = """
+import sys
+mode, core, second, teardown = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4] == "1"
+from opentelemetry.sdk.trace import TracerProvider
+import autotrace
+if mode != "plain":
+    autotrace.install(patterns={patterns!r}, backend=mode, core=core,
+                      tracer_provider=TracerProvider(), min_duration=1.0)
+if second:
+    import {package}
+if not teardown:
+    import os
+    sys.stdout.flush()
+    os._exit(0)
+"""
+
+
 def _count(script: Path, mode: str, core: str, second: bool, teardown: bool) -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -76,17 +100,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="plain,wrapt,monitoring")
     parser.add_argument("--core", default="auto", choices=["auto", "compiled", "python"])
+    parser.add_argument("--package", help="an installed package to import instead")
+    parser.add_argument("--patterns", help="with --package: the patterns (default: it)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed (apt install valgrind)")
     root = Path(tempfile.mkdtemp(prefix="autotrace-imports-"))
     try:
-        body = "".join(SHAPE.format(i=i) for i in range(DEFS))
-        for name in ("gen1000", "gen1000b"):
-            (root / f"{name}.py").write_text(body)
-        (root / "child.py").write_text(CHILD.format(root=str(root)))
+        if args.package:
+            patterns = (args.patterns or args.package).split(",")
+            (root / "child.py").write_text(CHILD_PACKAGE.format(patterns=patterns,
+                                                                package=args.package))
+            what = f"`import {args.package}`, patterns {','.join(patterns)}"
+        else:
+            body = "".join(SHAPE.format(i=i) for i in range(DEFS))
+            for name in ("gen1000", "gen1000b"):
+                (root / f"{name}.py").write_text(body)
+            (root / "child.py").write_text(CHILD.format(root=str(root)))
+            what = f"import of {DEFS} defs"
         plain: list[int] = []
-        print(f"| import of {DEFS} defs (Python {sys.version.split()[0]}, core {args.core})"
+        print(f"| {what} (Python {sys.version.split()[0]}, core {args.core})"
               " | import | / plain | with teardown | / plain |\n"
               "| --- | ---: | ---: | ---: | ---: |")
         for mode in args.modes.split(","):
