@@ -320,3 +320,24 @@ def test_a_module_partly_selected_registers_only_what_its_patterns_select(
     assert sys.monitoring.get_local_events(tool, mod._private.__code__) == 0
     assert mod.plain(1) == 2 and mod.Box().method(3) == 3
     assert mon.names() == ["Box.method"]
+
+
+def test_a_module_off_limits_is_not_registered_through_an_alias(core: str) -> None:
+    """``sys.modules`` may hold a module under a second name (``requests.packages``
+    does): found under an alias the patterns reach, a module that is never traced by its
+    own name (here the standard library's ``colorsys`` under ``c*``) stays untraced on
+    both cores, the compiled registration included."""
+    program = textwrap.dedent(f"""
+        import sys, colorsys
+        sys.modules["calias_for_test"] = colorsys
+        import autotrace
+        from opentelemetry.sdk.trace import TracerProvider
+        autotrace.install(["calias_for_test", "c*"], backend="monitoring", core={core!r},
+                          tracer_provider=TracerProvider())
+        tool = next(t for t in range(6) if sys.monitoring.get_tool(t) == "autotrace")
+        print(sys.monitoring.get_local_events(tool, colorsys.rgb_to_hsv.__code__))
+    """)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0", out.stdout

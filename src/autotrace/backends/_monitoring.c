@@ -29,8 +29,10 @@
  * unless it is there already, and, when `set_local_events` is not None (the recorder is
  * not dormant), gets `set_local_events(tool, code, events)`. Every other entry comes back
  * in `rest` as a `(key, value)` pair, in the namespace's order, for the Python loops;
- * `added` counts the codes newly stored, and `failed` lists those `set_local_events`
- * refused (the caller logs them, as `MonitoringBackend._watch`).
+ * `added` lists the codes newly stored (the caller counts them, and gives them events if
+ * the recorder woke meanwhile), and `failed` those `set_local_events` refused (the caller
+ * tries again and logs them, as `MonitoringBackend._watch`). An error (memory) after the
+ * first store leaves the codes stored so far without events.
  *
  * No user code runs here: only exact types are read, through their C fields. The namespace
  * is copied first, so a finalizer run by an allocation cannot change it under the loop.
@@ -161,8 +163,7 @@ register_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* 2. Store them. Ints, dict entries and list slots only: no collection, no Python
        code, so under the GIL no other thread sees half of it (the backend's lock guards
-       the same stores in Python). An error (memory) leaves the codes stored so far
-       without events; the caller logs it and registers the rest in Python. */
+       the same stores in Python). */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves); i++) {
         PyCodeObject *code = (PyCodeObject *)PyList_GET_ITEM(leaves, i);
         int stored = store(traced, modules, module, code);
@@ -183,7 +184,7 @@ register_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 goto done;
         }
     }
-    result = Py_BuildValue("(OnO)", rest, count, failed);
+    result = PyTuple_Pack(3, rest, added, failed);
 done:
     Py_XDECREF(copy);
     Py_XDECREF(rest);

@@ -231,24 +231,31 @@ class MonitoringBackend:
         whole namespace."""
         register = self._register_plain
         tool = self._tool
-        if register is None or tool is None or not self._selector.whole(name):
-            return None
+        selector = self._selector
+        if register is None or tool is None or not (selector.may_contain(name)
+                                                    and selector.whole(name)):
+            return None  # (may_contain: an alias in sys.modules of a module never traced)
         try:
             namespace = vars(module)
             real = module.__name__
-            set_events = None if self._recorder.dormant else _monitoring.set_local_events
+            if type(real) is not str:
+                return None
+            dormant = self._recorder.dormant
+            set_events = None if dormant else _monitoring.set_local_events
             # no lock around it: its stores run no Python code (see _monitoring.c)
             rest, added, failed = register(namespace, real, name, self._traced,
                                            self._modules, opted_out_code_ids(), set_events,
                                            tool, _CALL_EVENTS)
             with self._lock:
-                self.matched += added
+                self.matched += len(added)
         except Exception:
             log_once("monitoring:register_plain", "autotrace: the compiled registration of "
                      "%s failed; its functions are registered in Python", name, exc_info=True)
             return None
+        if dormant and not self._recorder.dormant:
+            failed = added  # woken meanwhile: _wake may have copied the table before them
         for code in failed:
-            self._watch(tool, code)  # tries again; logs it
+            self._watch(tool, code)  # (tries again; logs a refusal)
         return rest  # type: ignore[no-any-return]
 
     def compile_main(self, source: str | bytes, filename: str, module: str) -> CodeType:

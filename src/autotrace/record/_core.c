@@ -56,7 +56,7 @@
 
 /* What accel.py expects (its INTERFACE): bumped with every change to what this module
    offers Python, so that an extension built from older source is not loaded. */
-#define INTERFACE 12
+#define INTERFACE 13
 
 /* The other source file built into this module (setup.py): backends/_monitoring.c. */
 int autotrace_monitoring_add(PyObject *module);
@@ -2149,6 +2149,14 @@ Definer_make(DefinerObject *self, PyObject *func, PyObject *module, PyObject *qu
     return proxy;
 }
 
+/* The reference: WraptBackend.wrap_defined(func, implicit_first). */
+static PyObject *
+Definer_fallback(DefinerObject *self, PyObject *func)
+{
+    PyObject *call[2] = {func, self->implicit_first};
+    return PyObject_Vectorcall(self->fallback, call, 2, NULL);
+}
+
 static PyObject *
 Definer_vectorcall(DefinerObject *self, PyObject *const *args, size_t nargsf,
                    PyObject *kwnames)
@@ -2163,10 +2171,13 @@ Definer_vectorcall(DefinerObject *self, PyObject *const *args, size_t nargsf,
     PyFunctionObject *function = (PyFunctionObject *)func;
     PyObject *qualname = function->func_qualname, *globals = function->func_globals;
     PyCodeObject *code = (PyCodeObject *)function->func_code;
-    if (!PyCode_Check(code) || (code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR))
-            || qualname == NULL
-            || !PyUnicode_CheckExact(qualname) || globals == NULL)
-        goto fallback;
+    if (!PyCode_Check(code)
+            || (code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR))
+            || qualname == NULL || !PyUnicode_CheckExact(qualname) || globals == NULL)
+        return Definer_fallback(self, func);
+    /* owned: the name lookup below runs Python code, which could set __qualname__ */
+    Py_INCREF(qualname);
+    PyObject *module = NULL, *proxy = NULL;
     Py_ssize_t local = PyUnicode_Find(qualname, str_locals_marker, 0,
                                       PyUnicode_GET_LENGTH(qualname), 1);
     if (local == -2)
@@ -2178,35 +2189,38 @@ Definer_vectorcall(DefinerObject *self, PyObject *const *args, size_t nargsf,
         goto failed;
     if (stack)
         goto fallback;  /* runs unwrapped; wrap_defined says so in the debug log */
-    PyObject *module;
     if (globals == self->last_globals && self->last_module != NULL)
         module = Py_NewRef(self->last_module);
     else {
         module = PyObject_CallOneArg(self->name_of, globals);
         if (module == NULL)
             goto failed;
-        if (!PyUnicode_CheckExact(module)) {
-            Py_DECREF(module);
+        if (!PyUnicode_CheckExact(module))
             goto fallback;
-        }
-        Py_XSETREF(self->last_globals, Py_NewRef(globals));
-        Py_XSETREF(self->last_module, Py_NewRef(module));
+        PyObject *old_globals = self->last_globals, *old_module = self->last_module;
+        self->last_globals = Py_NewRef(globals);  /* both fields first, then let go */
+        self->last_module = Py_NewRef(module);
+        Py_XDECREF(old_globals);
+        Py_XDECREF(old_module);
     }
-    PyObject *proxy = Definer_make(self, func, module, qualname);
-    Py_DECREF(module);
+    proxy = Definer_make(self, func, module, qualname);
     if (proxy == NULL)
         goto failed;
     self->made++;
+    Py_DECREF(module);
+    Py_DECREF(qualname);
     return proxy;
 failed:
-    if (!PyErr_ExceptionMatches(PyExc_Exception))
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        Py_XDECREF(module);
+        Py_DECREF(qualname);
         return NULL;  /* as wrap_defined: only an Exception is caught */
+    }
     PyErr_Clear();  /* wrap_defined tries again, and logs a failure */
 fallback:
-    {
-        PyObject *call[2] = {func, self->implicit_first};
-        return PyObject_Vectorcall(self->fallback, call, 2, NULL);
-    }
+    Py_XDECREF(module);
+    Py_DECREF(qualname);
+    return Definer_fallback(self, func);
 }
 
 static int

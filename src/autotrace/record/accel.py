@@ -38,7 +38,7 @@ else:
 #: What this source expects of the extension (``INTERFACE`` in ``_core.c``, bumped with
 #: every change to what it offers): one built from older source (an editable install not
 #: rebuilt) is not loaded rather than failing at import.
-INTERFACE = 12
+INTERFACE = 13
 if extension is not None:
     built = getattr(extension, "INTERFACE", 1)
     if built != INTERFACE:
