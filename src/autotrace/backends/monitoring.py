@@ -134,12 +134,12 @@ class MonitoringBackend:
         self._tool = tool
         register = _monitoring.register_callback
         compiled = self._recorder.compiled_callbacks(self, self._traced)
-        if compiled is not None and accel.extension is not None:
-            self._register_plain = accel.extension.register_plain
         if compiled is not None:
             # keyed by interpreter frame address in C (no frame object made per call):
             # every callback is then C's, and the Python ones below run on the pure core
             self._calls = compiled.calls
+            if accel.extension is not None:
+                self._register_plain = accel.extension.register_plain
         register(tool, _PY_START, self._on_start if compiled is None else compiled.on_start)
         register(tool, _PY_RETURN, self._on_return if compiled is None else compiled.on_return)
         register(tool, _PY_YIELD, self._on_yield if compiled is None else compiled.on_yield)
@@ -231,10 +231,8 @@ class MonitoringBackend:
         whole namespace."""
         register = self._register_plain
         tool = self._tool
-        selector = self._selector
-        if register is None or tool is None or not (selector.may_contain(name)
-                                                    and selector.whole(name)):
-            return None  # (may_contain: an alias in sys.modules of a module never traced)
+        if register is None or tool is None or not self._selector.whole(name):
+            return None
         try:
             namespace = vars(module)
             real = module.__name__

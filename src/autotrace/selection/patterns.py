@@ -135,12 +135,14 @@ class Patterns:
         return _reaches(self._prefixes, module)
 
     def whole(self, module: str) -> bool:
-        """Every name in ``module`` is traced: a pattern selects the module itself and
-        no exclude pattern can reach inside it. Saves a regex match per name."""
+        """Every name in ``module`` is traced: the module may hold traced names, a
+        pattern selects the module itself and no exclude pattern can reach inside it.
+        Saves a regex match per name."""
         whole = self._whole_cache.get(module)
         if whole is None:
             whole = self._whole_cache[module] = (
-                self._include is not None and self._include.fullmatch(module) is not None
+                self.may_contain(module)
+                and self._include is not None and self._include.fullmatch(module) is not None
                 and not _reaches(self._exclude_prefixes, module))
         return whole
 

@@ -169,9 +169,10 @@ _compiled_binding()
 _COMPILED_WRAPPER: Any = accel.extension.FunctionCall if accel.extension is not None else None
 _UNBOUND: Any = accel.extension.UNBOUND if accel.extension is not None else None
 
-#: wrapt's initialiser that takes the binding (``FunctionWrapper``'s works it out).
-_WRAPPER_INIT: Any = next(vars(k)["__init__"] for k in wrapt.FunctionWrapper.__mro__[1:]
-                          if "__init__" in vars(k))
+#: The wrapt class whose initialiser takes the binding (``FunctionWrapper``'s works it
+#: out), and that initialiser.
+_WRAPPER_BASE: type = next(k for k in wrapt.FunctionWrapper.__mro__[1:] if "__init__" in vars(k))
+_WRAPPER_INIT: Any = vars(_WRAPPER_BASE)["__init__"]
 
 
 #: Code flags of the functions whose calls suspend (generators, coroutines).
@@ -198,8 +199,7 @@ def plain_proxy_maker(recorder: Core) -> ProxyMaker:
                                      implicit_first)
         return TracedPlainFunction(func, make_wrapper(func, recorder, describe, flags))
 
-    probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
-    if probe is None or type(probe) is not _COMPILED_WRAPPER:
+    if not _wraps_in_c(recorder):
         return general
     new, init, function_call, unbound = (TracedPlainFunction.__new__, _WRAPPER_INIT,
                                          _COMPILED_WRAPPER, _UNBOUND)
@@ -223,17 +223,21 @@ def plain_definers(wrap_defined: Callable[[Any, bool], Any], recorder: Core,
     ``plain_proxy_maker``'s ``make`` makes it and appended to ``defined``; the rest
     handed to ``wrap_defined``. None: no compiled core (``make`` alone is used)."""
     extension = accel.extension
-    probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
-    if extension is None or probe is None or type(probe) is not _COMPILED_WRAPPER:
+    if extension is None or not _wraps_in_c(recorder):
         return None
-    init_type = next(k for k in wrapt.FunctionWrapper.__mro__[1:] if "__init__" in vars(k))
-    if not isinstance(vars(init_type)["__init__"], WrapperDescriptorType):
+    if not isinstance(_WRAPPER_INIT, WrapperDescriptorType):
         return None  # wrapt's pure-Python classes (WRAPT_DISABLE_EXTENSIONS): no C slot
     return tuple(  # type: ignore[return-value]
         extension.Definer(wrap_defined, recorder, recorder.describe_function,
-                          TracedPlainFunction, init_type, defined, namespace_module_name,
+                          TracedPlainFunction, _WRAPPER_BASE, defined, namespace_module_name,
                           STACK_NAMES, implicit_first)
         for implicit_first in (False, True))
+
+
+def _wraps_in_c(recorder: Core | None) -> bool:
+    """Whether ``recorder``'s wrappers of plain functions are the C ``FunctionCall``."""
+    probe = recorder.compiled_wrapper(_never_described) if recorder is not None else None
+    return probe is not None and type(probe) is _COMPILED_WRAPPER
 
 
 def _never_described() -> FunctionInfo:
