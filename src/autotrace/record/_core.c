@@ -211,7 +211,10 @@ Call_clear(CallObject *self)
 /* Freed calls of call_type kept for the next one, as CPython's own free lists do: a
    dropped call's storage then skips the allocator's and the collector's round trip
    (~300 instructions a call). Only the type's memory is kept: its reference to the
-   type goes with the object (subtype_dealloc), PyObject_Init takes it again. */
+   type goes with the object (subtype_dealloc), PyObject_Init takes it again. A kept
+   call is left as new_call finds it (call_reset): its None fields hold None, the rest
+   NULL, so that neither the free nor the next call clears or sets what a dropped call
+   never changed. */
 #ifdef Py_GIL_DISABLED
 #define CALL_FREE_MAX 0
 #else
@@ -220,11 +223,35 @@ Call_clear(CallObject *self)
 static CallObject *call_free[CALL_FREE_MAX > 0 ? CALL_FREE_MAX : 1];
 static int call_free_n;
 
+/* The fields a new call starts with None in; the others of CALL_FIELDS start NULL or
+   are set by new_call. */
+#define CALL_NONE_FIELDS(X) X(span) X(token) X(run_ctx) X(parent_ctx) X(frame)
+#define CALL_NULL_FIELDS(X) X(info) X(parent) X(saved) X(instance) X(args) X(kwargs) \
+    X(values) X(lazy_base) X(dict) X(chain)
+
+/* Put a freed call's fields back as new_call finds them. Each reference it held is
+   released after its field is reset: a finaliser that runs meanwhile sees no stale
+   field (the call is unreachable by then anyway, and not in the free list yet). */
+static void
+call_reset(CallObject *self)
+{
+#define NONE(f) if (self->f != Py_None) { \
+        PyObject *old = self->f; self->f = Py_NewRef(Py_None); Py_XDECREF(old); }
+    CALL_NONE_FIELDS(NONE)
+#undef NONE
+#define CLEAR(f) Py_CLEAR(self->f);
+    CALL_NULL_FIELDS(CLEAR)
+#undef CLEAR
+}
+
 static void
 call_free_drain(void)
 {
-    while (call_free_n > 0)
-        PyObject_GC_Del(call_free[--call_free_n]);
+    while (call_free_n > 0) {
+        CallObject *call = call_free[--call_free_n];
+        Call_clear(call);  /* its None references */
+        PyObject_GC_Del(call);
+    }
 }
 
 static void
@@ -233,27 +260,33 @@ Call_dealloc(CallObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    Call_clear(self);
     if (call_free_n < CALL_FREE_MAX && Py_TYPE(self) == (PyTypeObject *)call_type) {
-        call_free[call_free_n++] = self;
-        return;
+        call_reset(self);
+        if (call_free_n < CALL_FREE_MAX) {  /* a finaliser in the reset may have freed
+                                               calls meanwhile */
+            self->weakrefs = NULL;
+            call_free[call_free_n++] = self;
+            return;
+        }
     }
+    Call_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* A zeroed, tracked CallObject of `type` (new reference), from the free list if it
-   holds one; NULL with an error. */
+/* A tracked CallObject of `type` (new reference) with every field NULL, but those of
+   CALL_NONE_FIELDS: None if `*reset` is set (a kept one), NULL otherwise (a new one);
+   its other members are to be set by the caller. NULL with an error. */
 static CallObject *
-alloc_call(PyTypeObject *type)
+alloc_call(PyTypeObject *type, int *reset)
 {
     if (call_free_n > 0 && type == (PyTypeObject *)call_type) {
         CallObject *call = call_free[--call_free_n];
-        memset((char *)call + sizeof(PyObject), 0,  /* the subtype's own slots too */
-               (size_t)type->tp_basicsize - sizeof(PyObject));
         PyObject_Init((PyObject *)call, type);
         PyObject_GC_Track(call);
+        *reset = 1;
         return call;
     }
+    *reset = 0;
     return (CallObject *)type->tp_alloc(type, 0);
 }
 
@@ -263,35 +296,28 @@ static CallObject *
 new_call(PyTypeObject *type, PyObject *info, PyObject *parent, long long depth,
          PyObject *instance, PyObject *args, PyObject *kwargs)
 {
+    int reset;
     if (args == NULL)
         args = empty_tuple;
-    CallObject *call = alloc_call(type);
+    CallObject *call = alloc_call(type, &reset);
     if (call == NULL)
         return NULL;
-    Py_INCREF(info);
-    call->info = info;
-    Py_INCREF(parent);
-    call->parent = parent;
-    Py_INCREF(parent);
-    call->saved = parent;
+    call->info = Py_NewRef(info);
+    call->parent = Py_NewRef(parent);
+    call->saved = Py_NewRef(parent);
+    call->instance = Py_NewRef(instance);
+    call->args = Py_NewRef(args);
+    call->kwargs = Py_NewRef(kwargs);
+    if (!reset) {
+#define NONE(f) call->f = Py_NewRef(Py_None);
+        CALL_NONE_FIELDS(NONE)
+#undef NONE
+    }
     call->depth = depth;
     call->generation = generation;
-    Py_INCREF(Py_None);
-    call->span = Py_None;
-    Py_INCREF(Py_None);
-    call->token = Py_None;
-    Py_INCREF(Py_None);
-    call->run_ctx = Py_None;
-    Py_INCREF(Py_None);
-    call->parent_ctx = Py_None;
-    Py_INCREF(instance);
-    call->instance = instance;
-    Py_INCREF(args);
-    call->args = args;
-    Py_INCREF(kwargs);
-    call->kwargs = kwargs;
-    Py_INCREF(Py_None);
-    call->frame = Py_None;
+    call->start_ns = call->child_ns = 0;
+    call->closed = call->under_pending = call->counted = call->unshow = 0;
+    call->frame_later = 0;
     return call;
 }
 
@@ -844,14 +870,43 @@ static PyTypeObject Chain_Type = {
     .tp_getset = Chain_getset,
 };
 
-/* This context's value of recorder._current (new reference), and the context. */
+/* The chain last read from a context whose map it held (a strong reference, so the
+   map it holds stays alive and its address cannot be reused). While a thread's
+   context still has that map, recorder._current's value there is that chain (a map
+   never changes: chain->vars is always a map in which the variable holds the chain),
+   and chain_value reads it with no ContextVar lookup (~60 instructions a call). It
+   keeps that chain alive until another is read: its innermost call and its
+   context's values, no more. */
+#ifndef Py_GIL_DISABLED
+static ChainObject *last_chain;
+#endif
+
+/* This context's value of recorder._current (new reference), and the context. `ts`:
+   this thread's state (a callback reads it once and hands it down). */
 static PyObject *
-chain_value(PyObject **ctx)
+chain_value(PyThreadState *ts, PyObject **ctx)
 {
     PyObject *value = NULL;
+#ifndef Py_GIL_DISABLED
+    PyObject *now = ts->context;
+    if (now != NULL && last_chain != NULL && last_chain->vars != NULL &&
+        CONTEXT_VARS(now) == last_chain->vars) {
+        *ctx = now;
+        return Py_NewRef(last_chain);
+    }
+    ChainObject *old = last_chain;  /* released before the read: a finaliser may run */
+    last_chain = NULL;
+    Py_XDECREF(old);
+#endif
     if (PyContextVar_Get(current_var, Py_None, &value) < 0)
         return NULL;
-    *ctx = PyThreadState_Get()->context;  /* made by the read if it was not yet */
+    *ctx = ts->context;  /* made by the read if it was not yet */
+#ifndef Py_GIL_DISABLED
+    if (Py_IS_TYPE(value, &Chain_Type) && ((ChainObject *)value)->vars != NULL &&
+        *ctx != NULL && CONTEXT_VARS(*ctx) == ((ChainObject *)value)->vars &&
+        last_chain == NULL)
+        last_chain = (ChainObject *)Py_NewRef(value);
+#endif
     return value;
 }
 
@@ -868,10 +923,10 @@ chain_in_sync(ChainObject *chain, PyObject *ctx)
 /* The innermost traced call here (new reference): None, a Call; and in `*chain` (if
    not NULL) this context's Chain (new reference), or NULL. */
 static PyObject *
-current_call_in(ChainObject **chain)
+current_call_in(PyThreadState *ts, ChainObject **chain)
 {
     PyObject *ctx;
-    PyObject *value = chain_value(&ctx);
+    PyObject *value = chain_value(ts, &ctx);
     if (chain != NULL)
         *chain = NULL;
     if (value == NULL || !Py_IS_TYPE(value, &Chain_Type))
@@ -887,7 +942,7 @@ current_call_in(ChainObject **chain)
 static PyObject *
 current_call(void)
 {
-    return current_call_in(NULL);
+    return current_call_in(PyThreadState_Get(), NULL);
 }
 
 /* Write `call` in `chain`, which is in sync with this context; `*written` (if not
@@ -908,12 +963,13 @@ chain_write(ChainObject *chain, PyObject *call, PyObject **written)
    context's own, and that map holds it. `*written` (if not NULL): the chain that holds
    `call` now and may serve as the next hint (new reference), or NULL. */
 static int
-set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
+set_current_call_at(PyThreadState *ts, PyObject *call, ChainObject *hint,
+                    PyObject **written)
 {
     PyObject *ctx;
     if (written != NULL)
         *written = NULL;
-    if (hint != NULL && chain_in_sync(hint, PyThreadState_Get()->context)) {
+    if (hint != NULL && chain_in_sync(hint, ts->context)) {
         chain_write(hint, call, written);
         return 0;
     }
@@ -926,7 +982,7 @@ set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
         Py_XDECREF(token);
         return token == NULL ? -1 : 0;
     }
-    PyObject *value = chain_value(&ctx);
+    PyObject *value = chain_value(ts, &ctx);
     if (value == NULL)
         return -1;
     if (Py_IS_TYPE(value, &Chain_Type)) {
@@ -954,7 +1010,7 @@ set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
     PyObject *token = PyContextVar_Set(current_var, (PyObject *)chain);
     if (token != NULL) {
         Py_DECREF(token);
-        ctx = PyThreadState_Get()->context;
+        ctx = ts->context;
         if (ctx != NULL && Py_REFCNT(CONTEXT_VARS(ctx)) == 1) {
             chain->owner = (void *)ctx;
             chain->vars = Py_NewRef(CONTEXT_VARS(ctx));
@@ -969,17 +1025,17 @@ set_current_call_at(PyObject *call, ChainObject *hint, PyObject **written)
 static int
 set_current_call(PyObject *call)
 {
-    return set_current_call_at(call, NULL, NULL);
+    return set_current_call_at(PyThreadState_Get(), call, NULL, NULL);
 }
 
 /* This context's chain if it is in sync (borrowed from the map), else NULL. */
 static ChainObject *
-synced_chain(PyObject **ctx)
+synced_chain(PyThreadState *ts, PyObject **ctx)
 {
     *ctx = NULL;
     if (!chains_ok || current_var == NULL)
         return NULL;
-    PyObject *value = chain_value(ctx);
+    PyObject *value = chain_value(ts, ctx);
     if (value == NULL) {
         PyErr_Clear();
         return NULL;
@@ -994,9 +1050,9 @@ synced_chain(PyObject **ctx)
    reset): the chain stays in sync if nothing copied the map meanwhile (a finaliser,
    during the set). */
 static void
-chain_resync(ChainObject *chain, PyObject *ctx, PyObject *otel)
+chain_resync(PyThreadState *ts, ChainObject *chain, PyObject *ctx, PyObject *otel)
 {
-    if (chain == NULL || PyThreadState_Get()->context != ctx)
+    if (chain == NULL || ts->context != ctx)
         return;
     PyObject *old = chain->vars, *now = CONTEXT_VARS(ctx);
     if (Py_REFCNT(old) == 1 && Py_REFCNT(now) == 1 && chain->owner == (void *)ctx) {
@@ -1011,7 +1067,7 @@ chain_resync(ChainObject *chain, PyObject *ctx, PyObject *otel)
    the context's map is the one the chain holds: a variable that was never set misses
    the ContextVar's own cache at every read and costs a map lookup (~100). */
 static PyObject *
-otel_value(ChainObject *chain, PyObject *ctx)
+otel_value(PyThreadState *ts, ChainObject *chain, PyObject *ctx)
 {
     PyObject *raw = NULL;
     if (otel_var == NULL)
@@ -1022,7 +1078,7 @@ otel_value(ChainObject *chain, PyObject *ctx)
         return Py_NewRef(chain->otel);
     if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
         return NULL;
-    if (cached && raw != NULL && PyThreadState_Get()->context == ctx &&
+    if (cached && raw != NULL && ts->context == ctx &&
         CONTEXT_VARS(ctx) == chain->vars)
         chain->otel = raw;  /* borrowed: that map, or the variable (its default), holds it */
     return raw;
@@ -1033,17 +1089,17 @@ otel_value(ChainObject *chain, PyObject *ctx)
    in `*chain_out` (if not NULL) this context's Chain (new reference), or NULL. NULL
    with an error. */
 static PyObject *
-current_call_and_otel_in(PyObject **raw, ChainObject **chain_out)
+current_call_and_otel_in(PyThreadState *ts, PyObject **raw, ChainObject **chain_out)
 {
     PyObject *ctx;
     *raw = NULL;
     if (chain_out != NULL)
         *chain_out = NULL;
-    PyObject *value = chain_value(&ctx);
+    PyObject *value = chain_value(ts, &ctx);
     if (value == NULL)
         return NULL;
     ChainObject *chain = Py_IS_TYPE(value, &Chain_Type) ? (ChainObject *)value : NULL;
-    *raw = otel_value(chain, ctx);
+    *raw = otel_value(ts, chain, ctx);
     if (*raw == NULL && PyErr_Occurred()) {
         Py_DECREF(value);
         return NULL;
@@ -1059,37 +1115,37 @@ current_call_and_otel_in(PyObject **raw, ChainObject **chain_out)
 static PyObject *
 current_call_and_otel(PyObject **raw)
 {
-    return current_call_and_otel_in(raw, NULL);
+    return current_call_and_otel_in(PyThreadState_Get(), raw, NULL);
 }
 
 /* var.set(value) (token NULL: the new token) or var.reset(token) (None), keeping this
    context's chain in sync; a new reference, or NULL with an error. */
 static PyObject *
-var_synced(PyObject *var, PyObject *value, PyObject *token)
+var_synced(PyThreadState *ts, PyObject *var, PyObject *value, PyObject *token)
 {
     PyObject *ctx, *result;
-    ChainObject *chain = synced_chain(&ctx);
+    ChainObject *chain = synced_chain(ts, &ctx);
     Py_XINCREF(chain);
     if (token == NULL)
         result = PyContextVar_Set(var, value);
     else
         result = PyContextVar_Reset(var, token) < 0 ? NULL : Py_NewRef(Py_None);
     if (result != NULL)
-        chain_resync(chain, ctx, var == otel_var && token == NULL ? value : NULL);
+        chain_resync(ts, chain, ctx, var == otel_var && token == NULL ? value : NULL);
     Py_XDECREF(chain);
     return result;
 }
 
 static PyObject *
-set_var_synced(PyObject *var, PyObject *value)
+set_var_synced(PyThreadState *ts, PyObject *var, PyObject *value)
 {
-    return var_synced(var, value, NULL);
+    return var_synced(ts, var, value, NULL);
 }
 
 static int
-reset_var_synced(PyObject *var, PyObject *token)
+reset_var_synced(PyThreadState *ts, PyObject *var, PyObject *token)
 {
-    PyObject *done = var_synced(var, NULL, token);
+    PyObject *done = var_synced(ts, var, NULL, token);
     Py_XDECREF(done);
     return done == NULL ? -1 : 0;
 }
@@ -1195,18 +1251,18 @@ shown_context(PyObject *raw, PyObject *call)
    `hint`: a chain this context was seen with (borrowed, or NULL): its copy of the
    variable is read while it holds this context's map (otel_value). */
 static int
-var_holds(PyObject *value, ChainObject *hint)
+var_holds(PyThreadState *ts, PyObject *value, ChainObject *hint)
 {
     if (otel_var == NULL)
         return 1;
     PyObject *raw = NULL;
     if (hint != NULL) {
-        raw = otel_value(hint, PyThreadState_Get()->context);
+        raw = otel_value(ts, hint, ts->context);
         if (raw == NULL && PyErr_Occurred())
             return -1;
     }
     else if (current_var != NULL) {
-        PyObject *call = current_call_and_otel(&raw);  /* the chain's copy, if it has one */
+        PyObject *call = current_call_and_otel_in(ts, &raw, NULL);  /* the chain's copy */
         if (call == NULL)
             return -1;
         Py_DECREF(call);
@@ -1232,12 +1288,12 @@ show_context(CallObject *call, PyObject *raw, int unshow)
    OpenTelemetry's start_as_current_span does), so that no stale PendingSpan outlives
    the chain it stands for. 0, or -1 with an error. */
 static int
-unshow_context(CallObject *call, ChainObject *hint)
+unshow_context(PyThreadState *ts, CallObject *call, ChainObject *hint)
 {
-    int holds = var_holds(call->lazy_base, hint);
+    int holds = var_holds(ts, call->lazy_base, hint);
     if (holds != 0)
         return holds < 0 ? -1 : 0;
-    PyObject *token = set_var_synced(otel_var, call->lazy_base);
+    PyObject *token = set_var_synced(ts, otel_var, call->lazy_base);
     Py_XDECREF(token);
     return token == NULL ? -1 : 0;
 }
@@ -1296,9 +1352,9 @@ frame_values(PyObject *info, PyObject *frame, PyObject **values)
 /* A generator's call under a PendingSpan that is current already attaches that context
    anyway (recorder.py: "generators re-attach it at each resume, maybe elsewhere"). */
 static int
-attach_run_context(CallObject *call)
+attach_run_context(PyThreadState *ts, CallObject *call)
 {
-    PyObject *token = set_var_synced(otel_var, call->run_ctx);
+    PyObject *token = set_var_synced(ts, otel_var, call->run_ctx);
     if (token == NULL)
         return -1;
     Py_SETREF(call->token, token);
@@ -1313,8 +1369,8 @@ attach_run_context(CallObject *call)
  * as it runs), by frame_values (in C; where it cannot, the Python `_frame_values`), as
  * Recorder._arguments_at_start does. */
 static PyObject *
-core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
-                PyObject *kwargs, PyObject *frame, int suspends)
+core_start_fast(CoreObject *self, PyThreadState *ts, PyObject *info, PyObject *instance,
+                PyObject *args, PyObject *kwargs, PyObject *frame, int suspends)
 {
     PyObject *raw = NULL, *ctx = NULL, *parent = NULL, *run_ctx = NULL;
     ChainObject *chain = NULL;  /* this context's, as read first: written at the end */
@@ -1339,7 +1395,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if ((PyObject *)Py_TYPE(span) != pending_span_type) {
             /* a real span: is its context valid? Python asks it, unless a pending call
                shows its own (a PendingSpan's) over it */
-            parent = current_call();
+            parent = current_call_in(ts, NULL);
             if (parent == NULL)
                 goto error;
             if (shown_context(raw, parent) == raw)
@@ -1352,7 +1408,8 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         Py_RETURN_NONE;
     }
     if (parent == NULL) {
-        parent = raw == NULL ? current_call_and_otel_in(&raw, &chain) : current_call_in(&chain);
+        parent = raw == NULL ? current_call_and_otel_in(ts, &raw, &chain)
+                             : current_call_in(ts, &chain);
         if (parent == NULL)
             goto error;
     }
@@ -1373,7 +1430,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if (call == NULL)
             goto error;
         call->start_ns = now_ns();
-        if (set_current_call_at((PyObject *)call, chain, &call->chain) < 0)
+        if (set_current_call_at(ts, (PyObject *)call, chain, &call->chain) < 0)
             goto error;
         Py_XDECREF(raw);
         Py_XDECREF(chain);
@@ -1477,7 +1534,7 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if (suspends) {  /* shown at each resume, maybe elsewhere */
             if (shown_on())
                 show_context(call, raw, 1);
-            else if (attach_run_context(call) < 0)
+            else if (attach_run_context(ts, call) < 0)
                 goto error;
         }
         else if (ctx != raw)
@@ -1489,14 +1546,14 @@ core_start_fast(CoreObject *self, PyObject *info, PyObject *instance, PyObject *
         if (shown_on())
             show_context(call, raw, 1);
         else {
-            PyObject *token = set_var_synced(otel_var, run_ctx);
+            PyObject *token = set_var_synced(ts, otel_var, run_ctx);
             if (token == NULL)
                 goto error;
             Py_SETREF(call->token, token);
         }
     }
     Py_CLEAR(run_ctx);
-    if (set_current_call_at((PyObject *)call, chain, &call->chain) < 0)
+    if (set_current_call_at(ts, (PyObject *)call, chain, &call->chain) < 0)
         goto error;
     Py_DECREF(raw);
     Py_DECREF(ctx);
@@ -1527,7 +1584,8 @@ Core_start(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject 
     if (kwnames == NULL && nargs >= 4 && nargs <= 6 &&
         (nargs < 6 || args[5] == Py_False || args[5] == Py_True)) {
         PyObject *frame = nargs >= 5 ? args[4] : Py_None;
-        PyObject *result = core_start_fast(self, args[0], args[1], args[2], args[3], frame,
+        PyObject *result = core_start_fast(self, PyThreadState_Get(), args[0], args[1],
+                                           args[2], args[3], frame,
                                            nargs == 6 && args[5] == Py_True);
         if (result != SLOW)
             return result;
@@ -1538,7 +1596,7 @@ Core_start(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject 
 /* Make the caller's context current again, as Recorder.finish does first: a finaliser
  * that runs meanwhile (any allocation) must find the caller current, not this call. */
 static inline int
-restore_context(CallObject *call)
+restore_context(PyThreadState *ts, CallObject *call)
 {
     ChainObject *hint = (ChainObject *)call->chain;  /* taken: no cycle with it is left */
     call->chain = NULL;
@@ -1546,13 +1604,13 @@ restore_context(CallObject *call)
         PyObject *token = call->token;
         Py_INCREF(Py_None);
         call->token = Py_None;
-        if (reset_var_synced(otel_var, token) < 0)
+        if (reset_var_synced(ts, otel_var, token) < 0)
             report_failure("detach", NULL);  /* finished in another context */
         Py_DECREF(token);
     }
-    else if (call->lazy_base != NULL && call->unshow && unshow_context(call, hint) < 0)
+    else if (call->lazy_base != NULL && call->unshow && unshow_context(ts, call, hint) < 0)
         report_failure("detach", NULL);
-    int done = set_current_call_at(call->saved, hint, NULL);
+    int done = set_current_call_at(ts, call->saved, hint, NULL);
     Py_XDECREF(hint);
     return done;
 }
@@ -1562,13 +1620,14 @@ restore_context(CallObject *call)
  * Python method decides, nothing changed; 2: the Python method decides, the context
  * restored already; -1: an error. */
 static int
-core_finish_fast(CoreObject *self, PyObject *call_obj, int outcome, PyObject *value)
+core_finish_fast(CoreObject *self, PyThreadState *ts, PyObject *call_obj, int outcome,
+                 PyObject *value)
 {
     if (!IS_CALL(call_obj) || outcome == ABANDONED ||
         in_collection() || otel_var == NULL)
         return 0;
     CallObject *call = (CallObject *)call_obj;
-    if (restore_context(call) < 0)
+    if (restore_context(ts, call) < 0)
         return -1;
     long long end_ns = 0;
     if (self->timed) {  /* metrics: counted here when nothing else needs timing */
@@ -1622,7 +1681,8 @@ Core_finish(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (kwnames == NULL && nargs == 3 && PyLong_CheckExact(args[1])) {
-        int done = core_finish_fast(self, args[0], (int)PyLong_AsLong(args[1]), args[2]);
+        int done = core_finish_fast(self, PyThreadState_Get(), args[0],
+                                    (int)PyLong_AsLong(args[1]), args[2]);
         if (done < 0)
             return NULL;
         if (done == 1)
@@ -1637,10 +1697,11 @@ Core_finish(CoreObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject
 
 /* From C (the wrapper, the callbacks): start, never raising an Exception. */
 static PyObject *
-start_call(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
-           PyObject *kwargs, PyObject *frame, int suspends, PyObject *what)
+start_call(CoreObject *self, PyThreadState *ts, PyObject *info, PyObject *instance,
+           PyObject *args, PyObject *kwargs, PyObject *frame, int suspends, PyObject *what)
 {
-    PyObject *call = core_start_fast(self, info, instance, args, kwargs, frame, suspends);
+    PyObject *call = core_start_fast(self, ts, info, instance, args, kwargs, frame,
+                                     suspends);
     if (call == SLOW) {
         if (frame == FRAME_LATER) {  /* the event's frame, still current */
             frame = (PyObject *)PyEval_GetFrame();
@@ -1662,9 +1723,10 @@ start_call(CoreObject *self, PyObject *info, PyObject *instance, PyObject *args,
 
 /* From C: finish, keeping the exception in flight (the caller fetched it). */
 static void
-finish_call(CoreObject *self, PyObject *call, int outcome, PyObject *value)
+finish_call(CoreObject *self, PyThreadState *ts, PyObject *call, int outcome,
+            PyObject *value)
 {
-    int done = core_finish_fast(self, call, outcome, value);
+    int done = core_finish_fast(self, ts, call, outcome, value);
     if ((done == 0 || done == 2) && outcome != ABANDONED && IS_CALL(call) &&
         ((CallObject *)call)->frame_later) {
         /* Python finishes it and may keep it: its arguments are read from its frame
@@ -1704,7 +1766,7 @@ core_suspend_fast(CoreObject *self, PyObject *call_obj)
         return 0;
     if (in_collection())
         return 1;  /* not made current at resume either (recorder.py, gh-148891) */
-    return restore_context((CallObject *)call_obj) < 0 ? -1 : 1;  /* as at its end */
+    return restore_context(PyThreadState_Get(), (CallObject *)call_obj) < 0 ? -1 : 1;
 }
 
 static int
@@ -1716,18 +1778,19 @@ core_resume_fast(CoreObject *self, PyObject *call_obj)
         return 1;  /* the collector resumes it to close it */
     CallObject *call = (CallObject *)call_obj;
     ChainObject *chain;
-    PyObject *saved = current_call_in(&chain);
+    PyThreadState *ts = PyThreadState_Get();
+    PyObject *saved = current_call_in(ts, &chain);
     if (saved == NULL)
         return -1;
     Py_XSETREF(call->saved, saved);
     Py_CLEAR(call->chain);
-    int failed = set_current_call_at(call_obj, chain, &call->chain) < 0;
+    int failed = set_current_call_at(ts, call_obj, chain, &call->chain) < 0;
     Py_XDECREF(chain);
     if (failed)
         return -1;
     if (call->run_ctx != Py_None) {
         if (call->lazy_base != NULL && shown_on()) {
-            int holds = var_holds(call->lazy_base, (ChainObject *)call->chain);
+            int holds = var_holds(ts, call->lazy_base, (ChainObject *)call->chain);
             if (holds < 0)
                 return -1;
             if (holds)
@@ -1735,7 +1798,7 @@ core_resume_fast(CoreObject *self, PyObject *call_obj)
         }
         /* resumed elsewhere: set for this step. Its lazy_base stays: a context copied
            in an earlier step must keep seeing it */
-        PyObject *token = set_var_synced(otel_var, call->run_ctx);
+        PyObject *token = set_var_synced(ts, otel_var, call->run_ctx);
         if (token == NULL)
             return -1;
         Py_XSETREF(call->token, token);
@@ -1962,6 +2025,7 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
     if (instance == unbound)
         instance = Py_None;
     CoreObject *core = self->core;
+    PyThreadState *ts = PyThreadState_Get();
     PyObject *call = NULL;
     if (!PyTuple_Check(args) || (kwargs != Py_None && !PyDict_Check(kwargs))) {
         PyErr_SetString(PyExc_TypeError, "wrapper(wrapped, instance, args, kwargs)");
@@ -1983,7 +2047,7 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
             }
         }
         if (self->info != NULL) {
-            call = start_call(core, self->info, instance, args, kwargs, Py_None, 0,
+            call = start_call(core, ts, self->info, instance, args, kwargs, Py_None, 0,
                               wrapped);
             if (call == NULL)
                 return NULL;
@@ -1997,11 +2061,11 @@ FunctionCall_vectorcall(FunctionCallObject *self, PyObject *const *argv, size_t 
     if (call != NULL) {
         if (result == NULL) {
             PyObject *exc = fetch_exception();
-            finish_call(core, call, RAISED, exc ? exc : Py_None);
+            finish_call(core, ts, call, RAISED, exc ? exc : Py_None);
             restore_exception(exc);
         }
         else
-            finish_call(core, call, RETURNED, result);
+            finish_call(core, ts, call, RETURNED, result);
         Py_DECREF(call);
     }
     return result;
@@ -2403,8 +2467,15 @@ running_rebuild(RunningObject *self, Py_ssize_t size)
 static int
 running_put(RunningObject *self, void *frame, PyObject *call, PyObject *code)
 {
-    RunningSlot *slot = running_find(self, frame);
-    if (slot != NULL) {
+    if ((self->filled + 1) * 2 > self->size) {  /* room first: then one probe */
+        Py_ssize_t size = self->size ? self->size : 64;
+        while ((self->used + 1) * 4 > size)
+            size *= 2;  /* at most a quarter full after a rebuild */
+        if (running_rebuild(self, size) < 0)
+            return -1;
+    }
+    RunningSlot *slot = running_slot(self->table, self->size, frame);
+    if (slot->frame == frame) {
         PyObject *old_call = slot->call, *old_code = slot->code;
         slot->call = Py_NewRef(call);
         slot->code = Py_NewRef(code);
@@ -2412,14 +2483,6 @@ running_put(RunningObject *self, void *frame, PyObject *call, PyObject *code)
         Py_DECREF(old_code);
         return 0;
     }
-    if ((self->filled + 1) * 2 > self->size) {
-        Py_ssize_t size = self->size ? self->size : 64;
-        while ((self->used + 1) * 4 > size)
-            size *= 2;  /* at most a quarter full after a rebuild */
-        if (running_rebuild(self, size) < 0)
-            return -1;
-    }
-    slot = running_slot(self->table, self->size, frame);  /* a free one: not there */
     if (slot->frame == NULL)
         self->filled++;
     slot->frame = frame;
@@ -2842,12 +2905,12 @@ Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
    made and freed one per call, ~500 instructions). A generator's or coroutine's
    interpreter frame lives in its object, so its address is the same at every step. */
 static void *
-event_frame(PyObject *code)
+event_frame(PyThreadState *ts, PyObject *code)
 {
 #if PY_VERSION_HEX >= 0x030D0000
-    struct _PyInterpreterFrame *frame = PyThreadState_Get()->current_frame;
+    struct _PyInterpreterFrame *frame = ts->current_frame;
 #elif PY_VERSION_HEX >= 0x030C0000
-    struct _PyInterpreterFrame *frame = PyThreadState_Get()->cframe->current_frame;
+    struct _PyInterpreterFrame *frame = ts->cframe->current_frame;
 #else
     PyFrameObject *frame = PyEval_GetFrame();  /* no sys.monitoring before 3.12 */
 #endif
@@ -2970,13 +3033,14 @@ watch_frame(MonitorObject *self, PyObject *frame, void *key)
 static PyObject *
 start_in_frame(MonitorObject *self, PyObject *code, PyObject *info, int suspends)
 {
-    void *key = event_frame(code);
+    PyThreadState *ts = PyThreadState_Get();
+    void *key = event_frame(ts, code);
     if (key == NULL)  /* a shim frame (events fired by the C API) */
         Py_RETURN_NONE;
     PyObject *frame = FRAME_LATER;  /* a plain call's frame object: made if it is kept */
     if (suspends && (frame = event_frame_object()) == NULL)
         Py_RETURN_NONE;
-    PyObject *call = start_call(self->core, info, Py_None, empty_tuple, Py_None, frame,
+    PyObject *call = start_call(self->core, ts, info, Py_None, empty_tuple, Py_None, frame,
                                 suspends, code);
     if (call == NULL || call == Py_None)
         return call;
@@ -3039,11 +3103,11 @@ failed:
 /* The call running in this event's frame (new reference), taken out of the table if
    `pop`; None if there is none or it is another code object's; NULL: an error. */
 static PyObject *
-frame_call(MonitorObject *self, PyObject *code, int pop)
+frame_call(MonitorObject *self, PyThreadState *ts, PyObject *code, int pop)
 {
     if (self->calls->used == 0)
         Py_RETURN_NONE;  /* no call running anywhere (refused, not traced): no frame */
-    void *frame = event_frame(code);
+    void *frame = event_frame(ts, code);
     if (frame == NULL)
         Py_RETURN_NONE;
     RunningSlot *slot = running_find(self->calls, frame);
@@ -3063,12 +3127,13 @@ frame_call(MonitorObject *self, PyObject *code, int pop)
 static PyObject *
 monitor_end(MonitorObject *self, PyObject *code, int outcome, PyObject *value)
 {
-    PyObject *call = frame_call(self, code, 1);
+    PyThreadState *ts = PyThreadState_Get();
+    PyObject *call = frame_call(self, ts, code, 1);
     if (call == NULL)
         return monitor_failed(outcome == RAISED ? "monitoring:unwind" : "monitoring:return",
                               code);
     if (call != Py_None)
-        finish_call(self->core, call, outcome, value);
+        finish_call(self->core, ts, call, outcome, value);
     Py_DECREF(call);
     Py_RETURN_NONE;
 }
@@ -3088,7 +3153,7 @@ static PyObject *
 monitor_step(MonitorObject *self, PyObject *code, int resume)
 {
     const char *kind = resume ? "monitoring:resume" : "monitoring:yield";
-    PyObject *call = frame_call(self, code, 0);
+    PyObject *call = frame_call(self, PyThreadState_Get(), code, 0);
     if (call == NULL)
         return monitor_failed(kind, code);
     PyObject *result = call == Py_None ? Py_NewRef(Py_None)
@@ -3392,7 +3457,7 @@ core_attach(PyObject *module, PyObject *value)
         PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
         return NULL;
     }
-    return set_var_synced(otel_var, value);
+    return set_var_synced(PyThreadState_Get(), otel_var, value);
 }
 
 static PyObject *
@@ -3402,7 +3467,7 @@ core_detach(PyObject *module, PyObject *token)
         PyErr_SetString(PyExc_RuntimeError, "no OpenTelemetry ContextVar");
         return NULL;
     }
-    return var_synced(otel_var, NULL, token);
+    return var_synced(PyThreadState_Get(), otel_var, NULL, token);
 }
 
 /* OpenTelemetry's get_current(), for the runtime context compiled.py installs: the
@@ -3449,7 +3514,7 @@ core_pin_shown(PyObject *module, PyObject *context)
         Py_RETURN_NONE;
     }
     CallObject *call = (CallObject *)call_obj;
-    int holds = var_holds(call->lazy_base, NULL);
+    int holds = var_holds(PyThreadState_Get(), call->lazy_base, NULL);
     if (holds < 0) {
         Py_DECREF(call_obj);
         return NULL;
@@ -3458,7 +3523,7 @@ core_pin_shown(PyObject *module, PyObject *context)
         Py_DECREF(call_obj);
         Py_RETURN_NONE;
     }
-    PyObject *token = set_var_synced(otel_var, call->run_ctx);
+    PyObject *token = set_var_synced(PyThreadState_Get(), otel_var, call->run_ctx);
     if (token == NULL) {
         Py_DECREF(call_obj);
         return NULL;
