@@ -13,6 +13,7 @@ import contextlib
 import io
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,54 @@ def test_a_backend_that_cannot_run_is_a_bad_option_of_the_command(tmp_path: Path
     assert shown in out.stderr and "needs Python 3.12" in out.stderr
     fix = "--backend wrapt" if how == "flag" else "OTEL_PYTHON_AUTOTRACE_BACKEND=wrapt"
     assert fix in out.stderr
+
+
+@pytest.mark.parametrize("how", ["flag", "default"])
+def test_the_wrapt_backend_without_wrapt_s_extension_is_refused_by_the_command(
+        tmp_path: Path, how: str) -> None:
+    """wrapt's pure-Python proxies store their target where the backend does not look:
+    it would trace nothing. Status 2 and the fix, chosen or by default."""
+    write(tmp_path, "app.py", "print('started')\n")
+    env = clean_env()
+    env["WRAPT_DISABLE_EXTENSIONS"] = "true"
+    args = [*AUTOTRACE, "-p", "app"] + (["--backend", "wrapt"] if how == "flag" else [])
+    out = run([*args, sys.executable, "app.py"], tmp_path, env=env)
+    assert out.returncode == 2, out
+    assert out.stdout == ""
+    assert "WRAPT_DISABLE_EXTENSIONS is set" in out.stderr and "--backend" in out.stderr
+    if sys.version_info >= (3, 12):
+        assert "--backend monitoring" in out.stderr
+
+
+def test_install_refuses_the_wrapt_backend_over_wrapt_s_pure_python_proxies(
+        tmp_path: Path) -> None:
+    """The same at install(), whether the backend was given or is the default, and the
+    other backend still installs."""
+    write(tmp_path, "probe.py", textwrap.dedent("""
+        import sys, autotrace
+        from opentelemetry.sdk.trace import TracerProvider
+        for kwargs in ({"backend": "wrapt"}, {}):
+            try:
+                autotrace.install(["x"], tracer_provider=TracerProvider(), **kwargs)
+            except autotrace.InstallError as exc:
+                print("refused:", exc)
+            else:
+                print("installed")
+                autotrace.uninstall()
+        if sys.version_info >= (3, 12):
+            autotrace.install(["x"], backend="monitoring", tracer_provider=TracerProvider())
+            print("monitoring installed")
+    """))
+    env = clean_env()
+    env["WRAPT_DISABLE_EXTENSIONS"] = "1"
+    out = run([sys.executable, "probe.py"], tmp_path, env=env)
+    assert out.returncode == 0, out
+    lines = out.stdout.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("refused: ") for line in lines[:2]), out
+    assert "backend='wrapt'" in lines[0] and "WRAPT_DISABLE_EXTENSIONS" in lines[0]
+    if sys.version_info >= (3, 12):
+        assert "backend='monitoring'" in lines[0]
+        assert lines[2:] == ["monitoring installed"]
 
 
 def test_spans_off_with_nothing_else_to_record_is_refused_on_every_surface(

@@ -16,6 +16,8 @@ may trust a ``Config``.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
@@ -26,6 +28,7 @@ from typing import Any
 from . import configfile
 from .configfile import ConfigFile, ConfigFileError
 from .describe.redaction import DETECTOR_NAMES
+from .errors import InstallError
 
 ENV_PREFIX = "OTEL_PYTHON_AUTOTRACE_"
 BACKENDS = ("wrapt", "monitoring", "auto")
@@ -300,6 +303,9 @@ def parse_choice(option: Option, value: Any, where: Surface) -> str:
 def parse_backend(option: Option, value: Any, where: Surface) -> str:
     """A backend name that can run on this interpreter (``auto`` always can)."""
     name = parse_choice(option, value, where)
+    refusal = backend_refusal(name, where)
+    if refusal is not None:
+        raise InstallError(refusal)
     if name == "monitoring" and sys.version_info < (3, 12):
         running = ".".join(str(part) for part in sys.version_info[:3])
         raise RuntimeError(
@@ -307,6 +313,60 @@ def parse_backend(option: Option, value: Any, where: Surface) -> str:
             f"PEP 669); this is Python {running}. Use {where.example_value(option, 'wrapt')}, "
             f"or {where.example_value(option, 'auto')} to pick the best one available")
     return name
+
+
+def wrapt_extension_missing(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why wrapt's compiled proxies cannot be used here (a clause), or None.
+
+    The wrapt backend subclasses them and reads their C slots (``wrappers._TARGET``);
+    wrapt's pure-Python classes keep the target elsewhere, and nothing would be
+    traced. Asked at install, so it imports no wrapt: an imported wrapt is asked
+    directly, else ``WRAPT_DISABLE_EXTENSIONS`` is read as wrapt reads it (any
+    non-empty value) and wrapt's package is searched for the extension file."""
+    imported = sys.modules.get("wrapt")
+    if imported is not None:
+        proxy = getattr(imported, "FunctionWrapper", None)
+        if proxy is None or any("__wrapped__" in vars(k) for k in proxy.__mro__):
+            return None
+        return "wrapt uses its pure-Python proxies in this process"
+    if environ.get("WRAPT_DISABLE_EXTENSIONS"):
+        return "WRAPT_DISABLE_EXTENSIONS is set, so wrapt uses its pure-Python proxies"
+    try:
+        spec = importlib.util.find_spec("wrapt")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return "wrapt is not installed"
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for folder in spec.submodule_search_locations or ():
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return None  # not a folder (a zip): wrapt itself decides when imported
+        if any(name.startswith("_wrappers.") and name.endswith(suffixes) for name in names):
+            return None
+    return "wrapt was installed without its C extension (no wrapt._wrappers module)"
+
+
+def backend_refusal(name: str, where: Surface = API,
+                    environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why the backend ``name`` (``auto`` resolved or not) cannot run here, in the syntax
+    of ``where``; None if it can. The wrapt backend needs wrapt's compiled proxies
+    (``wrapt_extension_missing``); with wrapt's pure-Python ones it would
+    trace nothing."""
+    if resolve_backend(name) != "wrapt":
+        return None
+    why = wrapt_extension_missing(environ)
+    if why is None:
+        return None
+    option = OPTIONS_BY_NAME["backend"]
+    instead = (f"use {where.example_value(option, 'monitoring')}"
+               if sys.version_info >= (3, 12) else
+               "run Python 3.12 or newer, where the monitoring backend needs no wrapt")
+    return (f"the wrapt backend ({where.show(option, name)}) needs wrapt's C extension, "
+            f"but {why}. Unset WRAPT_DISABLE_EXTENSIONS, or reinstall wrapt with its "
+            f"extension (pip install --force-reinstall wrapt; a C compiler where no wheel "
+            f"exists), or {instead}")
 
 
 def parse_bool(option: Option, value: Any, where: Surface) -> bool:

@@ -19,7 +19,7 @@ from opentelemetry.trace import TracerProvider
 
 from ._log import log_once, logger
 from .backends import Backend, create_backend
-from .config import Config, make_config, resolve_backend
+from .config import Config, backend_refusal, make_config, resolve_backend
 from .configfile import ConfigFileError
 from .describe.function import Formatter
 from .errors import InstallError
@@ -146,7 +146,8 @@ def install(
         )
     except ConfigFileError as exc:
         raise InstallError(str(exc)) from None
-    refusal = free_threading_refusal() or compiled_core_refusal(config)
+    refusal = (free_threading_refusal() or compiled_core_refusal(config)
+               or backend_refusal(config.backend))
     if refusal is not None:
         raise InstallError(refusal)
     with _lock:

@@ -22,6 +22,7 @@ from ..config import (
     FLAG,
     OPTIONS,
     OPTIONS_BY_NAME,
+    backend_refusal,
     check_command_settings,
     environment_from_flags,
     file_variables,
@@ -143,10 +144,13 @@ def prepare(argv: Sequence[str], environ: Mapping[str, str]
                      f"{FLAG.example(patterns)}), set {ENV.example(patterns)}, or write "
                      f"patterns = ['myapp'] in [tool.autotrace] of pyproject.toml")
     try:
-        make_config(environ=env, flags=given)
+        config = make_config(environ=env, flags=given)
         check_command_settings(env)
     except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: backend cannot run
         parser.error(str(exc))
+    refusal = backend_refusal(config.backend, FLAG, env)  # the default backend's, too
+    if refusal is not None:
+        parser.error(refusal)
     # One reading for the whole run: the program and its children get the file's values
     # as variables, and read no file (a child may run in another directory).
     env.update(from_file)
