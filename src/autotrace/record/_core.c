@@ -262,8 +262,8 @@ Call_dealloc(CallObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (call_free_n < CALL_FREE_MAX && Py_TYPE(self) == (PyTypeObject *)call_type) {
         call_reset(self);
-        if (call_free_n < CALL_FREE_MAX) {  /* a finaliser in the reset may have freed
-                                               calls meanwhile */
+        /* a finaliser in the reset may have freed calls, or set another call type */
+        if (call_free_n < CALL_FREE_MAX && Py_TYPE(self) == (PyTypeObject *)call_type) {
             self->weakrefs = NULL;
             call_free[call_free_n++] = self;
             return;
@@ -881,6 +881,17 @@ static PyTypeObject Chain_Type = {
 static ChainObject *last_chain;
 #endif
 
+/* Forget the cached chain (the variable it was read from is replaced). */
+static void
+forget_last_chain(void)
+{
+#ifndef Py_GIL_DISABLED
+    ChainObject *old = last_chain;
+    last_chain = NULL;
+    Py_XDECREF(old);
+#endif
+}
+
 /* This context's value of recorder._current (new reference), and the context. `ts`:
    this thread's state (a callback reads it once and hands it down). */
 static PyObject *
@@ -1009,7 +1020,9 @@ set_current_call_at(PyThreadState *ts, PyObject *call, ChainObject *hint,
     PyObject_GC_Track(chain);
     PyObject *token = PyContextVar_Set(current_var, (PyObject *)chain);
     if (token != NULL) {
-        Py_DECREF(token);
+        /* the map is taken before the token goes: freeing the token may free the old
+           chain and run a finaliser, which may set variables (a map without this
+           chain) */
         ctx = ts->context;
         if (ctx != NULL && Py_REFCNT(CONTEXT_VARS(ctx)) == 1) {
             chain->owner = (void *)ctx;
@@ -1017,6 +1030,7 @@ set_current_call_at(PyThreadState *ts, PyObject *call, ChainObject *hint,
             if (written != NULL)
                 *written = Py_NewRef(chain);
         }
+        Py_DECREF(token);
     }
     Py_DECREF(chain);
     return token == NULL ? -1 : 0;
@@ -1055,7 +1069,8 @@ chain_resync(PyThreadState *ts, ChainObject *chain, PyObject *ctx, PyObject *ote
     if (chain == NULL || ts->context != ctx)
         return;
     PyObject *old = chain->vars, *now = CONTEXT_VARS(ctx);
-    if (Py_REFCNT(old) == 1 && Py_REFCNT(now) == 1 && chain->owner == (void *)ctx) {
+    if (old != NULL && Py_REFCNT(old) == 1 && Py_REFCNT(now) == 1 &&
+        chain->owner == (void *)ctx) {  /* (NULL: frozen by a finaliser during the set) */
         chain->vars = Py_NewRef(now);
         chain->otel = otel;  /* the new map holds it */
         Py_DECREF(old);
@@ -3266,6 +3281,7 @@ core_setup(PyObject *module, PyObject *args, PyObject *kwds)
     }
     Py_XINCREF(missing);
     Py_XSETREF(missing_value, missing);  /* NULL: generators' arguments read in Python */
+    forget_last_chain();  /* maybe read from another variable */
     Py_RETURN_NONE;
 }
 
@@ -3443,6 +3459,7 @@ core_use_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_XSETREF(current_var, Py_NewRef(args[0]));
+    forget_last_chain();  /* read from the old variable */
     if (args[1] != Py_None)  /* the same variable setup() gets (compiled.py) */
         Py_XSETREF(otel_var, Py_NewRef(args[1]));
     Py_RETURN_NONE;
