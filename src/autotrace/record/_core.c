@@ -1271,6 +1271,9 @@ var_holds(PyThreadState *ts, PyObject *value, ChainObject *hint)
     if (otel_var == NULL)
         return 1;
     PyObject *raw = NULL;
+    if (hint != NULL && hint->otel != NULL && hint->vars != NULL && ts->context != NULL &&
+        CONTEXT_VARS(ts->context) == hint->vars)
+        return hint->otel == value;  /* otel_value's cached read, with no reference taken */
     if (hint != NULL) {
         raw = otel_value(ts, hint, ts->context);
         if (raw == NULL && PyErr_Occurred())
