@@ -298,3 +298,33 @@ def test_threads_hammering_one_copied_context_chain(traced: Traced) -> None:
     parents = _parents(traced)
     assert parents["work"] == ["fan_out"] * 8
     assert parents["leaf"] == ["work"] * 400
+
+
+def test_a_context_s_values_die_with_it_after_traced_calls_in_it(traced: Traced) -> None:
+    """The current-call store keeps no context alive: once a context that ran traced
+    calls is gone, the values set in it are freed as untraced (a collection ends the
+    cycle the pure core's store and the compiled chain share with the map), not when
+    some later call happens to run."""
+    mod = traced.load("lifetimes", """
+        def leaf(n):
+            return n
+
+        def body(var, value):
+            var.set(value)
+            return leaf(1) + leaf(2)
+    """, min_duration="3600s")
+    import contextvars
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    var: contextvars.ContextVar[Any] = contextvars.ContextVar("held")
+    held = Held()
+    ref = weakref.ref(held)
+    context = contextvars.copy_context()
+    assert context.run(mod.body, var, held) == 3
+    del held, context
+    gc.collect()
+    assert ref() is None

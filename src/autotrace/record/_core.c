@@ -821,6 +821,17 @@ typedef struct {
                          read yet. Reset wherever `vars` changes. */
 } ChainObject;
 
+/* The chain last read from a context whose map it holds, borrowed: Chain_dealloc
+   forgets it, so it keeps nothing alive (a context's values die when they did before)
+   and is never read after its free. While a thread's context still has the map the
+   chain holds (alive as long as the chain), recorder._current's value there is that
+   chain: a map never changes, and chain->vars is always a map in which the variable
+   holds the chain. chain_value then reads it with no ContextVar lookup (~60
+   instructions a call). */
+#ifndef Py_GIL_DISABLED
+static ChainObject *last_chain;
+#endif
+
 static int
 Chain_traverse(ChainObject *self, visitproc visit, void *arg)
 {
@@ -841,6 +852,10 @@ Chain_clear(ChainObject *self)
 static void
 Chain_dealloc(ChainObject *self)
 {
+#ifndef Py_GIL_DISABLED
+    if (last_chain == self)
+        last_chain = NULL;
+#endif
     PyObject_GC_UnTrack(self);
     Chain_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -870,25 +885,12 @@ static PyTypeObject Chain_Type = {
     .tp_getset = Chain_getset,
 };
 
-/* The chain last read from a context whose map it held (a strong reference, so the
-   map it holds stays alive and its address cannot be reused). While a thread's
-   context still has that map, recorder._current's value there is that chain (a map
-   never changes: chain->vars is always a map in which the variable holds the chain),
-   and chain_value reads it with no ContextVar lookup (~60 instructions a call). It
-   keeps that chain alive until another is read: its innermost call and its
-   context's values, no more. */
-#ifndef Py_GIL_DISABLED
-static ChainObject *last_chain;
-#endif
-
 /* Forget the cached chain (the variable it was read from is replaced). */
 static void
 forget_last_chain(void)
 {
 #ifndef Py_GIL_DISABLED
-    ChainObject *old = last_chain;
     last_chain = NULL;
-    Py_XDECREF(old);
 #endif
 }
 
@@ -905,18 +907,14 @@ chain_value(PyThreadState *ts, PyObject **ctx)
         *ctx = now;
         return Py_NewRef(last_chain);
     }
-    ChainObject *old = last_chain;  /* released before the read: a finaliser may run */
-    last_chain = NULL;
-    Py_XDECREF(old);
 #endif
     if (PyContextVar_Get(current_var, Py_None, &value) < 0)
         return NULL;
     *ctx = ts->context;  /* made by the read if it was not yet */
 #ifndef Py_GIL_DISABLED
     if (Py_IS_TYPE(value, &Chain_Type) && ((ChainObject *)value)->vars != NULL &&
-        *ctx != NULL && CONTEXT_VARS(*ctx) == ((ChainObject *)value)->vars &&
-        last_chain == NULL)
-        last_chain = (ChainObject *)Py_NewRef(value);
+        *ctx != NULL && CONTEXT_VARS(*ctx) == ((ChainObject *)value)->vars)
+        last_chain = (ChainObject *)value;  /* borrowed (above) */
 #endif
     return value;
 }
