@@ -832,6 +832,24 @@ typedef struct {
 static ChainObject *last_chain;
 #endif
 
+/* Whether `ctx` has the map `chain` holds (either may be NULL: no): there the
+   current-call variable holds the chain, and OpenTelemetry's holds chain->otel once
+   read. What every shortcut past a ContextVar read checks first. */
+static inline int
+chain_holds_map(ChainObject *chain, PyObject *ctx)
+{
+    return chain != NULL && chain->vars != NULL && ctx != NULL &&
+           CONTEXT_VARS(ctx) == chain->vars;
+}
+
+/* OpenTelemetry's variable's value where `ctx` is current, as `chain` read it
+   (borrowed), or NULL: not known without a read (otel_value). */
+static inline PyObject *
+chain_otel(ChainObject *chain, PyObject *ctx)
+{
+    return chain_holds_map(chain, ctx) ? chain->otel : NULL;
+}
+
 static int
 Chain_traverse(ChainObject *self, visitproc visit, void *arg)
 {
@@ -901,10 +919,8 @@ chain_value(PyThreadState *ts, PyObject **ctx)
 {
     PyObject *value = NULL;
 #ifndef Py_GIL_DISABLED
-    PyObject *now = ts->context;
-    if (now != NULL && last_chain != NULL && last_chain->vars != NULL &&
-        CONTEXT_VARS(now) == last_chain->vars) {
-        *ctx = now;
+    if (chain_holds_map(last_chain, ts->context)) {
+        *ctx = ts->context;
         return Py_NewRef(last_chain);
     }
 #endif
@@ -912,8 +928,7 @@ chain_value(PyThreadState *ts, PyObject **ctx)
         return NULL;
     *ctx = ts->context;  /* made by the read if it was not yet */
 #ifndef Py_GIL_DISABLED
-    if (Py_IS_TYPE(value, &Chain_Type) && ((ChainObject *)value)->vars != NULL &&
-        *ctx != NULL && CONTEXT_VARS(*ctx) == ((ChainObject *)value)->vars)
+    if (Py_IS_TYPE(value, &Chain_Type) && chain_holds_map((ChainObject *)value, *ctx))
         last_chain = (ChainObject *)value;  /* borrowed (above) */
 #endif
     return value;
@@ -922,11 +937,8 @@ chain_value(PyThreadState *ts, PyObject **ctx)
 static int
 chain_in_sync(ChainObject *chain, PyObject *ctx)
 {
-    PyObject *vars;
-    if (ctx == NULL || chain->owner != (void *)ctx || chain->vars == NULL)
-        return 0;
-    vars = CONTEXT_VARS(ctx);
-    return vars == chain->vars && Py_REFCNT(vars) == 2;
+    return chain->owner == (void *)ctx && chain_holds_map(chain, ctx) &&
+           Py_REFCNT(chain->vars) == 2;
 }
 
 /* The innermost traced call here (new reference): None, a Call; and in `*chain` (if
@@ -1085,14 +1097,12 @@ otel_value(PyThreadState *ts, ChainObject *chain, PyObject *ctx)
     PyObject *raw = NULL;
     if (otel_var == NULL)
         return NULL;
-    int cached = chain != NULL && chain->vars != NULL && ctx != NULL &&
-                 CONTEXT_VARS(ctx) == chain->vars;
-    if (cached && chain->otel != NULL)
-        return Py_NewRef(chain->otel);
+    PyObject *known = chain_otel(chain, ctx);
+    if (known != NULL)
+        return Py_NewRef(known);
     if (PyContextVar_Get(otel_var, NULL, &raw) < 0)
         return NULL;
-    if (cached && raw != NULL && ts->context == ctx &&
-        CONTEXT_VARS(ctx) == chain->vars)
+    if (raw != NULL && ts->context == ctx && chain_holds_map(chain, ctx))
         chain->otel = raw;  /* borrowed: that map, or the variable (its default), holds it */
     return raw;
 }
@@ -1268,10 +1278,9 @@ var_holds(PyThreadState *ts, PyObject *value, ChainObject *hint)
 {
     if (otel_var == NULL)
         return 1;
-    PyObject *raw = NULL;
-    if (hint != NULL && hint->otel != NULL && hint->vars != NULL && ts->context != NULL &&
-        CONTEXT_VARS(ts->context) == hint->vars)
-        return hint->otel == value;  /* otel_value's cached read, with no reference taken */
+    PyObject *raw = chain_otel(hint, ts->context);  /* no reference taken */
+    if (raw != NULL)
+        return raw == value;
     if (hint != NULL) {
         raw = otel_value(ts, hint, ts->context);
         if (raw == NULL && PyErr_Occurred())
