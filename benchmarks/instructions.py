@@ -174,6 +174,10 @@ SCENARIOS: dict[str, tuple[dict[str, Any], bool, str]] = {
                                       "a generator made, run for one item and ended, "
                                       "dropped inside a pending call"),
     "full": ({}, False, "full span, arguments and return value"),
+    # Every call kept under a policy: the span made after the fact, when the call ends
+    # (what a kept call costs under ``min_duration``).
+    "kept": ({"min_duration": "1ns"}, False,
+             "full span made at the call's end (`min_duration='1ns'`: every call kept)"),
 }
 
 
@@ -220,7 +224,7 @@ SHAPES = {"dropped_nested_method": "method", "dropped_nested_property": "propert
 def autotrace_rows(backends: list[str], cores: list[str]) -> list[Row]:
     """Grouped by scenario, so that backends and cores sit side by side."""
     return [Row(f"{backend}/{core}/{scenario}", f"autotrace {backend}, {core} core: {label}",
-                backend=backend, core=core, scenario=scenario, spans=scenario == "full",
+                backend=backend, core=core, scenario=scenario, spans=scenario in ("full", "kept"),
                 shape=SHAPES.get(scenario, "function"))
             for scenario, (_, _, label) in SCENARIOS.items()
             for backend in backends for core in cores]

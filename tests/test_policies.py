@@ -376,3 +376,74 @@ def test_a_failure_handled_by_a_caller_kept_for_its_child_is_counted(traced: Tra
     attrs = traced.attrs("outer")
     assert attrs["autotrace.handled_exceptions.type"] == ("ValueError",)
     assert attrs["autotrace.handled_exceptions.count"] == (1,)
+
+
+class _SeenBySampler:
+    """A sampler that keeps what each span asked it with, and samples as told."""
+
+    def __init__(self, delegate: Any) -> None:
+        self.delegate = delegate
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any,
+                      **kwargs: Any) -> Any:
+        attributes = kwargs.get("attributes", args[1] if len(args) > 1 else None)
+        self.seen[name] = dict(attributes or {})
+        return self.delegate.should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return "seen"
+
+
+def _with_sampler(traced: Traced, exporter: Any, delegate: Any) -> tuple[Traced, Any]:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    sampler = _SeenBySampler(delegate)
+    provider = TracerProvider(sampler=sampler)  # type: ignore[arg-type]
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Traced(traced.modules, exporter, provider, traced.backend, traced.core), sampler
+
+
+def test_a_kept_call_s_span_starts_with_all_its_attributes(traced: Traced) -> None:
+    # Made after the fact, a kept call's span is started with its arguments and return
+    # value (one attribute pass in the SDK): a sampler sees them; ancestors made real for
+    # it started before their end, with what was known then.
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    traced, sampler = _with_sampler(traced, InMemorySpanExporter(), ALWAYS_ON)
+    mod = _load(traced, min_duration="5ms")
+    assert mod.top() == 6
+    assert sorted(traced.names()) == ["mid", "slow", "top"]
+    slow = sampler.seen["slow"]
+    assert slow["code.function.parameters.x.value"] == 3
+    assert slow["code.function.return.value"] == 6
+    assert slow["code.function.name"].endswith("pol.slow")
+    assert dict(traced.span("slow").attributes or {}) == slow
+    # started when ``slow`` was kept, before they ended: their own attributes only
+    assert "code.function.return.value" not in sampler.seen["mid"]
+    assert traced.attrs("mid")["code.function.return.value"] == 6
+    # a failure: the same, the exception event added after the start
+    with pytest.raises(ValueError):
+        mod.passes_through()
+    assert sampler.seen["failing"]["code.function.parameters.x.value"] == 2
+    assert [e.name for e in traced.span("failing").events] == ["exception"]
+
+
+def test_a_kept_call_under_an_unsampled_parent_makes_no_span(traced: Traced) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    traced, sampler = _with_sampler(traced, InMemorySpanExporter(),
+                                    ParentBased(ALWAYS_ON, local_parent_not_sampled=ALWAYS_OFF))
+    mod = _load(traced, min_duration="5ms")
+    unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("program")
+    with unsampled.start_as_current_span("request"):
+        assert mod.slow(5) == 10
+    assert traced.spans() == []
+    # asked, and it followed the parent; the arguments were not rendered for it
+    assert sampler.seen["slow"]["code.function.name"].endswith("pol.slow")
+    assert "code.function.parameters.x.value" not in sampler.seen["slow"]
+    assert mod.slow(6) == 12  # at top level: recorded, with everything
+    assert traced.args("slow") == {"x": 6, "label": "s"}
+    assert traced.attrs("slow")["code.function.return.value"] == 12

@@ -71,6 +71,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._log import log_once
 from ..config import Config
@@ -134,6 +135,9 @@ def detach_failed() -> None:
              exc_info=False)
 _set_span_in_context = trace.set_span_in_context
 _get_current_span = trace.get_current_span
+_get_ident = threading.get_ident
+#: ``attrs_at_end`` once a span started with them
+_GIVEN = object()
 _NO_DEPTH_LIMIT = 1 << 62
 
 #: The innermost traced call running in this context (thread, task).
@@ -298,6 +302,9 @@ class RareFields:
     failed: list[_Late] | None = None
     handled: dict[str, int] | None = None  # exception type -> count, handled inside it
     attrs: dict[str, Any] | None = None  # arguments rendered at start
+    #: a kept call's attributes rendered at its end, before its span started; ``_GIVEN``
+    #: once the span started with them
+    attrs_at_end: Any = None
     #: the compiled core's: the ContextVar's value under which ``run_ctx`` is current
     #: without being set (``_core.c``: "Shown, not set"); the pure core sets it always
     lazy_base: Any = None
@@ -820,10 +827,10 @@ class Recorder:
         late = self._late
         local.busy = True  # what runs meanwhile queues up behind us (rule 2)
         try:
-            while True:
+            while late:  # (no IndexError raised to end the loop: a few thousand instructions)
                 try:
                     item = late.popleft()
-                except IndexError:
+                except IndexError:  # another thread drained it meanwhile
                     return True
                 try:
                     done = self._complete(*item)
@@ -834,6 +841,7 @@ class Recorder:
                     late.appendleft(item)
                     if self._lock.locked():
                         return False  # its holder drains again after letting go
+            return True
         finally:
             local.busy = False
 
@@ -851,7 +859,17 @@ class Recorder:
             if call.depth == -1:  # suppressed as hot, then raised: a span of its own
                 span = self._start_span(call)
             else:
-                span = self._materialize(call, wait=False)
+                # Its span starts now, after the fact: with every attribute at once when
+                # it will record (one attribute pass in the SDK, not two), rendered
+                # before the lock is taken (rendering may run a ``repr``).
+                final = call.attrs_at_end
+                if final is None and self._will_record(call):
+                    try:
+                        final = call.attrs_at_end = self._attributes(call, outcome, value)
+                    except Exception:  # then as before: set after the start, if they can be
+                        log_once("close", "autotrace: could not record the attributes of %s",
+                                 call.info.span_name)
+                span = self._materialize(call, wait=False, final=final)
                 if span is _CONTENDED:
                     return False
             if span is None:
@@ -878,25 +896,67 @@ class Recorder:
             log_once("open", "autotrace: could not start a span for %s", info.span_name)
             return None
 
+    def _will_record(self, call: Call) -> bool:
+        """Whether a span started now for ``call`` is likely to record: false only
+        under a real parent that is not sampled (a ``ParentBased`` sampler, the
+        default, follows it). A guess that costs nothing to get wrong but time: the
+        span's attributes are the same either way."""
+        node: Call | None = call
+        while node is not None:
+            if node.span is not None:
+                parent = node.span
+                break
+            if not node.under_pending:
+                parent = node.parent_ctx.get(_SPAN_KEY)
+                if parent is None or type(parent) is PendingSpan:
+                    return True
+                break
+            node = node.parent
+        else:
+            return True
+        try:
+            context = parent.get_span_context()
+            return not context.is_valid or context.trace_flags.sampled
+        except Exception:
+            return True
+
+    def _attributes(self, call: Call, outcome: int, value: Any) -> dict[str, Any]:
+        """Every attribute of an ended call's span but its failure: the static ones
+        first, then its arguments and return value, then what happened inside it."""
+        attrs = dict(call.info.static_attributes)
+        attrs.update(self._arguments(call))
+        self._outcome_attributes(call, attrs, outcome, value)
+        return attrs
+
+    def _outcome_attributes(self, call: Call, attrs: dict[str, Any], outcome: int,
+                            value: Any) -> None:
+        if outcome == RETURNED and self.capture_return:
+            attrs[RETURN_KEY] = self.formatter.return_value(call.info, value)
+        if call.hidden:
+            attrs[DEPTH_LIMITED_KEY] = call.hidden
+        if call.suppressed:
+            attrs.update(suppressed_attributes(call.suppressed))
+        if call.handled:
+            attrs.update(handled_attributes(call.handled))
+
     def _end(self, call: Call, span: Span, outcome: int, value: Any, end_ns: int) -> None:
         """Record the call's arguments, return value or failure, and end its span
         (from ``_drain`` only: this thread is marked busy)."""
         try:
             try:
                 if span.is_recording():
-                    attrs = self._arguments(call)
-                    if not self.pending:  # eager: the static attributes were held back
-                        attrs.update(call.info.static_attributes)
-                    if outcome == RETURNED and self.capture_return:
-                        attrs[RETURN_KEY] = self.formatter.return_value(call.info, value)
-                    if call.hidden:
-                        attrs[DEPTH_LIMITED_KEY] = call.hidden
-                    if call.suppressed:
-                        attrs.update(suppressed_attributes(call.suppressed))
-                    if call.handled:
-                        attrs.update(handled_attributes(call.handled))
-                    if attrs:
-                        span.set_attributes(attrs)
+                    final = call.attrs_at_end
+                    if final is _GIVEN:
+                        pass  # given when the span started (``_complete``)
+                    elif final is not None:  # rendered, but another thread started the span
+                        span.set_attributes(final)
+                    else:
+                        attrs = self._arguments(call)
+                        if not self.pending:  # eager: the static attributes were held back
+                            attrs.update(call.info.static_attributes)
+                        self._outcome_attributes(call, attrs, outcome, value)
+                        if attrs:
+                            span.set_attributes(attrs)
                     if outcome == RAISED:
                         record_failure(span, value, call.escaped is not value, self.max_length,
                                        self.scrub)
@@ -985,9 +1045,11 @@ class Recorder:
             self._drain()  # what queued up behind the lock while this thread held it
         return None if span is _CONTENDED else span
 
-    def _materialize(self, call: Call, wait: bool) -> Any:
+    def _materialize(self, call: Call, wait: bool, final: dict[str, Any] | None = None
+                     ) -> Any:
         """Start real spans for ``call`` and its pending ancestors, outermost first,
         each with its recorded start time; ancestors already dropped are skipped.
+        ``final``: ``call`` has ended, and these are all its span's attributes.
 
         ``_CONTENDED`` when the lock is taken: by this thread (a finaliser or a span
         processor re-entered), or by another one and ``wait`` is false or waiting
@@ -997,14 +1059,14 @@ class Recorder:
             return None
         lock = self._lock
         if not lock.acquire(blocking=False):
-            if not wait or self._holder == threading.get_ident() or not lock.acquire(
+            if not wait or self._holder == _get_ident() or not lock.acquire(
                     timeout=_PARENT_WAIT):
                 return _CONTENDED
         local = _local
         busy = local.busy
         local.busy = True
         try:
-            self._holder = threading.get_ident()
+            self._holder = _get_ident()
             if call.span is not None:
                 return call.span
             chain: list[Call] = []
@@ -1023,8 +1085,11 @@ class Recorder:
             for pending in reversed(chain):
                 info = pending.info
                 ctx = _set_span_in_context(parent_span, pending.parent_ctx)
-                pending.span = tracer.start_span(info.span_name, ctx, _INTERNAL,
-                                                 info.static_attributes,
+                attributes = info.static_attributes
+                if pending is call and final is not None:
+                    attributes = final
+                    call.attrs_at_end = _GIVEN
+                pending.span = tracer.start_span(info.span_name, ctx, _INTERNAL, attributes,
                                                  start_time=pending.start_ns)
                 parent_span = pending.span
             return call.span
