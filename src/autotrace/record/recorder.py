@@ -747,8 +747,13 @@ class Recorder:
         # Kept. Only bookkeeping here; the span is made and ended at a safe point.
         if outcome == RAISED and call.parent is not None:
             call.parent.escaped = value  # the exception event goes on this call's span
-        self._queue((call, outcome, value, end_ns or time_ns()))
-        if not self._drain() and span is None:
+        item = (call, outcome, value, end_ns or time_ns())
+        if call.failed is None and not self._late:
+            drained = self._drain(item)  # the common case: ended now, without the queue
+        else:
+            self._queue(item)
+            drained = self._drain()
+        if not drained and span is None:
             # Left queued (this thread is busy, or another holds the lock): its
             # pending ancestors (as ``_materialize`` walks them) must not be dropped
             # meanwhile.
@@ -816,22 +821,29 @@ class Recorder:
 
     # -- kept calls: made real and ended at a safe point ---------------------------------
 
-    def _drain(self) -> bool:
+    def _drain(self, first: _Late | None = None) -> bool:
         """Make and end the spans of the queued kept calls, unless this thread is inside
         autotrace's own work or an export (then they stay queued for that work to
-        drain). True when the queue was left empty."""
+        drain). True when the queue was left empty. ``first``: a kept call to end
+        before the queue, which is empty (queued if this is no safe point)."""
         local = _local
+        late = self._late
         if local.busy or (WATCH_COLLECTIONS and _in_collection()) or _exporting() or \
                 _little_stack_left():
+            if first is not None:
+                late.append(first)
             return False
-        late = self._late
         local.busy = True  # what runs meanwhile queues up behind us (rule 2)
         try:
-            while late:  # (no IndexError raised to end the loop: a few thousand instructions)
-                try:
-                    item = late.popleft()
-                except IndexError:  # another thread drained it meanwhile
-                    return True
+            item = first
+            while True:
+                if item is None:
+                    if not late:  # (no IndexError raised to end the loop: it costs)
+                        return True
+                    try:
+                        item = late.popleft()
+                    except IndexError:  # another thread drained it meanwhile
+                        return True
                 try:
                     done = self._complete(*item)
                 except Exception:  # never into the program's call
@@ -841,7 +853,7 @@ class Recorder:
                     late.appendleft(item)
                     if self._lock.locked():
                         return False  # its holder drains again after letting go
-            return True
+                item = None
         finally:
             local.busy = False
 
