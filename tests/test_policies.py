@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from .conftest import Traced, parent_name
 
@@ -395,47 +395,55 @@ class _SeenBySampler:
         return "seen"
 
 
-def _with_sampler(traced: Traced, exporter: Any, delegate: Any) -> tuple[Traced, Any]:
+def _with_sampler(traced: Traced, sampler: Any) -> Traced:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    sampler = _SeenBySampler(delegate)
-    provider = TracerProvider(sampler=sampler)  # type: ignore[arg-type]
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return Traced(traced.modules, exporter, provider, traced.backend, traced.core), sampler
-
-
-def test_a_kept_call_s_span_starts_with_all_its_attributes(traced: Traced) -> None:
-    # Made after the fact, a kept call's span is started with its arguments and return
-    # value (one attribute pass in the SDK): a sampler sees them; ancestors made real for
-    # it started before their end, with what was known then.
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-    traced, sampler = _with_sampler(traced, InMemorySpanExporter(), ALWAYS_ON)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Traced(traced.modules, exporter, provider, traced.backend, traced.core)
+
+
+class _SeenAtStart(SpanProcessor):
+    """What each span held when it started."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.seen[span.name] = dict(span.attributes or {})
+
+
+def test_a_kept_call_s_span_starts_with_all_its_attributes(traced: Traced,
+                                                           provider: TracerProvider) -> None:
+    # Made after the fact, a kept call's span starts with its arguments and return value
+    # (one attribute pass in the SDK) when the sampler records it anyway (the default
+    # here); ancestors made real for it started before their end, with what was known.
+    at_start = _SeenAtStart()
+    provider.add_span_processor(at_start)
     mod = _load(traced, min_duration="5ms")
     assert mod.top() == 6
     assert sorted(traced.names()) == ["mid", "slow", "top"]
-    slow = sampler.seen["slow"]
+    slow = at_start.seen["slow"]
     assert slow["code.function.parameters.x.value"] == 3
     assert slow["code.function.return.value"] == 6
     assert slow["code.function.name"].endswith("pol.slow")
     assert dict(traced.span("slow").attributes or {}) == slow
-    # started when ``slow`` was kept, before they ended: their own attributes only
-    assert "code.function.return.value" not in sampler.seen["mid"]
+    assert "code.function.return.value" not in at_start.seen["mid"]
     assert traced.attrs("mid")["code.function.return.value"] == 6
-    # a failure: the same, the exception event added after the start
+    # a failure: the same, its exception event added after the start
     with pytest.raises(ValueError):
         mod.passes_through()
-    assert sampler.seen["failing"]["code.function.parameters.x.value"] == 2
+    assert at_start.seen["failing"]["code.function.parameters.x.value"] == 2
     assert [e.name for e in traced.span("failing").events] == ["exception"]
 
 
-def test_a_kept_call_under_an_unsampled_parent_makes_no_span(traced: Traced) -> None:
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+def test_a_kept_call_under_an_unsampled_parent_renders_nothing(traced: Traced) -> None:
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
-    traced, sampler = _with_sampler(traced, InMemorySpanExporter(),
-                                    ParentBased(ALWAYS_ON, local_parent_not_sampled=ALWAYS_OFF))
+    sampler = _SeenBySampler(ParentBased(ALWAYS_ON))
+    traced = _with_sampler(traced, sampler)
     mod = _load(traced, min_duration="5ms")
     unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("program")
     with unsampled.start_as_current_span("request"):
@@ -447,3 +455,81 @@ def test_a_kept_call_under_an_unsampled_parent_makes_no_span(traced: Traced) -> 
     assert mod.slow(6) == 12  # at top level: recorded, with everything
     assert traced.args("slow") == {"x": 6, "label": "s"}
     assert traced.attrs("slow")["code.function.return.value"] == 12
+
+
+REPRS = """
+import time
+
+class Shown:
+    reprs = 0
+
+    def __repr__(self):
+        Shown.reprs += 1
+        return "Shown()"
+
+def slow_with(value):
+    time.sleep(0.01)
+    return value
+"""
+
+
+def test_a_kept_root_call_the_sampler_drops_renders_nothing(traced: Traced) -> None:
+    # A ratio sampler (0: every root dropped) is not known to record roots: the span starts
+    # with its code.* attributes, and nothing of the call is rendered for it.
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    sampler = _SeenBySampler(ParentBased(TraceIdRatioBased(0.0)))
+    traced = _with_sampler(traced, sampler)
+    mod = traced.load("reprs", REPRS, min_duration="5ms", repr_objects=True)
+    shown = mod.Shown()
+    for _ in range(3):
+        assert mod.slow_with(shown) is shown
+    assert traced.spans() == []
+    assert mod.Shown.reprs == 0
+    assert "code.function.parameters.value.value" not in sampler.seen["slow_with"]
+
+
+def test_calls_counted_while_spans_are_off_make_no_span(traced: Traced,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # spans=False with a policy and metrics: every call is counted, none is a span, however
+    # slow (a call kept by min_duration once went on to make one).
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    mod = _load(traced, min_duration="5ms", spans=False, metrics=True,
+                meter_provider=MeterProvider(metric_readers=[reader]))
+    with caplog.at_level("DEBUG", logger="autotrace"):
+        assert mod.slow(2) == 4
+        with pytest.raises(ValueError):
+            mod.passes_through()
+    assert traced.spans() == []
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+    names = {point.attributes.get("code.function.name", "")
+             for rm in reader.get_metrics_data().resource_metrics
+             for sm in rm.scope_metrics for metric in sm.metrics
+             for point in metric.data.data_points}
+    assert any(name.endswith("pol.slow") for name in names)
+
+
+def test_the_sampler_is_found_behind_the_tracers_that_stand_for_the_sdk_s() -> None:
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        TraceIdRatioBased,
+    )
+
+    from autotrace.record.spans import samples_every_root
+    from autotrace.zerocode.provider import FallbackTracerProvider
+
+    for sampler, expected in ((ALWAYS_ON, True), (ParentBased(ALWAYS_ON), True),
+                              (ALWAYS_OFF, False), (ParentBased(TraceIdRatioBased(1.0)), False),
+                              (_SeenBySampler(ALWAYS_ON), False)):
+        sdk = TracerProvider(sampler=sampler)  # type: ignore[arg-type]
+        assert samples_every_root(sdk.get_tracer("t")) is expected, sampler
+        # the command's: its own provider until the program sets one
+        fallback = FallbackTracerProvider(lambda sdk=sdk: sdk)  # type: ignore[misc]
+        assert samples_every_root(fallback.get_tracer("t")) is expected, sampler
+    assert samples_every_root(trace.NoOpTracer()) is False
+    assert samples_every_root(None) is False

@@ -87,6 +87,7 @@ from .spans import (
     TracerSource,
     handled_attributes,
     record_failure,
+    samples_every_root,
 )
 
 _INTERNAL = SpanKind.INTERNAL
@@ -455,6 +456,7 @@ class Recorder:
         #: Kept calls whose span is still to be made or ended (rule 2).
         self._late: deque[_Late] = deque()
         self._pending_cache: tuple[Any, Any] = (None, None)
+        self._roots_cache: tuple[Any, bool] = (None, False)
         #: Nothing to record (no provider yet, or a no-op one): calls pass through.
         self.dormant = False
         self.tracer: Tracer | None = self._source.resolve()
@@ -472,6 +474,7 @@ class Recorder:
     def global_provider_set(self) -> None:
         """The program set the global provider: wake up (see ``TracerSource``)."""
         self.dormant = False
+        self._roots_cache = (None, False)  # the tracer may now be the program's
         if self.active:
             tracer = self._source.resolve()
             if tracer is not None:
@@ -721,8 +724,8 @@ class Recorder:
                 except Exception:
                     log_once("aggregate", "autotrace: could not count a call of %s",
                              call.info.span_name)
-            if span is None and (call.closed or not self.pending):
-                if call.depth != -1:  # counted only
+            if span is None and (call.closed or not self.pending or call.parent_ctx is None):
+                if call.depth != -1:  # counted only (no ``parent_ctx``: ``_unrecorded``)
                     return
                 # suppressed as hot: counted on its enclosing call, unless it raised
                 if not (outcome == RAISED and isinstance(value, Exception)):
@@ -875,16 +878,18 @@ class Recorder:
                 # it will record (one attribute pass in the SDK, not two), rendered
                 # before the lock is taken (rendering may run a ``repr``).
                 final = call.attrs_at_end
-                if final is None and self._will_record(call):
+                if final is None and self.tracer is not None and self._will_record(call):
                     try:
                         final = call.attrs_at_end = self._attributes(call, outcome, value)
-                    except Exception:  # then as before: set after the start, if they can be
+                    except Exception:  # (the renderers catch their own): no attributes
                         log_once("close", "autotrace: could not record the attributes of %s",
                                  call.info.span_name)
                 span = self._materialize(call, wait=False, final=final)
                 if span is _CONTENDED:
-                    return False
+                    return False  # (its attributes stay rendered for the next try)
             if span is None:
+                if call.attrs_at_end is not None:
+                    call.attrs_at_end = None
                 return True
         call.closed = True
         if self.hot is not None and call.depth != -1:
@@ -893,6 +898,8 @@ class Recorder:
             self.stats.kept(call.info, end_ns - call.start_ns, span,
                             value if outcome == RAISED else None)
         self._end(call, span, outcome, value, end_ns)
+        if call.attrs_at_end is not None:  # what was rendered dies with the span, not the call
+            call.attrs_at_end = None
         return True
 
     def _start_span(self, call: Call) -> Span | None:
@@ -909,28 +916,44 @@ class Recorder:
             return None
 
     def _will_record(self, call: Call) -> bool:
-        """Whether a span started now for ``call`` is likely to record: false only
-        under a real parent that is not sampled (a ``ParentBased`` sampler, the
-        default, follows it). A guess that costs nothing to get wrong but time: the
-        span's attributes are the same either way."""
+        """Whether a span started now for ``call`` will record, as far as is known
+        without starting it: under a real parent, whether that parent is sampled (a
+        ``ParentBased`` sampler, the default, follows it); with none, whether the
+        sampler records every root (``_records_roots``). A guess that costs nothing to
+        get wrong but time: the span's attributes are the same either way, but
+        rendering them for a span that is sampled out would be wasted."""
         node: Call | None = call
+        parent: Any = None
         while node is not None:
             if node.span is not None:
                 parent = node.span
                 break
             if not node.under_pending:
-                parent = node.parent_ctx.get(_SPAN_KEY)
-                if parent is None or type(parent) is PendingSpan:
-                    return True
+                ctx = node.parent_ctx
+                parent = None if ctx is None else ctx.get(_SPAN_KEY)
+                if type(parent) is PendingSpan:  # another chain's: not made real here
+                    parent = None
                 break
             node = node.parent
-        else:
-            return True
-        try:
-            context = parent.get_span_context()
-            return not context.is_valid or context.trace_flags.sampled
-        except Exception:
-            return True
+        if parent is not None:
+            try:
+                context = parent.get_span_context()
+                if context.is_valid:
+                    return bool(context.trace_flags.sampled)
+            except Exception:
+                return False
+        return self._records_roots()
+
+    def _records_roots(self) -> bool:
+        """Whether the tracer's sampler records every span with no parent (asked once
+        per tracer, and again when the program sets its provider)."""
+        tracer = self.tracer
+        cached = self._roots_cache
+        if cached[0] is tracer:
+            return cached[1]
+        answer = samples_every_root(tracer)
+        self._roots_cache = (tracer, answer)
+        return answer
 
     def _attributes(self, call: Call, outcome: int, value: Any) -> dict[str, Any]:
         """Every attribute of an ended call's span but its failure: the static ones

@@ -67,6 +67,35 @@ class _Owner(Protocol):
     def global_provider_set(self) -> None: ...
 
 
+#: ``get_description()`` of the SDK's ``ALWAYS_ON`` sampler (a public answer, where the
+#: sampler's fields are private); ``ParentBased`` names its root's inside its own.
+_ALWAYS_ON = "AlwaysOnSampler"
+
+
+def samples_every_root(tracer: Any) -> bool:
+    """Whether ``tracer`` records every span started with no parent: its sampler is the
+    SDK's ``ALWAYS_ON``, or a ``ParentBased`` over it (the SDK's default). Anything else
+    (a ratio, a sampler of the program's, a tracer that is not the SDK's): not known,
+    so False. Through the API's ``ProxyTracer`` and the command's fallback tracer
+    (``current()``) to the tracer that makes the spans."""
+    try:
+        for _ in range(4):
+            if isinstance(tracer, trace.ProxyTracer):
+                tracer = getattr(tracer, "_tracer", None)
+            elif callable(getattr(type(tracer), "current", None)):
+                tracer = tracer.current()
+            else:
+                break
+        sampler = getattr(tracer, "sampler", None)
+        if sampler is None:
+            return False
+        description = sampler.get_description()
+    except Exception:
+        return False
+    return isinstance(description, str) and (
+        description == _ALWAYS_ON or description.startswith(f"ParentBased{{root:{_ALWAYS_ON},"))
+
+
 class TracerSource:
     """The tracer of one installation, resolved lazily (see module docstring)."""
 
