@@ -47,6 +47,7 @@ candidate; before autotrace has a ``core`` option only ``python`` exists.
 from __future__ import annotations
 
 import argparse
+import bisect
 import fnmatch
 import json
 import os
@@ -258,7 +259,7 @@ def child(row: Row, calls: int, empty: int, root: Path, result: Path, processor:
     if not (root / PACKAGE).exists():  # the warm-up run writes (and compiles) the module
         write_package(root, PACKAGE, {"target": TARGET_SOURCE, "decorated": DECORATED_SOURCE,
                                       "floor": FLOOR_SOURCE})
-    facts: dict[str, Any] = {"kept": None, "dormant": None, "core": None}
+    facts: dict[str, Any] = {"kept": None, "dormant": None, "core": None, "pid": os.getpid()}
     provider = reader = meter_provider = inst = None
     exported = [0]
     if row.spans or row.backend:
@@ -389,10 +390,13 @@ def clean_env(row: Row) -> dict[str, str]:
 
 
 def run_child(python: str, row: Row, calls: int, empty: int, root: Path,
-              valgrind_out: Path | None, processor: str) -> tuple[dict[str, Any], int | None]:
-    """Facts the child reported, and the instructions callgrind counted (None: no valgrind)."""
+              valgrind_out: Path | None, processor: str, perf: bool = False
+              ) -> tuple[dict[str, Any], int | None]:
+    """Facts the child reported, and the instructions callgrind counted (None: no valgrind).
+    ``perf``: under ``-X perf`` (``python_profile``)."""
     result = root / "result.json"
-    command = [python, str(Path(__file__).resolve()), "--child", row.name, "--calls", str(calls),
+    command = [python, *(["-X", "perf"] if perf else []), str(Path(__file__).resolve()),
+               "--child", row.name, "--calls", str(calls),
                "--empty", str(empty), "--dir", str(root), "--result", str(result),
                "--processor", processor]
     if valgrind_out is not None:
@@ -417,7 +421,7 @@ def run_child(python: str, row: Row, calls: int, empty: int, root: Path,
 
 
 def measure(python: str, row: Row, calls: int, keep: Path | None, annotate: int,
-            processor: str) -> Measured:
+            processor: str, python_functions: int = 0) -> Measured:
     WORK.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="instr-", dir=WORK))
     try:
@@ -432,6 +436,9 @@ def measure(python: str, row: Row, calls: int, keep: Path | None, annotate: int,
                          (first, second))
         if annotate:
             found.extra["profile"] = profile(outs[0], outs[1], calls, found.per_call, annotate)
+        if python_functions:
+            found.extra["python_profile"] = python_profile(python, row, calls, root, keep,
+                                                           processor, python_functions)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return found
@@ -486,6 +493,65 @@ def profile(first: Path, second: Path, calls: int, per_call: float, top: int
                    if k not in rec_a | rec_b and v < per_call * 0.999 and not k.startswith("0x")}
         shown[kind] = sorted(per.items(), key=lambda kv: -kv[1])[:top]
     return shown
+
+
+_TRAMPOLINE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\?\?\?:0x([0-9a-f]+)('\d+)?")
+
+
+def python_costs(path: Path, perf_map: Path) -> dict[str, int]:
+    """Inclusive instructions per Python function of a run under ``-X perf``.
+
+    With ``-X perf`` (3.12+) each Python function runs through a trampoline of its own,
+    named in ``/tmp/perf-PID.map``; callgrind sees the trampolines as unnamed functions,
+    so their inclusive costs, mapped back through that file, are the Python functions'.
+    Recursion levels (``'2``) are left out: they count the same instructions again."""
+    spans: list[tuple[int, int, str]] = []
+    for line in perf_map.read_text().splitlines():
+        start, size, name = line.split(" ", 2)
+        spans.append((int(start, 16), int(size, 16), name.removeprefix("py::")))
+    spans.sort()
+    starts = [start for start, _, _ in spans]
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
+                          "--auto=no", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    costs: dict[str, int] = {}
+    for line in out.splitlines():
+        match = _TRAMPOLINE.match(line)
+        if match is None or match.group(3):
+            continue
+        address = int(match.group(2), 16)
+        index = bisect.bisect_right(starts, address) - 1
+        if index < 0 or address >= spans[index][0] + spans[index][1]:
+            continue
+        name = spans[index][2]
+        costs[name] = max(costs.get(name, 0), int(match.group(1).replace(",", "")))
+    return costs
+
+
+def python_profile(python: str, row: Row, calls: int, root: Path, keep: Path | None,
+                   processor: str, top: int) -> list[tuple[str, float]]:
+    """Where a call's instructions go by Python function (inclusive, per call): runs A
+    and B again under ``-X perf`` (each Python call then pays a trampoline, so these
+    are a little above the row's figure) and maps callgrind's trampolines back to
+    their functions. Needs 3.12+ on Linux."""
+    costs = []
+    for which, (n, empty) in (("PA", (calls, calls)), ("PB", (2 * calls, 0))):
+        out = (keep or root) / f"callgrind.{row.name.replace('/', '-')}.{which}"
+        facts, _ = run_child(python, row, n, empty, root, out, processor, perf=True)
+        perf_map = Path(f"/tmp/perf-{facts['pid']}.map")
+        if not perf_map.exists():
+            raise SystemExit(f"{row.name}: no {perf_map}: -X perf needs Python 3.12+ on Linux")
+        try:
+            costs.append(python_costs(out, perf_map))
+        finally:
+            perf_map.unlink(missing_ok=True)
+    a, b = costs
+    per = {name: (b.get(name, 0) - a.get(name, 0)) / calls for name in set(a) | set(b)
+           if not name.endswith(f":{Path(__file__).resolve()}")}  # the harness's own loop
+    shown = sorted(per.items(), key=lambda kv: -kv[1])[:top]
+    repo = f"{HERE.parent}/"
+    return [(re.sub(r":/\S*/site-packages/", ":", name).replace(f":{repo}", ":"), cost)
+            for name, cost in shown]
 
 
 def resolve_python(given: str | None) -> str:
@@ -565,6 +631,14 @@ def report(data: dict[str, Any]) -> str:
         for (s_name, s_cost), (i_name, i_cost) in zip(found["self"], found["inclusive"],
                                                        strict=False):
             lines.append(f"| {s_cost:,.0f} | `{s_name}` | | {i_cost:,.0f} | `{i_name}` |")
+    for m in results:
+        functions = m.get("python_profile")
+        if not functions:
+            continue
+        lines += ["", f"### {m['label']}: instructions per call by Python function", "",
+                  "Inclusive, under `-X perf` (a trampoline more per Python call).", "",
+                  "| inclusive | function |", "| ---: | --- |"]
+        lines += [f"| {cost:,.0f} | `{name}` |" for name, cost in functions]
     skipped = {key: why for key, why in info["runs"].items() if why is not None}
     if skipped:
         lines += ["", "Not run here:", ""]
@@ -605,6 +679,9 @@ def main() -> None:
     parser.add_argument("--annotate", type=int, default=0, metavar="K",
                         help="also list each row's K costliest C functions per call (self "
                         "and inclusive, from callgrind_annotate)")
+    parser.add_argument("--python-functions", type=int, default=0, metavar="K",
+                        help="also list each row's K costliest Python functions per call "
+                        "(inclusive; two more runs under -X perf; 3.12+)")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="measure nothing: write the report of a run saved with --json")
     parser.add_argument("--list", action="store_true", help="list the row names and exit")
@@ -667,7 +744,8 @@ def run_rows(args: argparse.Namespace, cores: list[str]) -> dict[str, Any]:
         calls = span_calls if row.spans else args.calls
         print(f"::: {row.name}: {calls:,} and {2 * calls:,} calls under callgrind",
               file=sys.stderr, flush=True)
-        results.append(measure(python, row, calls, args.keep, args.annotate, args.processor))
+        results.append(measure(python, row, calls, args.keep, args.annotate, args.processor,
+                               args.python_functions))
         print(f"    {results[-1].per_call:,.0f} instructions per call", file=sys.stderr,
               flush=True)
     return {
