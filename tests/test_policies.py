@@ -520,16 +520,73 @@ def test_the_sampler_is_found_behind_the_tracers_that_stand_for_the_sdk_s() -> N
         TraceIdRatioBased,
     )
 
-    from autotrace.record.spans import samples_every_root
+    from autotrace.record.spans import making_tracer, samples_every_root
     from autotrace.zerocode.provider import FallbackTracerProvider
 
     for sampler, expected in ((ALWAYS_ON, True), (ParentBased(ALWAYS_ON), True),
                               (ALWAYS_OFF, False), (ParentBased(TraceIdRatioBased(1.0)), False),
                               (_SeenBySampler(ALWAYS_ON), False)):
         sdk = TracerProvider(sampler=sampler)  # type: ignore[arg-type]
-        assert samples_every_root(sdk.get_tracer("t")) is expected, sampler
-        # the command's: its own provider until the program sets one
+        tracer = sdk.get_tracer("t")
+        assert making_tracer(tracer) is tracer
+        assert samples_every_root(tracer) is expected, sampler
+        # the command's: its own provider until the program sets one (none in this
+        # process: a test that sets one runs in a process of its own)
         fallback = FallbackTracerProvider(lambda sdk=sdk: sdk)  # type: ignore[misc]
-        assert samples_every_root(fallback.get_tracer("t")) is expected, sampler
-    assert samples_every_root(trace.NoOpTracer()) is False
-    assert samples_every_root(None) is False
+        assert samples_every_root(making_tracer(fallback.get_tracer("t"))) is expected
+    assert samples_every_root(making_tracer(trace.NoOpTracer())) is False
+    assert making_tracer(None) is None and samples_every_root(None) is False
+
+
+STALE_ROOTS = '''
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+import autotrace
+from autotrace.zerocode.provider import FallbackTracerProvider
+
+own = InMemorySpanExporter()
+
+def build():
+    sdk = TracerProvider()  # the SDK's default sampler: every root recorded
+    sdk.add_span_processor(SimpleSpanProcessor(own))
+    return sdk
+
+autotrace.install([MODULE], tracer_provider=FallbackTracerProvider(build), backend=BACKEND,
+                  core=CORE, min_duration="5ms", repr_objects=True)
+mod = __import__(MODULE)
+mod.slow_with(1)  # a kept root under the command's own provider
+assert len(own.get_finished_spans()) == 1
+program = InMemorySpanExporter()
+provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))  # every root dropped
+provider.add_span_processor(SimpleSpanProcessor(program))
+trace.set_tracer_provider(provider)
+shown = mod.Shown()
+for _ in range(3):
+    assert mod.slow_with(shown) is shown
+print(len(own.get_finished_spans()), len(program.get_finished_spans()), mod.Shown.reprs)
+'''
+
+
+def test_the_program_s_sampler_counts_once_it_sets_its_provider(
+        traced: Traced, tmp_path: Any) -> None:
+    # Under the command the recorder's tracer stays one object while the spans it makes
+    # move to the program's provider: what its sampler does with roots is asked again.
+    import os
+    import subprocess
+    import sys
+
+    module = traced.modules.module("stale", REPRS)
+    script = tmp_path / "stale_roots.py"
+    script.write_text(STALE_ROOTS.replace("MODULE", repr(module)).replace(
+        "BACKEND", repr(traced.backend)).replace("CORE", repr(traced.core)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=str(traced.modules.root),
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, (str(traced.modules.root),
+                                            os.environ.get("PYTHONPATH"))))})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0", "0"], done.stdout + done.stderr

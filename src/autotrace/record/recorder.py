@@ -86,6 +86,7 @@ from .spans import (
     PendingSpan,
     TracerSource,
     handled_attributes,
+    making_tracer,
     record_failure,
     samples_every_root,
 )
@@ -474,7 +475,6 @@ class Recorder:
     def global_provider_set(self) -> None:
         """The program set the global provider: wake up (see ``TracerSource``)."""
         self.dormant = False
-        self._roots_cache = (None, False)  # the tracer may now be the program's
         if self.active:
             tracer = self._source.resolve()
             if tracer is not None:
@@ -945,9 +945,10 @@ class Recorder:
         return self._records_roots()
 
     def _records_roots(self) -> bool:
-        """Whether the tracer's sampler records every span with no parent (asked once
-        per tracer, and again when the program sets its provider)."""
-        tracer = self.tracer
+        """Whether the tracer's sampler records every span with no parent: asked once
+        per tracer that makes the spans (the command's tracer stays the same object
+        when the program sets its provider, and makes its spans with the program's)."""
+        tracer = making_tracer(self.tracer)
         cached = self._roots_cache
         if cached[0] is tracer:
             return cached[1]

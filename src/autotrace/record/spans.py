@@ -72,12 +72,10 @@ class _Owner(Protocol):
 _ALWAYS_ON = "AlwaysOnSampler"
 
 
-def samples_every_root(tracer: Any) -> bool:
-    """Whether ``tracer`` records every span started with no parent: its sampler is the
-    SDK's ``ALWAYS_ON``, or a ``ParentBased`` over it (the SDK's default). Anything else
-    (a ratio, a sampler of the program's, a tracer that is not the SDK's): not known,
-    so False. Through the API's ``ProxyTracer`` and the command's fallback tracer
-    (``current()``) to the tracer that makes the spans."""
+def making_tracer(tracer: Any) -> Any:
+    """The tracer that makes the spans behind ``tracer``: through the API's ``ProxyTracer``
+    and the command's fallback tracer (``current()``), which may each resolve to another
+    one later; None if it cannot be told."""
     try:
         for _ in range(4):
             if isinstance(tracer, trace.ProxyTracer):
@@ -85,7 +83,18 @@ def samples_every_root(tracer: Any) -> bool:
             elif callable(getattr(type(tracer), "current", None)):
                 tracer = tracer.current()
             else:
-                break
+                return tracer
+    except Exception:
+        return None
+    return tracer
+
+
+def samples_every_root(tracer: Any) -> bool:
+    """Whether ``tracer`` (one that makes spans: ``making_tracer``) records every span
+    started with no parent: its sampler is the SDK's ``ALWAYS_ON``, or a ``ParentBased``
+    over it (the SDK's default). Anything else (a ratio, a sampler of the program's, a
+    tracer that is not the SDK's): not known, so False."""
+    try:
         sampler = getattr(tracer, "sampler", None)
         if sampler is None:
             return False
